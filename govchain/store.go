@@ -1,0 +1,135 @@
+package govchain
+
+import (
+	"encoding/binary"
+	"fmt"
+	"sort"
+
+	"github.com/ccgpmesh/ccgp/crypto"
+	"google.golang.org/protobuf/proto"
+)
+
+// Key layout of the state tree. One byte of kind, a '/', then the id. Ids
+// are checked by validID so they never contain '/', which keeps prefixes of
+// different kinds disjoint.
+const (
+	prefixParams   = "p"
+	prefixOrg      = "o/"
+	prefixAccount  = "a/"
+	prefixProposal = "g/"
+	prefixOpenProp = "v/" // v/<deadline be64><id be64>: proposals still voting
+	prefixNode     = "n/"
+	prefixService  = "s/"
+	prefixSubchain = "c/"
+	prefixApp      = "x/"
+	prefixContract = "k/"
+	prefixPipe     = "i/"
+	keyNextProp    = "G"
+)
+
+// Keys of single records, exported so that clients can ask for proofs.
+func KeyParams() []byte                  { return []byte(prefixParams) }
+func KeyOrg(id string) []byte            { return []byte(prefixOrg + id) }
+func KeyAccount(a crypto.Address) []byte { return append([]byte(prefixAccount), a[:]...) }
+func KeyProposal(id uint64) []byte       { return binary.BigEndian.AppendUint64([]byte(prefixProposal), id) }
+func KeyNode(id string) []byte           { return []byte(prefixNode + id) }
+func KeyService(id string) []byte        { return []byte(prefixService + id) }
+func KeySubchain(id string) []byte       { return []byte(prefixSubchain + id) }
+func KeyApp(id string) []byte            { return []byte(prefixApp + id) }
+func KeyContract(id string) []byte       { return []byte(prefixContract + id) }
+func KeyPipe(id string) []byte           { return []byte(prefixPipe + id) }
+
+func keyOpenProp(deadline, id uint64) []byte {
+	k := binary.BigEndian.AppendUint64([]byte(prefixOpenProp), deadline)
+	return binary.BigEndian.AppendUint64(k, id)
+}
+
+// Record prefixes for list queries.
+const (
+	ListOrgs      = prefixOrg
+	ListAccounts  = prefixAccount
+	ListProposals = prefixProposal
+	ListNodes     = prefixNode
+	ListServices  = prefixService
+	ListSubchains = prefixSubchain
+	ListApps      = prefixApp
+	ListContracts = prefixContract
+	ListPipes     = prefixPipe
+)
+
+// reader is read access to a version of the state.
+type reader interface {
+	Get(key []byte) ([]byte, error)
+}
+
+// writer is the working tree as the state machine needs it.
+type writer interface {
+	reader
+	Set(key, value []byte) (bool, error)
+	Remove(key []byte) ([]byte, bool, error)
+}
+
+// overlay buffers one tx's writes so that a rejected tx leaves no trace. The
+// writes reach the tree in sorted key order: map order must never reach
+// consensus state.
+type overlay struct {
+	base   writer
+	writes map[string][]byte // nil value: delete
+}
+
+func newOverlay(base writer) *overlay { return &overlay{base: base, writes: map[string][]byte{}} }
+
+func (o *overlay) Get(key []byte) ([]byte, error) {
+	if v, ok := o.writes[string(key)]; ok {
+		return v, nil
+	}
+	return o.base.Get(key)
+}
+
+func (o *overlay) set(key, value []byte) { o.writes[string(key)] = value }
+func (o *overlay) del(key []byte)        { o.writes[string(key)] = nil }
+
+func (o *overlay) flush() error {
+	keys := make([]string, 0, len(o.writes))
+	for k := range o.writes {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if v := o.writes[k]; v == nil {
+			if _, _, err := o.base.Remove([]byte(k)); err != nil {
+				return fmt.Errorf("state: remove %q: %w", k, err)
+			}
+		} else if _, err := o.base.Set([]byte(k), v); err != nil {
+			return fmt.Errorf("state: set %q: %w", k, err)
+		}
+	}
+	o.writes = map[string][]byte{}
+	return nil
+}
+
+var marshal = proto.MarshalOptions{Deterministic: true}
+
+// load decodes the record at key into m; found is false when it is absent.
+func load(r reader, key []byte, m proto.Message) (found bool, err error) {
+	b, err := r.Get(key)
+	if err != nil {
+		return false, fmt.Errorf("state: get %q: %w", key, err)
+	}
+	if b == nil {
+		return false, nil
+	}
+	if err := proto.Unmarshal(b, m); err != nil {
+		return false, fmt.Errorf("state: decode %q: %w", key, err)
+	}
+	return true, nil
+}
+
+func (o *overlay) put(key []byte, m proto.Message) error {
+	b, err := marshal.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("state: encode %q: %w", key, err)
+	}
+	o.set(key, b)
+	return nil
+}

@@ -1,0 +1,91 @@
+package govchain
+
+import (
+	"fmt"
+
+	"github.com/ccgpmesh/ccgp/crypto"
+	"google.golang.org/protobuf/proto"
+)
+
+// signDomain separates governance-tx signatures from every other signature a
+// key may make (AMDP packets, batches).
+const signDomain = "ccgp/govchain/tx/v1\x00"
+
+// Bounds checked before anything is allocated from a tx's fields.
+const (
+	DefaultMaxTxBytes = 64 << 10
+	maxSuiteLen       = 32
+	maxPubKeyLen      = 4096 // room for ML-DSA-65 (1952 B) and hybrids
+	maxSigLen         = 8192 // ML-DSA-65 signatures are 3309 B
+)
+
+// SignBytes is what a tx's signature covers.
+func SignBytes(body []byte) []byte {
+	out := make([]byte, 0, len(signDomain)+len(body))
+	return append(append(out, signDomain...), body...)
+}
+
+// NewTx builds and signs a tx carrying msg.
+func NewTx(s crypto.Signer, chainID string, nonce uint64, body *TxBody) ([]byte, error) {
+	body.ChainId, body.Nonce = chainID, nonce
+	raw, err := marshal.Marshal(body)
+	if err != nil {
+		return nil, fmt.Errorf("encode tx body: %w", err)
+	}
+	sig, err := s.Sign(SignBytes(raw))
+	if err != nil {
+		return nil, fmt.Errorf("sign tx: %w", err)
+	}
+	return marshal.Marshal(&Tx{Body: raw, Suite: string(s.Suite()), PublicKey: s.PublicKey(), Signature: sig})
+}
+
+// DecodedTx is a tx whose bytes parsed and whose signature verified.
+type DecodedTx struct {
+	Body   *TxBody
+	Sender crypto.Address
+	Suite  string
+	PubKey []byte
+}
+
+// DecodeTx parses raw, bounds every field, checks the chain id and verifies
+// the signature. It returns a *TxError (never panics) for bad input.
+func DecodeTx(raw []byte, chainID string, maxBytes int) (*DecodedTx, *TxError) {
+	if maxBytes <= 0 {
+		maxBytes = DefaultMaxTxBytes
+	}
+	if len(raw) > maxBytes {
+		return nil, reject(CodeTooLarge, "tx is %d bytes; the limit is %d", len(raw), maxBytes)
+	}
+	var tx Tx
+	if err := proto.Unmarshal(raw, &tx); err != nil {
+		return nil, reject(CodeMalformed, "tx bytes do not decode: %v", err)
+	}
+	switch {
+	case len(tx.Body) == 0:
+		return nil, reject(CodeMalformed, "tx has no body")
+	case len(tx.Suite) == 0 || len(tx.Suite) > maxSuiteLen:
+		return nil, reject(CodeMalformed, "tx suite must be 1-%d bytes", maxSuiteLen)
+	case len(tx.PublicKey) == 0 || len(tx.PublicKey) > maxPubKeyLen:
+		return nil, reject(CodeMalformed, "tx public key must be 1-%d bytes", maxPubKeyLen)
+	case len(tx.Signature) == 0 || len(tx.Signature) > maxSigLen:
+		return nil, reject(CodeMalformed, "tx signature must be 1-%d bytes", maxSigLen)
+	}
+	var body TxBody
+	if err := proto.Unmarshal(tx.Body, &body); err != nil {
+		return nil, reject(CodeMalformed, "tx body does not decode: %v", err)
+	}
+	if body.Msg == nil {
+		return nil, reject(CodeMalformed, "tx carries no message")
+	}
+	if body.ChainId != chainID {
+		return nil, reject(CodeWrongChain, "tx is for chain %q, this is %q", body.ChainId, chainID)
+	}
+	if body.Nonce == 0 {
+		return nil, reject(CodeBadNonce, "tx nonce must be at least 1")
+	}
+	suite := crypto.Suite(tx.Suite)
+	if err := crypto.Verify(suite, tx.PublicKey, SignBytes(tx.Body), tx.Signature); err != nil {
+		return nil, reject(CodeBadSignature, "%s: %v", msgName(&body), err)
+	}
+	return &DecodedTx{Body: &body, Sender: crypto.AddressOf(suite, tx.PublicKey), Suite: tx.Suite, PubKey: tx.PublicKey}, nil
+}
