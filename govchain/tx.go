@@ -89,3 +89,38 @@ func DecodeTx(raw []byte, chainID string, maxBytes int) (*DecodedTx, *TxError) {
 	}
 	return &DecodedTx{Body: &body, Sender: crypto.AddressOf(suite, tx.PublicKey), Suite: tx.Suite, PubKey: tx.PublicKey}, nil
 }
+
+// Wrap puts a message into a tx body. It panics on a type that is not a
+// governance message: that is a programming error, not input.
+func Wrap(m proto.Message) *TxBody {
+	b := &TxBody{}
+	switch m := m.(type) {
+	case *MsgApplyOrg:
+		b.Msg = &TxBody_ApplyOrg{ApplyOrg: m}
+	case *MsgVote:
+		b.Msg = &TxBody_Vote{Vote: m}
+	case *MsgProposeAccount:
+		b.Msg = &TxBody_ProposeAccount{ProposeAccount: m}
+	case *MsgRegisterNode:
+		b.Msg = &TxBody_RegisterNode{RegisterNode: m}
+	case *MsgRegisterService:
+		b.Msg = &TxBody_RegisterService{RegisterService: m}
+	case *MsgRegisterSubchain:
+		b.Msg = &TxBody_RegisterSubchain{RegisterSubchain: m}
+	case *MsgRegisterApp:
+		b.Msg = &TxBody_RegisterApp{RegisterApp: m}
+	case *MsgRegisterContract:
+		b.Msg = &TxBody_RegisterContract{RegisterContract: m}
+	case *MsgApplyPipe:
+		b.Msg = &TxBody_ApplyPipe{ApplyPipe: m}
+	case *MsgAuthorizePipe:
+		b.Msg = &TxBody_AuthorizePipe{AuthorizePipe: m}
+	case *MsgSuspendPipe:
+		b.Msg = &TxBody_SuspendPipe{SuspendPipe: m}
+	case *MsgResumePipe:
+		b.Msg = &TxBody_ResumePipe{ResumePipe: m}
+	default:
+		panic(fmt.Sprintf("govchain.Wrap: %T is not a governance message", m))
+	}
+	return b
+}
