@@ -478,12 +478,12 @@ func TestDeterministicAndRestart(t *testing.T) {
 
 func TestInitChainRejectsBadGenesis(t *testing.T) {
 	for name, gs := range map[string]*GenesisState{
-		"no orgs":      {},
-		"bad quorum":   {Params: &Params{QuorumNum: 3, QuorumDen: 3, VotingPeriod: 1}, Orgs: []*GenesisOrg{{Id: "a"}}},
-		"bad org id":   {Orgs: []*GenesisOrg{{Id: "A B"}}},
-		"dup org":      {Orgs: []*GenesisOrg{{Id: "a"}, {Id: "a"}}},
-		"unknown org":  {Orgs: []*GenesisOrg{{Id: "a"}}, Accounts: []*GenesisAccount{{Org: "b", Role: Role_ROLE_GOVERNOR, Suite: "ed25519", PublicKey: make([]byte, 32)}}},
-		"bad key":      {Orgs: []*GenesisOrg{{Id: "a"}}, Accounts: []*GenesisAccount{{Org: "a", Role: Role_ROLE_GOVERNOR, Suite: "ed25519", PublicKey: []byte{1}}}},
+		"no orgs":     {},
+		"bad quorum":  {Params: &Params{QuorumNum: 3, QuorumDen: 3, VotingPeriod: 1}, Orgs: []*GenesisOrg{{Id: "a"}}},
+		"bad org id":  {Orgs: []*GenesisOrg{{Id: "A B"}}},
+		"dup org":     {Orgs: []*GenesisOrg{{Id: "a"}, {Id: "a"}}},
+		"unknown org": {Orgs: []*GenesisOrg{{Id: "a"}}, Accounts: []*GenesisAccount{{Org: "b", Role: Role_ROLE_GOVERNOR, Suite: "ed25519", PublicKey: make([]byte, 32)}}},
+		"bad key":     {Orgs: []*GenesisOrg{{Id: "a"}}, Accounts: []*GenesisAccount{{Org: "a", Role: Role_ROLE_GOVERNOR, Suite: "ed25519", PublicKey: []byte{1}}}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			app, _ := NewInMemoryApp(nil)

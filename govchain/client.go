@@ -1,0 +1,450 @@
+package govchain
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	cmtcrypto "github.com/cometbft/cometbft/api/cometbft/crypto/v1"
+	"github.com/cometbft/cometbft/mempool"
+	rpcclient "github.com/cometbft/cometbft/rpc/client"
+	rpchttp "github.com/cometbft/cometbft/rpc/client/http"
+	ctypes "github.com/cometbft/cometbft/rpc/core/types"
+	"github.com/cometbft/cometbft/types"
+	ics23 "github.com/cosmos/ics23/go"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ccgpmesh/ccgp/crypto"
+)
+
+// Client submits governance txs and reads proven state. It is what the CLI
+// and the relays use; it works over CometBFT's RPC, in-process or HTTP.
+// Safe for concurrent use.
+type Client struct {
+	rpc     rpcclient.Client
+	chainID string
+	cfg     clientCfg
+
+	mu     sync.Mutex // guards nonces
+	nonces map[crypto.Address]uint64
+}
+
+type clientCfg struct {
+	commitTimeout time.Duration
+	poll          time.Duration
+}
+
+// ClientOption configures a Client.
+type ClientOption func(*clientCfg)
+
+// WithCommitTimeout bounds how long Submit waits for a tx to be committed
+// (default 30s).
+func WithCommitTimeout(d time.Duration) ClientOption {
+	return func(c *clientCfg) { c.commitTimeout = d }
+}
+
+// NewClient wraps an RPC client; it asks the node for its chain id.
+func NewClient(ctx context.Context, rpc rpcclient.Client, opts ...ClientOption) (*Client, error) {
+	c := &Client{rpc: rpc, nonces: map[crypto.Address]uint64{}, cfg: clientCfg{commitTimeout: 30 * time.Second, poll: 20 * time.Millisecond}}
+	for _, o := range opts {
+		o(&c.cfg)
+	}
+	st, err := rpc.Status(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("govchain: node status: %w", err)
+	}
+	c.chainID = st.NodeInfo.Network
+	return c, nil
+}
+
+// Dial connects to a node's RPC address ("127.0.0.1:26657" or a URL).
+func Dial(ctx context.Context, addr string, opts ...ClientOption) (*Client, error) {
+	if !strings.Contains(addr, "://") {
+		addr = "http://" + addr
+	}
+	h, err := rpchttp.New(addr)
+	if err != nil {
+		return nil, fmt.Errorf("govchain: node address %q: %w", addr, err)
+	}
+	c, err := NewClient(ctx, h, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("govchain: cannot reach node at %s: %w", addr, err)
+	}
+	return c, nil
+}
+
+// ChainID is the chain the client signs for.
+func (c *Client) ChainID() string { return c.chainID }
+
+// RPC exposes the underlying CometBFT client.
+func (c *Client) RPC() rpcclient.Client { return c.rpc }
+
+// TxResult is a committed, accepted tx.
+type TxResult struct {
+	Hash   []byte
+	Height int64
+	Events []Event
+}
+
+// Event is a tx event with its attributes.
+type Event struct {
+	Type  string
+	Attrs map[string]string
+}
+
+// Attr returns the first attribute key of the first event of kind typ.
+func (r *TxResult) Attr(typ, key string) string {
+	for _, e := range r.Events {
+		if e.Type == typ {
+			return e.Attrs[key]
+		}
+	}
+	return ""
+}
+
+// Sign builds the tx carrying m from s with the next nonce.
+func (c *Client) Sign(ctx context.Context, s crypto.Signer, m proto.Message) ([]byte, error) {
+	nonce, err := c.nextNonce(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	return NewTx(s, c.chainID, nonce, Wrap(m))
+}
+
+// Broadcast signs m and hands it to the node's mempool. A CheckTx rejection
+// comes back as a *TxError; the tx is not yet committed when it returns.
+func (c *Client) Broadcast(ctx context.Context, s crypto.Signer, m proto.Message) ([]byte, error) {
+	raw, err := c.Sign(ctx, s, m)
+	if err != nil {
+		return nil, err
+	}
+	return c.BroadcastRaw(ctx, s, raw)
+}
+
+// BroadcastRaw hands signed tx bytes to the mempool.
+func (c *Client) BroadcastRaw(ctx context.Context, s crypto.Signer, raw []byte) ([]byte, error) {
+	res, err := c.rpc.BroadcastTxSync(ctx, raw)
+	if err != nil {
+		c.forgetNonce(s)
+		if rej := checkTxRejection(err); rej != nil {
+			return nil, rej
+		}
+		return nil, fmt.Errorf("govchain: broadcast: %w", err)
+	}
+	if err := TxErrorFromResult(res.Code, res.Log); err != nil {
+		c.forgetNonce(s)
+		return nil, err
+	}
+	return res.Hash, nil
+}
+
+// Submit signs m, broadcasts it and waits until it is committed. A
+// rejection, in CheckTx or in the block, is a *TxError with the reason.
+func (c *Client) Submit(ctx context.Context, s crypto.Signer, m proto.Message) (*TxResult, error) {
+	hash, err := c.Broadcast(ctx, s, m)
+	if err != nil {
+		return nil, err
+	}
+	res, err := c.WaitTx(ctx, hash)
+	if err != nil && errors.As(err, new(*TxError)) {
+		c.forgetNonce(s)
+	}
+	return res, err
+}
+
+// WaitTx waits until the tx with hash is committed and returns its result.
+func (c *Client) WaitTx(ctx context.Context, hash []byte) (*TxResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.commitTimeout)
+	defer cancel()
+	t := time.NewTicker(c.cfg.poll)
+	defer t.Stop()
+	for {
+		res, err := c.rpc.Tx(ctx, hash, false)
+		if err == nil {
+			return txResult(res)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("govchain: tx %X not committed: %w", hash, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// invalidTxRE matches mempool.ErrInvalidTx as it crosses the HTTP RPC,
+// where only its text survives.
+var invalidTxRE = regexp.MustCompile(`is invalid: code=(\d+), data=[0-9A-F]*, log='(.*)', codespace=`)
+
+// checkTxRejection recovers the app's rejection from a broadcast error:
+// CometBFT v1 reports a CheckTx failure as an error, not a result code.
+func checkTxRejection(err error) *TxError {
+	var inv mempool.ErrInvalidTx
+	if errors.As(err, &inv) {
+		return &TxError{Code: inv.Code, Msg: inv.Log}
+	}
+	m := invalidTxRE.FindStringSubmatch(err.Error())
+	if m == nil {
+		return nil
+	}
+	code, convErr := strconv.ParseUint(m[1], 10, 32)
+	if convErr != nil || code == 0 {
+		return nil
+	}
+	return &TxError{Code: uint32(code), Msg: m[2]}
+}
+
+func txResult(res *ctypes.ResultTx) (*TxResult, error) {
+	if err := TxErrorFromResult(res.TxResult.Code, res.TxResult.Log); err != nil {
+		return nil, err
+	}
+	out := &TxResult{Hash: res.Hash, Height: res.Height}
+	for _, e := range res.TxResult.Events {
+		ev := Event{Type: e.Type, Attrs: map[string]string{}}
+		for _, a := range e.Attributes {
+			ev.Attrs[a.Key] = a.Value
+		}
+		out.Events = append(out.Events, ev)
+	}
+	return out, nil
+}
+
+func (c *Client) nextNonce(ctx context.Context, s crypto.Signer) (uint64, error) {
+	a := crypto.SignerAddress(s)
+	c.mu.Lock()
+	n, ok := c.nonces[a]
+	c.mu.Unlock()
+	if !ok {
+		acct := &Account{}
+		// The nonce need not be proven: a wrong one only gets the tx refused.
+		found, err := c.getUnproven(ctx, KeyAccount(a), acct)
+		if err != nil {
+			return 0, err
+		}
+		if found {
+			n = acct.Nonce
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cur, ok := c.nonces[a]; ok && cur > n {
+		n = cur
+	}
+	n++
+	c.nonces[a] = n
+	return n, nil
+}
+
+// forgetNonce drops the cached nonce after a failure so that the next tx
+// reads it from the chain again.
+func (c *Client) forgetNonce(s crypto.Signer) {
+	c.mu.Lock()
+	delete(c.nonces, crypto.SignerAddress(s))
+	c.mu.Unlock()
+}
+
+func (c *Client) getUnproven(ctx context.Context, key []byte, m proto.Message) (bool, error) {
+	res, err := c.rpc.ABCIQueryWithOptions(ctx, QueryKey, key, rpcclient.ABCIQueryOptions{})
+	if err != nil {
+		return false, fmt.Errorf("govchain: query: %w", err)
+	}
+	if res.Response.Value == nil {
+		return false, nil
+	}
+	return true, proto.Unmarshal(res.Response.Value, m)
+}
+
+// Get reads the record at key into m, with a proof verified against the
+// app hash of a header signed by more than 2/3 of the validators. It
+// returns the state height read, or ErrNoRecord (also proven) when the key
+// is absent.
+func (c *Client) Get(ctx context.Context, key []byte, m proto.Message) (int64, error) {
+	res, err := c.rpc.ABCIQueryWithOptions(ctx, QueryKey, key, rpcclient.ABCIQueryOptions{Prove: true})
+	if err != nil {
+		return 0, fmt.Errorf("govchain: query: %w", err)
+	}
+	r := res.Response
+	if r.Code != CodeOK && r.Code != CodeNotFound {
+		return 0, fmt.Errorf("govchain: query %q: %s", key, r.Log)
+	}
+	appHash, err := c.appHashAfter(ctx, r.Height)
+	if err != nil {
+		return 0, err
+	}
+	if err := VerifyProof(appHash, key, r.Value, r.ProofOps); err != nil {
+		return 0, err
+	}
+	if r.Value == nil {
+		return r.Height, ErrNoRecord
+	}
+	if err := proto.Unmarshal(r.Value, m); err != nil {
+		return 0, fmt.Errorf("govchain: decode record %q: %w", key, err)
+	}
+	return r.Height, nil
+}
+
+// VerifyProof checks an ICS-23 proof that key holds value (or, for a nil
+// value, that key is absent) in the state whose root is appHash.
+func VerifyProof(appHash, key, value []byte, ops *cmtcrypto.ProofOps) error {
+	if ops == nil || len(ops.Ops) != 1 || ops.Ops[0].Type != ProofOpType {
+		return fmt.Errorf("%w: response carries no %s proof", ErrProof, ProofOpType)
+	}
+	var p ics23.CommitmentProof
+	if err := p.Unmarshal(ops.Ops[0].Data); err != nil {
+		return fmt.Errorf("%w: decode: %v", ErrProof, err)
+	}
+	var ok bool
+	if value == nil {
+		ok = ics23.VerifyNonMembership(ics23.IavlSpec, appHash, &p, key)
+	} else {
+		ok = ics23.VerifyMembership(ics23.IavlSpec, appHash, &p, key, value)
+	}
+	if !ok {
+		return fmt.Errorf("%w: key %q against app hash %X", ErrProof, key, appHash)
+	}
+	return nil
+}
+
+// appHashAfter returns the app hash of the state at version h, taken from
+// the header of block h+1 after checking that header's commit signatures
+// against its validator set. It waits (bounded) for block h+1.
+func (c *Client) appHashAfter(ctx context.Context, h int64) ([]byte, error) {
+	next := h + 1
+	if err := c.waitHeight(ctx, next); err != nil {
+		return nil, err
+	}
+	cm, err := c.rpc.Commit(ctx, &next)
+	if err != nil {
+		return nil, fmt.Errorf("govchain: commit %d: %w", next, err)
+	}
+	sh := cm.SignedHeader
+	if err := sh.ValidateBasic(c.chainID); err != nil {
+		return nil, fmt.Errorf("%w: header %d: %v", ErrProof, next, err)
+	}
+	vals, err := c.validators(ctx, next)
+	if err != nil {
+		return nil, err
+	}
+	if string(vals.Hash()) != string(sh.ValidatorsHash) {
+		return nil, fmt.Errorf("%w: validator set of height %d does not match its header", ErrProof, next)
+	}
+	if err := vals.VerifyCommitLight(c.chainID, sh.Commit.BlockID, next, sh.Commit); err != nil {
+		return nil, fmt.Errorf("%w: commit of height %d: %v", ErrProof, next, err)
+	}
+	return sh.AppHash, nil
+}
+
+func (c *Client) validators(ctx context.Context, h int64) (*types.ValidatorSet, error) {
+	var all []*types.Validator
+	perPage := 100
+	for page := 1; ; page++ {
+		p := page
+		res, err := c.rpc.Validators(ctx, &h, &p, &perPage)
+		if err != nil {
+			return nil, fmt.Errorf("govchain: validators at %d: %w", h, err)
+		}
+		all = append(all, res.Validators...)
+		if len(all) >= res.Total || len(res.Validators) == 0 {
+			break
+		}
+	}
+	return types.ValidatorSetFromExistingValidators(all)
+}
+
+func (c *Client) waitHeight(ctx context.Context, h int64) error {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.commitTimeout)
+	defer cancel()
+	t := time.NewTicker(c.cfg.poll)
+	defer t.Stop()
+	for {
+		st, err := c.rpc.Status(ctx)
+		if err == nil && st.SyncInfo.LatestBlockHeight >= h {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("govchain: waiting for block %d: %w", h, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// Height returns the latest committed block height.
+func (c *Client) Height(ctx context.Context) (int64, error) {
+	st, err := c.rpc.Status(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("govchain: status: %w", err)
+	}
+	return st.SyncInfo.LatestBlockHeight, nil
+}
+
+// Blocks subscribes to new blocks and sends each committed height, in
+// order, until ctx ends; then the channel closes. Relays use it to keep a
+// governance cache current. A consumer that falls behind makes the
+// subscription skip heights: it gets the latest one next, never stale ones.
+func (c *Client) Blocks(ctx context.Context) (<-chan int64, error) {
+	if s, ok := c.rpc.(interface {
+		Start() error
+		IsRunning() bool
+	}); ok && !s.IsRunning() {
+		if err := s.Start(); err != nil {
+			return nil, fmt.Errorf("govchain: start event stream: %w", err)
+		}
+	}
+	subscriber := fmt.Sprintf("ccgp-%p-%d", c, time.Now().UnixNano())
+	evs, err := c.rpc.Subscribe(ctx, subscriber, types.EventQueryNewBlock.String(), 16)
+	if err != nil {
+		return nil, fmt.Errorf("govchain: subscribe to blocks: %w", err)
+	}
+	out := make(chan int64, 1)
+	go func() {
+		defer close(out)
+		defer func() {
+			uctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			_ = c.rpc.UnsubscribeAll(uctx, subscriber)
+		}()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev, ok := <-evs:
+				if !ok {
+					return
+				}
+				nb, ok := ev.Data.(types.EventDataNewBlock)
+				if !ok {
+					continue
+				}
+				select {
+				case out <- nb.Block.Height:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out, nil
+}
+
+// WaitReady blocks until the node has left block sync and committed a
+// block, so that it accepts txs.
+func (c *Client) WaitReady(ctx context.Context) error {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		st, err := c.rpc.Status(ctx)
+		if err == nil && !st.SyncInfo.CatchingUp && st.SyncInfo.LatestBlockHeight >= 1 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("govchain: node not ready: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
+}

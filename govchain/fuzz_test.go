@@ -1,0 +1,46 @@
+package govchain
+
+import (
+	"testing"
+
+	"github.com/ccgpmesh/ccgp/crypto"
+)
+
+// FuzzDecodeTx feeds arbitrary bytes to the tx decoder: it must never panic,
+// must refuse anything over the size limit, and anything it accepts must
+// carry a signature that verifies.
+func FuzzDecodeTx(f *testing.F) {
+	s := crypto.DevSigner("fuzz")
+	for _, m := range []*TxBody{
+		Wrap(&MsgApplyOrg{Id: "org-x", Name: "X"}),
+		Wrap(&MsgVote{ProposalId: 1, Approve: true}),
+		Wrap(&MsgApplyPipe{Id: "p", SourceContract: "c", DestinationOrg: "o", DestinationSubchain: "s", Limits: &PipeLimits{MaxPayload: 10}}),
+		{},
+	} {
+		raw, err := NewTx(s, "fuzz-chain", 1, m)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(raw)
+	}
+	f.Add([]byte{})
+	f.Add([]byte{0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		tx, rej := DecodeTx(raw, "fuzz-chain", 4096)
+		if (tx == nil) == (rej == nil) {
+			t.Fatalf("exactly one of tx and rejection must be set: %v %v", tx, rej)
+		}
+		if rej != nil {
+			if rej.Code == CodeOK || rej.Msg == "" {
+				t.Fatalf("rejection without code or reason: %+v", rej)
+			}
+			return
+		}
+		if len(raw) > 4096 {
+			t.Fatal("accepted a tx over the limit")
+		}
+		if tx.Body.Msg == nil || tx.Body.Nonce == 0 {
+			t.Fatal("accepted a tx without message or nonce")
+		}
+	})
+}
