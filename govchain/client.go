@@ -448,3 +448,33 @@ func (c *Client) WaitReady(ctx context.Context) error {
 		}
 	}
 }
+
+// Signed is one message and the key that signs it.
+type Signed struct {
+	Signer crypto.Signer
+	Msg    proto.Message
+}
+
+// SubmitAll broadcasts txs in order (so one signer's nonces reach the
+// mempool in order) and then waits for all of them to commit; they usually
+// share a block. It returns the results in order, or the first error.
+func (c *Client) SubmitAll(ctx context.Context, txs []Signed) ([]*TxResult, error) {
+	hashes := make([][]byte, len(txs))
+	for i, tx := range txs {
+		h, err := c.Broadcast(ctx, tx.Signer, tx.Msg)
+		if err != nil {
+			return nil, fmt.Errorf("tx %d (%T): %w", i, tx.Msg, err)
+		}
+		hashes[i] = h
+	}
+	out := make([]*TxResult, len(txs))
+	for i, h := range hashes {
+		r, err := c.WaitTx(ctx, h)
+		if err != nil {
+			c.forgetNonce(txs[i].Signer)
+			return nil, fmt.Errorf("tx %d (%T): %w", i, txs[i].Msg, err)
+		}
+		out[i] = r
+	}
+	return out, nil
+}

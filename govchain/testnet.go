@@ -26,6 +26,9 @@ type TestnetOptions struct {
 	ChainID    string
 	Validators int
 	AuditNodes int
+	// GenesisOrgs is how many genesis orgs to create (at least Validators;
+	// zero means one per validator). Validator i belongs to org i.
+	GenesisOrgs int
 	// BasePort is node i's P2P port base+10*i and RPC port base+10*i+1.
 	// Zero picks free ports (for tests).
 	BasePort int
@@ -68,6 +71,12 @@ func GenerateTestnet(opts TestnetOptions) (*Testnet, error) {
 	}
 	if opts.AuditNodes < 0 || opts.AuditNodes > 64 {
 		return nil, fmt.Errorf("testnet: --audit-nodes must be 0-64, got %d", opts.AuditNodes)
+	}
+	if opts.GenesisOrgs == 0 {
+		opts.GenesisOrgs = opts.Validators
+	}
+	if opts.GenesisOrgs < opts.Validators || opts.GenesisOrgs > 64 {
+		return nil, fmt.Errorf("testnet: genesis orgs must be %d-64 (at least one per validator), got %d", opts.Validators, opts.GenesisOrgs)
 	}
 	if opts.Dir == "" {
 		return nil, errors.New("testnet: an output directory is required")
@@ -136,18 +145,21 @@ func GenerateTestnet(opts TestnetOptions) (*Testnet, error) {
 				return nil, err
 			}
 			genVals = append(genVals, types.GenesisValidator{Address: pub.Address(), PubKey: pub, Power: 10, Name: n.Name})
-			gov, err := governorKey(opts.Keystore, n.Org)
-			if err != nil {
-				return nil, err
-			}
-			tn.Orgs = append(tn.Orgs, n.Org)
-			gs.Orgs = append(gs.Orgs, &GenesisOrg{Id: n.Org, Name: "Genesis org " + n.Org[len("org-"):]})
-			gs.Accounts = append(gs.Accounts, &GenesisAccount{Org: n.Org, Role: Role_ROLE_GOVERNOR, Suite: string(gov.Suite),
-				PublicKey: gov.PublicKey, Name: "gov-" + n.Org})
 			gs.Nodes = append(gs.Nodes, &GenesisNode{Id: n.ID, Org: n.Org, ConsensusPubKey: pub.Bytes(), Power: 10})
 		}
 		tn.Nodes = append(tn.Nodes, n)
 		cfgs[i] = c
+	}
+	for i := 0; i < opts.GenesisOrgs; i++ {
+		org := OrgName(i)
+		gov, err := governorKey(opts.Keystore, org)
+		if err != nil {
+			return nil, err
+		}
+		tn.Orgs = append(tn.Orgs, org)
+		gs.Orgs = append(gs.Orgs, &GenesisOrg{Id: org, Name: fmt.Sprintf("Genesis org %d", i+1)})
+		gs.Accounts = append(gs.Accounts, &GenesisAccount{Org: org, Role: Role_ROLE_GOVERNOR, Suite: string(gov.Suite),
+			PublicKey: gov.PublicKey, Name: "gov-" + org})
 	}
 	appState, err := EncodeGenesisState(gs)
 	if err != nil {

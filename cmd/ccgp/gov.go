@@ -1,0 +1,319 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ccgpmesh/ccgp/crypto"
+	"github.com/ccgpmesh/ccgp/govchain"
+)
+
+// govFlags are shared by every 'ccgp gov' command.
+type govFlags struct {
+	*globals
+	node    string
+	from    string
+	output  string
+	timeout time.Duration
+}
+
+func (f *govFlags) client(ctx context.Context) (*govchain.Client, error) {
+	if f.output != "table" && f.output != "json" {
+		return nil, usagef("unknown output format %q: use table or json", f.output)
+	}
+	return govchain.Dial(ctx, f.node, govchain.WithCommitTimeout(f.timeout))
+}
+
+func newGovCmd(g *globals) *cobra.Command {
+	f := &govFlags{globals: g}
+	cmd := &cobra.Command{
+		Use:   "gov",
+		Short: "Send governance txs and read the governance chain",
+		Long: `Send governance txs and read proven state from the governance chain.
+
+Every tx is signed by --from (a key in HOME/keys) and waits until it is
+committed; a rejection prints the chain's reason. Every 'show' verifies an
+ICS-23 proof against the app hash of a header signed by the validators.
+
+Membership flow:
+  ccgp gov org apply org-x --name "Org X" --from x-admin   applicant's new key
+  ccgp gov vote 1 yes --from gov-org-1                      each genesis org
+Pipe flow:
+  ccgp gov pipe apply p1 --source-contract ct-a --dest-org org-b --dest-subchain chain-b --from gov-org-1
+  ccgp gov pipe authorize p1 --dest-contract ct-b --from gov-org-2`,
+	}
+	pf := cmd.PersistentFlags()
+	nodeDefault := os.Getenv("CCGP_NODE")
+	if nodeDefault == "" {
+		nodeDefault = "127.0.0.1:26657"
+	}
+	pf.StringVar(&f.node, "node", nodeDefault, "RPC address of a governance node (env CCGP_NODE)")
+	pf.StringVar(&f.from, "from", "", "name of the signing key in HOME/keys (txs only)")
+	pf.StringVarP(&f.output, "output", "o", "table", "output format: table or json")
+	pf.DurationVar(&f.timeout, "timeout", 30*time.Second, "how long to wait for a tx to commit")
+
+	cmd.AddCommand(f.voteCmd(), f.paramsCmd())
+	for _, k := range kinds {
+		cmd.AddCommand(f.kindCmd(k))
+	}
+	return cmd
+}
+
+// submit signs and sends m, then prints the outcome.
+func (f *govFlags) submit(c *cobra.Command, m proto.Message) error {
+	ctx := c.Context()
+	s, err := f.signer(f.from)
+	if err != nil {
+		return err
+	}
+	cl, err := f.client(ctx)
+	if err != nil {
+		return err
+	}
+	res, err := cl.Submit(ctx, s, m)
+	if err != nil {
+		var te *govchain.TxError
+		if errors.As(err, &te) {
+			return fmt.Errorf("rejected: %s", te.Msg)
+		}
+		return err
+	}
+	if f.output == "json" {
+		type ev struct {
+			Type  string            `json:"type"`
+			Attrs map[string]string `json:"attributes"`
+		}
+		out := struct {
+			Height int64  `json:"height"`
+			Hash   string `json:"hash"`
+			Events []ev   `json:"events"`
+		}{Height: res.Height, Hash: strings.ToUpper(hex.EncodeToString(res.Hash))}
+		for _, e := range res.Events {
+			out.Events = append(out.Events, ev{e.Type, e.Attrs})
+		}
+		return writeJSON(out)
+	}
+	fmt.Printf("committed at height %d (tx %X)\n", res.Height, res.Hash)
+	for _, e := range res.Events {
+		switch e.Type {
+		case "proposal":
+			fmt.Printf("proposal %s opened: %s %s; the genesis orgs vote with 'ccgp gov vote %s yes|no'\n", e.Attrs["id"], e.Attrs["kind"], e.Attrs["subject"], e.Attrs["id"])
+		case "proposal_decided":
+			fmt.Printf("proposal %s %s\n", e.Attrs["id"], e.Attrs["status"])
+		case "pipe":
+			fmt.Printf("pipe %s is %s\n", e.Attrs["id"], e.Attrs["status"])
+		}
+	}
+	return nil
+}
+
+func (f *govFlags) voteCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:     "vote PROPOSAL_ID yes|no",
+		Short:   "Vote on a proposal (governors of genesis orgs)",
+		Example: "  ccgp gov vote 3 yes --from gov-org-1",
+		Args:    exactArgs("PROPOSAL_ID", "yes|no"),
+		RunE: func(c *cobra.Command, args []string) error {
+			id, err := strconv.ParseUint(args[0], 10, 64)
+			if err != nil {
+				return usagef("proposal id %q is not a number", args[0])
+			}
+			var approve bool
+			switch strings.ToLower(args[1]) {
+			case "yes", "y", "approve":
+				approve = true
+			case "no", "n", "reject":
+			default:
+				return usagef("vote must be yes or no, not %q", args[1])
+			}
+			return f.submit(c, &govchain.MsgVote{ProposalId: id, Approve: approve})
+		},
+	}
+}
+
+func (f *govFlags) paramsCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "params",
+		Short: "Show the governance parameters (proven)",
+		Args:  exactArgs(),
+		RunE: func(c *cobra.Command, args []string) error {
+			return f.show(c, kind{name: "params", cols: []string{"quorum_num", "quorum_den", "voting_period", "max_tx_bytes"},
+				newT: func() proto.Message { return &govchain.Params{} }}, govchain.KeyParams(), "params")
+		},
+	}
+}
+
+// kind describes one record type for show/list and its tx subcommands.
+type kind struct {
+	name   string
+	plural string
+	prefix string
+	cols   []string
+	newT   func() proto.Message
+	key    func(arg string) ([]byte, error)
+	txs    func(f *govFlags) []*cobra.Command
+}
+
+func idKey(fn func(string) []byte) func(string) ([]byte, error) {
+	return func(s string) ([]byte, error) { return fn(s), nil }
+}
+
+var kinds = []kind{
+	{name: "org", plural: "orgs", prefix: govchain.ListOrgs, cols: []string{"id", "name", "status", "genesis", "since_height"},
+		newT: func() proto.Message { return &govchain.Org{} }, key: idKey(govchain.KeyOrg), txs: orgTxs},
+	{name: "account", plural: "accounts", prefix: govchain.ListAccounts, cols: []string{"address", "org", "role", "status", "nonce", "name"},
+		newT: func() proto.Message { return &govchain.Account{} }, txs: accountTxs,
+		key: func(s string) ([]byte, error) {
+			a, err := crypto.ParseAddress(s)
+			if err != nil {
+				return nil, usageError{err}
+			}
+			return govchain.KeyAccount(a), nil
+		}},
+	{name: "proposal", plural: "proposals", prefix: govchain.ListProposals, cols: []string{"id", "kind", "subject", "status", "tally", "deadline_height"},
+		newT: func() proto.Message { return &govchain.Proposal{} },
+		key: func(s string) ([]byte, error) {
+			id, err := strconv.ParseUint(s, 10, 64)
+			if err != nil {
+				return nil, usagef("proposal id %q is not a number", s)
+			}
+			return govchain.KeyProposal(id), nil
+		}},
+	{name: "node", plural: "nodes", prefix: govchain.ListNodes, cols: []string{"id", "org", "kind", "status", "power", "p2p_address"},
+		newT: func() proto.Message { return &govchain.Node{} }, key: idKey(govchain.KeyNode), txs: nodeTxs},
+	{name: "service", plural: "services", prefix: govchain.ListServices, cols: []string{"relay_id", "org", "address", "account", "tls_cert_sha256"},
+		newT: func() proto.Message { return &govchain.Service{} }, key: idKey(govchain.KeyService), txs: serviceTxs},
+	{name: "subchain", plural: "subchains", prefix: govchain.ListSubchains, cols: []string{"id", "kind", "org", "relay_id"},
+		newT: func() proto.Message { return &govchain.Subchain{} }, key: idKey(govchain.KeySubchain), txs: subchainTxs},
+	{name: "app", plural: "apps", prefix: govchain.ListApps, cols: []string{"id", "org", "subchain", "account"},
+		newT: func() proto.Message { return &govchain.App{} }, key: idKey(govchain.KeyApp), txs: appTxs},
+	{name: "contract", plural: "contracts", prefix: govchain.ListContracts, cols: []string{"id", "org", "app", "subchain", "address"},
+		newT: func() proto.Message { return &govchain.Contract{} }, key: idKey(govchain.KeyContract), txs: contractTxs},
+	{name: "pipe", plural: "pipes", prefix: govchain.ListPipes, cols: []string{"id", "status", "mode", "source.org", "source.contract", "destination.org", "destination.contract", "limits.max_payload"},
+		newT: func() proto.Message { return &govchain.Pipe{} }, key: idKey(govchain.KeyPipe), txs: pipeTxs},
+}
+
+func (f *govFlags) kindCmd(k kind) *cobra.Command {
+	cmd := &cobra.Command{Use: k.name, Short: fmt.Sprintf("%s: show, list and txs", strings.Title(k.plural))} //nolint:staticcheck // ASCII names
+	show := &cobra.Command{
+		Use:   "show ID",
+		Short: fmt.Sprintf("Show one %s, with its proof verified", k.name),
+		Args:  exactArgs("ID"),
+		RunE: func(c *cobra.Command, args []string) error {
+			key, err := k.key(args[0])
+			if err != nil {
+				return err
+			}
+			return f.show(c, k, key, k.name+" "+args[0])
+		},
+	}
+	list := &cobra.Command{
+		Use:   "list",
+		Short: fmt.Sprintf("List every %s (not proven; 'show' one for a proof)", k.name),
+		Args:  exactArgs(),
+		RunE: func(c *cobra.Command, args []string) error {
+			cl, err := f.client(c.Context())
+			if err != nil {
+				return err
+			}
+			items, err := govchain.List(c.Context(), cl, k.prefix, k.newT)
+			if err != nil {
+				return err
+			}
+			rows := make([]map[string]any, len(items))
+			for i, m := range items {
+				rows[i] = recordMap(m)
+			}
+			if f.output == "json" {
+				return writeJSON(rows)
+			}
+			if len(rows) == 0 {
+				fmt.Fprintf(os.Stderr, "no %s\n", k.plural)
+				return nil
+			}
+			return printRows(k.cols, rows)
+		},
+	}
+	cmd.AddCommand(show, list)
+	if k.txs != nil {
+		cmd.AddCommand(k.txs(f)...)
+	}
+	return cmd
+}
+
+func (f *govFlags) show(c *cobra.Command, k kind, key []byte, what string) error {
+	cl, err := f.client(c.Context())
+	if err != nil {
+		return err
+	}
+	m := k.newT()
+	h, err := cl.Get(c.Context(), key, m)
+	if errors.Is(err, govchain.ErrNoRecord) {
+		return fmt.Errorf("%s does not exist (absence proven at height %d)", what, h)
+	}
+	if err != nil {
+		return err
+	}
+	row := recordMap(m)
+	if f.output == "json" {
+		return writeJSON(row)
+	}
+	if err := printRows(k.cols, []map[string]any{row}); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "proof verified against the app hash signed at height %d\n", h+1)
+	return nil
+}
+
+func printRows(cols []string, rows []map[string]any) error {
+	head := make([]string, len(cols))
+	for i, c := range cols {
+		head[i] = strings.ToUpper(strings.ReplaceAll(c, "_", " "))
+	}
+	t := newTable(head...)
+	for _, r := range rows {
+		cells := make([]string, len(cols))
+		for i, c := range cols {
+			cells[i] = cell(lookup(r, c))
+		}
+		t.row(cells...)
+	}
+	return t.flush()
+}
+
+func lookup(m map[string]any, path string) any {
+	var cur any = m
+	for _, p := range strings.Split(path, ".") {
+		mm, ok := cur.(map[string]any)
+		if !ok {
+			return nil
+		}
+		cur = mm[p]
+	}
+	return cur
+}
+
+func cell(v any) string {
+	switch v := v.(type) {
+	case nil:
+		return "-"
+	case string:
+		if v == "" {
+			return "-"
+		}
+		return v
+	case []any:
+		return fmt.Sprint(len(v))
+	default:
+		return fmt.Sprint(v)
+	}
+}
