@@ -1,0 +1,66 @@
+package ingest
+
+import (
+	"context"
+
+	"github.com/ccgpmesh/ccgp/mesh/amdp"
+)
+
+// Event is one cross-chain request found in a finalized block: the packet
+// the source app signed and submitted as a tx.
+type Event struct {
+	Height uint64
+	TxHash []byte
+	Packet *amdp.Packet
+}
+
+// Block is a finalized block and the cross-chain requests it holds (a block
+// may hold none).
+type Block struct {
+	Height uint64
+	Hash   []byte
+	Events []Event
+}
+
+// Delivery is the outcome of delivering one packet on the destination
+// chain, as that chain recorded it.
+type Delivery struct {
+	PacketID   [32]byte
+	Status     amdp.ReceiptStatus // delivered, or rejected deterministically by the destination
+	TxHash     []byte
+	Height     uint64
+	ResultHash [32]byte
+	Reason     string // why it was rejected
+}
+
+// Chain is the plugin interface of one subchain type. Implementations must
+// be safe for concurrent use.
+type Chain interface {
+	// ID is the subchain id registered on the governance chain.
+	ID() string
+
+	// Blocks streams finalized blocks with height >= from, in height order
+	// and without gaps, until ctx ends or the chain stops; then the channel
+	// closes and Err says why (nil after ctx ended). A slow reader slows
+	// the stream: nothing is dropped.
+	Blocks(ctx context.Context, from uint64) (<-chan Block, error)
+
+	// Err reports why the last Blocks stream closed.
+	Err() error
+
+	// Deliver executes packets on this chain as txs, in order, and returns
+	// one Delivery per packet once they are committed. A deterministic
+	// refusal by the destination contract is a Delivery with status
+	// rejected, not an error; an error means nothing can be said about the
+	// packets (transient: retry, then ask FindDelivery).
+	Deliver(ctx context.Context, packets []*amdp.Packet) ([]Delivery, error)
+
+	// FindDelivery looks up, by packet id, whether this chain already
+	// executed the packet: how a relay that crashed mid-delivery learns
+	// what landed, and how verifiers confirm a receipt.
+	FindDelivery(ctx context.Context, packetID [32]byte) (Delivery, bool, error)
+
+	// Rollback undoes the source app's request (pipe, sequence) on this
+	// chain after the destination refused it.
+	Rollback(ctx context.Context, pipeID string, seq uint64, reason string) error
+}
