@@ -64,10 +64,16 @@ func GovThroughput(ctx context.Context, opts GovOptions) (*GovResult, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := c.WaitReady(ctx); err != nil {
+		clients = append(clients, c)
+	}
+	// Only all validators together make blocks: wait for readiness after
+	// every node has started.
+	readyCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for _, c := range clients {
+		if err := c.WaitReady(readyCtx); err != nil {
 			return nil, err
 		}
-		clients = append(clients, c)
 	}
 	res, err := burst(ctx, clients, tn.ChainID, opts.Txs, opts.Progress)
 	if res != nil {

@@ -54,6 +54,7 @@ type Application struct {
 	// committed is the last saved version: CheckTx and queries read it, never
 	// the working tree that FinalizeBlock is changing.
 	committed *iavl.ImmutableTree
+	verified  *sigCache
 }
 
 var _ abci.Application = (*Application)(nil)
@@ -78,7 +79,7 @@ func newApp(db idb.DB, log *slog.Logger) (*Application, error) {
 	if _, err := tree.Load(); err != nil {
 		return nil, fmt.Errorf("govchain: load state: %w", err)
 	}
-	a := &Application{db: db, tree: tree, log: log}
+	a := &Application{db: db, tree: tree, log: log, verified: newSigCache()}
 	if err := a.refreshCommitted(); err != nil {
 		return nil, err
 	}
@@ -244,7 +245,7 @@ func (a *Application) CheckTx(_ context.Context, req *abci.CheckTxRequest) (*abc
 	if a.params == nil {
 		return &abci.CheckTxResponse{Code: CodeBadState, Log: "chain not initialised"}, nil
 	}
-	tx, rej := DecodeTx(req.Tx, a.chainID, int(a.params.MaxTxBytes))
+	tx, rej := decodeTx(req.Tx, a.chainID, int(a.params.MaxTxBytes), a.verified)
 	if rej == nil {
 		_, rej, _ = a.checkSender(a.committed, tx)
 	}
@@ -308,7 +309,7 @@ func (a *Application) FinalizeBlock(_ context.Context, req *abci.FinalizeBlockRe
 }
 
 func (a *Application) execTx(raw []byte, height uint64) (*abci.ExecTxResult, []abci.ValidatorUpdate, error) {
-	tx, rej := DecodeTx(raw, a.chainID, int(a.params.MaxTxBytes))
+	tx, rej := decodeTx(raw, a.chainID, int(a.params.MaxTxBytes), a.verified)
 	if rej != nil {
 		return &abci.ExecTxResult{Code: rej.Code, Log: rej.Msg}, nil, nil
 	}

@@ -1,7 +1,9 @@
 package govchain
 
 import (
+	"crypto/sha256"
 	"fmt"
+	"sync"
 
 	"github.com/ccgpmesh/ccgp/crypto"
 	"google.golang.org/protobuf/proto"
@@ -50,6 +52,14 @@ type DecodedTx struct {
 // DecodeTx parses raw, bounds every field, checks the chain id and verifies
 // the signature. It returns a *TxError (never panics) for bad input.
 func DecodeTx(raw []byte, chainID string, maxBytes int) (*DecodedTx, *TxError) {
+	return decodeTx(raw, chainID, maxBytes, nil)
+}
+
+// decodeTx is DecodeTx that skips the signature check for txs whose hash
+// the cache has seen verify (CheckTx verified it; FinalizeBlock need not
+// again). The hash covers every byte, so a cache hit proves the same
+// signature over the same body.
+func decodeTx(raw []byte, chainID string, maxBytes int, verified *sigCache) (*DecodedTx, *TxError) {
 	if maxBytes <= 0 {
 		maxBytes = DefaultMaxTxBytes
 	}
@@ -84,8 +94,17 @@ func DecodeTx(raw []byte, chainID string, maxBytes int) (*DecodedTx, *TxError) {
 		return nil, reject(CodeBadNonce, "tx nonce must be at least 1")
 	}
 	suite := crypto.Suite(tx.Suite)
-	if err := crypto.Verify(suite, tx.PublicKey, SignBytes(tx.Body), tx.Signature); err != nil {
-		return nil, reject(CodeBadSignature, "%s: %v", msgName(&body), err)
+	var h [32]byte
+	if verified != nil {
+		h = sha256.Sum256(raw)
+	}
+	if verified == nil || !verified.has(h) {
+		if err := crypto.Verify(suite, tx.PublicKey, SignBytes(tx.Body), tx.Signature); err != nil {
+			return nil, reject(CodeBadSignature, "%s: %v", msgName(&body), err)
+		}
+		if verified != nil {
+			verified.add(h)
+		}
 	}
 	return &DecodedTx{Body: &body, Sender: crypto.AddressOf(suite, tx.PublicKey), Suite: tx.Suite, PubKey: tx.PublicKey}, nil
 }
@@ -123,4 +142,40 @@ func Wrap(m proto.Message) *TxBody {
 		panic(fmt.Sprintf("govchain.Wrap: %T is not a governance message", m))
 	}
 	return b
+}
+
+// sigCache remembers the hashes of txs whose signatures verified, bounded
+// to sigCacheSize entries (oldest evicted first).
+type sigCache struct {
+	mu    sync.Mutex // guards the following
+	set   map[[32]byte]struct{}
+	order [][32]byte
+	next  int
+}
+
+const sigCacheSize = 200_000
+
+func newSigCache() *sigCache { return &sigCache{set: make(map[[32]byte]struct{})} }
+
+func (c *sigCache) has(h [32]byte) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.set[h]
+	return ok
+}
+
+func (c *sigCache) add(h [32]byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.set[h]; ok {
+		return
+	}
+	if len(c.order) < sigCacheSize {
+		c.order = append(c.order, h)
+	} else {
+		delete(c.set, c.order[c.next])
+		c.order[c.next] = h
+		c.next = (c.next + 1) % sigCacheSize
+	}
+	c.set[h] = struct{}{}
 }
