@@ -43,6 +43,21 @@ type TestnetOptions struct {
 }
 
 // TestnetNode is one node of a generated testnet.
+// CheckTestnetDir refuses an output directory that holds anything but a
+// keystore ("keys"), so that a testnet never overwrites another.
+func CheckTestnetDir(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil // absent: it will be made
+	}
+	for _, e := range ents {
+		if e.Name() != "keys" {
+			return fmt.Errorf("testnet: %s is not empty; choose a new directory", dir)
+		}
+	}
+	return nil
+}
+
 type TestnetNode struct {
 	Name      string `json:"name"`
 	Home      string `json:"home"`
@@ -87,8 +102,8 @@ func GenerateTestnet(opts TestnetOptions) (*Testnet, error) {
 	if opts.BlockInterval == 0 {
 		opts.BlockInterval = 200 * time.Millisecond
 	}
-	if ents, err := os.ReadDir(opts.Dir); err == nil && len(ents) > 0 {
-		return nil, fmt.Errorf("testnet: %s is not empty; choose a new directory", opts.Dir)
+	if err := CheckTestnetDir(opts.Dir); err != nil {
+		return nil, err
 	}
 	total := opts.Validators + opts.AuditNodes
 	ports, err := pickPorts(opts.BasePort, total)

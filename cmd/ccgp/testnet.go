@@ -32,6 +32,9 @@ with 'ccgp gov ... --home OUT --from gov-org-1 --node 127.0.0.1:PORT'.`,
 			if o.Validators < 1 {
 				return usagef("--validators must be at least 1")
 			}
+			if err := govchain.CheckTestnetDir(o.Dir); err != nil {
+				return err
+			}
 			// The governor keys go into OUT/keys so that --home OUT signs with them.
 			gg := *g
 			gg.home = o.Dir
@@ -68,7 +71,7 @@ with 'ccgp gov ... --home OUT --from gov-org-1 --node 127.0.0.1:PORT'.`,
 	f.IntVar(&o.GenesisOrgs, "genesis-orgs", 0, "genesis orgs (default: one per validator)")
 	f.StringVar(&o.Dir, "out", "", "output directory (must be new or empty)")
 	f.StringVar(&o.ChainID, "chain-id", "ccgp-testnet", "chain id")
-	f.IntVar(&o.BasePort, "base-port", 26656, "first port; node I uses BASE+10*I (P2P) and BASE+10*I+1 (RPC)")
+	f.IntVar(&o.BasePort, "base-port", 26656, "first port; node I uses BASE+10*I (P2P) and BASE+10*I+1 (RPC); 0 picks free ports")
 	f.DurationVar(&o.BlockInterval, "block-interval", 200*time.Millisecond, "CometBFT timeout_commit")
 	return cmd
 }

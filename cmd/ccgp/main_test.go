@@ -1,0 +1,173 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+var ccgpBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "ccgp-cli-")
+	if err != nil {
+		panic(err)
+	}
+	ccgpBin = filepath.Join(dir, "ccgp")
+	if out, err := exec.Command("go", "build", "-o", ccgpBin, ".").CombinedOutput(); err != nil {
+		panic("build ccgp: " + err.Error() + "\n" + string(out))
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+// run executes the binary with a clean environment and a time bound.
+func run(t *testing.T, env []string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, ccgpBin, args...)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}, env...)
+	var so, se bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &so, &se
+	err := cmd.Run()
+	r := result{so.String(), se.String(), 0}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run %v: %v", args, err)
+	}
+	return r
+}
+
+func (r result) must(t *testing.T, wantCode int, want ...string) result {
+	t.Helper()
+	if r.code != wantCode {
+		t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", r.code, wantCode, r.stdout, r.stderr)
+	}
+	all := r.stdout + r.stderr
+	for _, w := range want {
+		if !strings.Contains(all, w) {
+			t.Fatalf("output lacks %q\nstdout: %s\nstderr: %s", w, r.stdout, r.stderr)
+		}
+	}
+	if strings.Contains(all, "goroutine ") || strings.Contains(all, "panic:") {
+		t.Fatalf("stack trace in output:\n%s", all)
+	}
+	return r
+}
+
+func TestCLIKeys(t *testing.T) {
+	home := t.TempDir()
+	env := []string{"CCGP_HOME=" + home, "CCGP_PASSPHRASE=correct horse battery"}
+	run(t, env, "keys", "add", "alice").must(t, 0, "alice", "yes")
+	raw, err := os.ReadFile(filepath.Join(home, "keys", "alice.json"))
+	if err != nil || strings.Contains(string(raw), "plain") {
+		t.Fatalf("key file: %v %s", err, raw)
+	}
+	run(t, env, "keys", "add", "alice").must(t, 1, "already exists")
+	run(t, []string{"CCGP_HOME=" + home}, "keys", "show", "alice", "-o", "json").must(t, 0, `"name": "alice"`)
+	run(t, []string{"CCGP_HOME=" + home}, "keys", "add", "bob").must(t, 1, "passphrase")
+	run(t, env, "keys", "add", "../x").must(t, 2, "key name")
+	run(t, env, "keys", "show", "nobody").must(t, 1, "key not found")
+	run(t, env, "keys", "list", "-o", "yaml").must(t, 2, "unknown output format")
+	dev := run(t, []string{"CCGP_HOME=" + home}, "keys", "add", "dev", "--insecure-dev-keys").must(t, 0, "NO (dev key)")
+	if !strings.Contains(dev.stderr, "WARNING") {
+		t.Fatal("insecure keys used without a warning")
+	}
+	run(t, env, "keys", "show").must(t, 2, "takes 1 argument")
+	run(t, env, "--help").must(t, 0, "ccgp demo")
+	run(t, env, "gov", "pipe", "apply", "--help").must(t, 0, "--source-contract", "Example")
+}
+
+func TestCLIGovernance(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a node")
+	}
+	dir := filepath.Join(t.TempDir(), "net")
+	env := []string{"CCGP_HOME=" + dir}
+	run(t, env, "testnet", "--validators", "1", "--genesis-orgs", "1", "--out", dir, "--base-port", "0", "--block-interval", "100ms", "--insecure-dev-keys").
+		must(t, 0, "validator0", "gov-<org>")
+	var tn struct {
+		Nodes []struct{ Home, RPC string }
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "testnet.json"))
+	if err != nil || json.Unmarshal(b, &tn) != nil || len(tn.Nodes) != 1 {
+		t.Fatalf("testnet.json: %v %s", err, b)
+	}
+	run(t, env, "testnet", "--validators", "1", "--out", dir, "--insecure-dev-keys").must(t, 1, "not empty")
+
+	node := exec.Command(ccgpBin, "node", "start", "--home", tn.Nodes[0].Home, "--log-level", "error")
+	node.Stderr = os.Stderr
+	if err := node.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		node.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { node.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			node.Process.Kill()
+		}
+	})
+	env = append(env, "CCGP_NODE="+tn.Nodes[0].RPC)
+	dev := "--insecure-dev-keys"
+	// Wait until the node answers.
+	deadline := time.Now().Add(30 * time.Second)
+	for run(t, env, "gov", "params").code != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("node did not come up")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	run(t, env, "gov", "params").must(t, 0, "QUORUM NUM", "proof verified")
+
+	run(t, env, "keys", "add", "x-admin", dev).must(t, 0)
+	run(t, env, "gov", "org", "apply", "org-x", "--name", "Org X", "--from", "x-admin", dev).must(t, 0, "proposal 1 opened", "admit-org org-x")
+	run(t, env, "gov", "org", "show", "org-x").must(t, 0, "pending")
+	run(t, env, "gov", "vote", "1", "yes", "--from", "gov-org-1", dev).must(t, 0, "proposal 1 passed")
+	var org map[string]any
+	out := run(t, env, "gov", "org", "show", "org-x", "-o", "json").must(t, 0)
+	if err := json.Unmarshal([]byte(out.stdout), &org); err != nil || org["status"] != "active" {
+		t.Fatalf("org json: %v %s", err, out.stdout)
+	}
+	run(t, env, "gov", "vote", "1", "yes", "--from", "gov-org-1", dev).must(t, 1, "rejected: vote: proposal 1 is already passed")
+	run(t, env, "gov", "proposal", "list").must(t, 0, "1 yes, 0 no of 1")
+
+	// Cross-chain account, relay, subchain, app, contract through the CLI.
+	run(t, env, "keys", "add", "relay-x", dev).must(t, 0)
+	run(t, env, "gov", "account", "propose", "--role", "cross-chain", "--key", "relay-x", "--from", "x-admin", dev).must(t, 0, "proposal 2 opened")
+	run(t, env, "gov", "vote", "2", "yes", "--from", "gov-org-1", dev).must(t, 0, "passed")
+	run(t, env, "gov", "service", "register", "relay-x", "--address", "127.0.0.1:7001", "--account", "relay-x", "--from", "x-admin", dev).must(t, 0, "committed")
+	run(t, env, "gov", "subchain", "register", "chain-x", "--relay", "relay-x", "--from", "x-admin", dev).must(t, 0)
+	run(t, env, "gov", "service", "list").must(t, 0, "relay-x", "127.0.0.1:7001")
+
+	// Bad input says what is wrong, never with a stack trace.
+	run(t, env, "gov", "vote", "abc", "yes", "--from", "gov-org-1", dev).must(t, 2, "not a number")
+	run(t, env, "gov", "vote", "1", "maybe", "--from", "gov-org-1", dev).must(t, 2, "yes or no")
+	run(t, env, "gov", "org", "show", "org-none").must(t, 1, "org org-none does not exist")
+	run(t, env, "gov", "pipe", "authorize", "p9", "--dest-contract", "c", "--from", "gov-org-1", dev).must(t, 1, "rejected: authorize-pipe p9: pipe p9 does not exist")
+	run(t, env, "gov", "pipe", "apply", "p9", "--from", "gov-org-1", "--mode", "eventual", dev).must(t, 2, "--mode must be strict or optimistic")
+	run(t, env, "gov", "pipe", "resume", "p9", dev).must(t, 2, "--from KEY is required")
+	run(t, env, "gov", "service", "register", "relay-y", "--address", "nowhere", "--account", "relay-x", "--from", "x-admin", dev).must(t, 1, "is not host:port")
+	run(t, env, "gov", "org", "list", "-o", "yaml").must(t, 2, "unknown output format")
+	run(t, env, "gov", "account", "show", "zz").must(t, 2, "malformed address")
+	run(t, []string{"CCGP_HOME=" + dir, "CCGP_NODE=127.0.0.1:1"}, "gov", "org", "list").must(t, 1, "cannot reach node")
+	run(t, env, "node", "start", "--home", filepath.Join(dir, "nope")).must(t, 2, "node home")
+}
