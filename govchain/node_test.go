@@ -292,3 +292,37 @@ func TestQueryProof(t *testing.T) {
 	for range blocks {
 	}
 }
+
+func TestCacheFollowsChain(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a CometBFT node")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	_, nodes := startTestnet(t, 1, 0)
+	c := client(t, nodes[0])
+	cache, err := NewCache(ctx, c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- cache.Run(runCtx) }()
+	t.Cleanup(func() { stop(); <-done })
+
+	x := crypto.DevSigner("x-admin")
+	if _, ok := cache.Account(crypto.SignerAddress(x)); ok {
+		t.Fatal("account before it exists")
+	}
+	r := submit(ctx, t, c, x, &MsgApplyOrg{Id: "org-x", Name: "X"})
+	if err := cache.WaitFor(ctx, func(k *Cache) bool { _, ok := k.Account(crypto.SignerAddress(x)); return ok }); err != nil {
+		t.Fatalf("cache never saw the new account: %v", err)
+	}
+	if cache.Height() < r.Height {
+		t.Fatalf("cache height %d below the tx's %d", cache.Height(), r.Height)
+	}
+	h := cache.Height()
+	if err := cache.WaitFor(ctx, func(k *Cache) bool { return k.Height() > h+2 }); err != nil {
+		t.Fatal("cache does not follow new blocks")
+	}
+}
