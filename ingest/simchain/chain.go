@@ -1,0 +1,395 @@
+package simchain
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble"
+
+	"github.com/ccgpmesh/ccgp/ingest"
+	"github.com/ccgpmesh/ccgp/mesh/amdp"
+)
+
+var _ ingest.Chain = (*Chain)(nil)
+
+// Chain is one simulated subchain. All methods are safe for concurrent
+// use.
+type Chain struct {
+	opts Options
+	log  *slog.Logger
+	db   *pebble.DB
+
+	done    chan struct{}  // closed by Close: the producer commits the mempool and exits
+	stopped chan struct{}  // closed when the producer has exited
+	users   sync.WaitGroup // streams and readers of db; Close waits for them before closing db
+
+	closeOnce sync.Once
+	closeErr  error
+
+	mu               sync.Mutex // guards the following
+	closed           bool
+	fatal            error             // the producer's storage failure: the chain stopped
+	head             head              // the last committed block
+	blockCh          chan struct{}     // closed and replaced at every committed block
+	pending          []*tx             // the mempool, in nonce order
+	seqs             map[string]uint64 // last accepted sequence per pipe, counting the mempool
+	nextNonce        uint64
+	pendingRollbacks map[string]*tx // by rollbackKey, while in the mempool
+
+	errMu     sync.Mutex // guards streamErr
+	streamErr error
+}
+
+// tx is one transaction from submission to commit.
+type tx struct {
+	kind  txKind
+	nonce uint64 // chain-wide, in submission order; makes equal txs distinct
+	hash  [32]byte
+	body  []byte
+
+	pipe    string   // request, rollback
+	seq     uint64   // request, rollback
+	id      [32]byte // deliver
+	payload []byte   // deliver: a copy; the caller may reuse its packet once Deliver returns, even early
+	reason  string   // rollback
+
+	res ingest.Delivery // deliver: the outcome, set by the producer before it publishes the block
+}
+
+// Open opens (or creates) the chain stored in dir and starts producing
+// blocks from its stored head.
+func Open(dir string, opts Options) (*Chain, error) {
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	db, err := openDB(dir, opts.Logger)
+	if err != nil {
+		return nil, err
+	}
+	c := &Chain{
+		opts:             opts,
+		log:              opts.Logger.With("chain", opts.ID),
+		db:               db,
+		done:             make(chan struct{}),
+		stopped:          make(chan struct{}),
+		blockCh:          make(chan struct{}),
+		seqs:             make(map[string]uint64),
+		pendingRollbacks: make(map[string]*tx),
+	}
+	if err := c.load(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	c.nextNonce = c.head.nonce + 1
+	c.log.Info("simchain open", "dir", dir, "head", c.head.height, "pipes", len(c.seqs))
+	go c.run()
+	return c, nil
+}
+
+// load reads the committed state that the chain keeps in memory: the
+// head and the pipes' sequences (one entry per pipe, a small set).
+func (c *Chain) load() error {
+	id, ok, err := get(c.db, keyID)
+	if err != nil {
+		return err
+	}
+	switch {
+	case !ok:
+		if err := c.db.Set(keyID, []byte(c.opts.ID), pebble.Sync); err != nil {
+			return fmt.Errorf("simchain: write chain id: %w", err)
+		}
+	case !bytes.Equal(id, []byte(c.opts.ID)):
+		return fmt.Errorf("simchain: directory holds chain %q, not %q", id, c.opts.ID)
+	}
+	if v, ok, err := get(c.db, keyHead); err != nil {
+		return err
+	} else if ok {
+		if c.head, err = decodeHead(v); err != nil {
+			return err
+		}
+	}
+	it, err := c.db.NewIter(&pebble.IterOptions{LowerBound: prefixSeq, UpperBound: prefixEnd(prefixSeq)})
+	if err != nil {
+		return fmt.Errorf("simchain: read sequences: %w", err)
+	}
+	for it.First(); it.Valid(); it.Next() {
+		if len(it.Value()) != 8 {
+			it.Close()
+			return fmt.Errorf("%w: sequence of pipe %q", ErrCorrupt, it.Key()[len(prefixSeq):])
+		}
+		c.seqs[string(it.Key()[len(prefixSeq):])] = binary.BigEndian.Uint64(it.Value())
+	}
+	if err := it.Close(); err != nil {
+		return fmt.Errorf("simchain: read sequences: %w", err)
+	}
+	return nil
+}
+
+// Close stops block production after committing the txs still in the
+// mempool, ends every Blocks stream (Err then reports ErrClosed), and
+// closes the database. Calls after the first return its result.
+func (c *Chain) Close() error {
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		c.closed = true
+		c.mu.Unlock()
+		close(c.done)
+		<-c.stopped
+		c.users.Wait()
+		c.closeErr = c.db.Close()
+		c.log.Info("simchain closed", "head", c.Stats().Head)
+	})
+	return c.closeErr
+}
+
+// ID is the subchain id.
+func (c *Chain) ID() string { return c.opts.ID }
+
+// Err reports why the last Blocks stream closed: nil after its ctx ended,
+// ErrClosed after Close, or the storage error that stopped it.
+func (c *Chain) Err() error {
+	c.errMu.Lock()
+	defer c.errMu.Unlock()
+	return c.streamErr
+}
+
+// Stats is the chain's own accounting, from committed blocks only.
+type Stats struct {
+	Head       uint64 // last committed height
+	Final      uint64 // last final height (0: none yet)
+	Requests   uint64 // source requests accepted into blocks
+	Delivered  uint64 // distinct packet ids delivered (accepted by the contract)
+	Duplicates uint64 // executions of an already executed packet id: sum of Count-1
+	Rejected   uint64 // distinct packet ids rejected by the contract
+	RolledBack uint64 // source requests rolled back
+}
+
+// Stats returns the chain's counters.
+func (c *Chain) Stats() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.head.stats
+	return Stats{
+		Head:       c.head.height,
+		Final:      c.finalLocked(),
+		Requests:   s.requests,
+		Delivered:  s.delivered,
+		Duplicates: s.duplicates,
+		Rejected:   s.rejected,
+		RolledBack: s.rolledBack,
+	}
+}
+
+// NextSequence is the sequence that pipe's next request must carry,
+// counting requests still in the mempool.
+func (c *Chain) NextSequence(pipeID string) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.seqs[pipeID] + 1
+}
+
+func (c *Chain) finalLocked() uint64 {
+	d := uint64(c.opts.FinalityDepth)
+	if c.head.height < d {
+		return 0
+	}
+	return c.head.height - d
+}
+
+// usableLocked says why the chain takes no more work, or nil.
+func (c *Chain) usableLocked() error {
+	switch {
+	case c.fatal != nil:
+		return c.fatal
+	case c.closed:
+		return ErrClosed
+	}
+	return nil
+}
+
+// acquire registers a user of the database, which Close waits for; every
+// successful acquire is paired with c.users.Done.
+func (c *Chain) acquire() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.usableLocked(); err != nil {
+		return err
+	}
+	c.users.Add(1)
+	return nil
+}
+
+// stopErr is why a wait ended because the producer stopped.
+func (c *Chain) stopErr() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.fatal != nil {
+		return c.fatal
+	}
+	return ErrClosed
+}
+
+// run is the block producer, owned by the chain: Close stops it.
+func (c *Chain) run() {
+	defer close(c.stopped)
+	t := time.NewTicker(c.opts.BlockInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			if err := c.produceBlock(); err != nil {
+				c.stop(err)
+				return
+			}
+		case <-c.done:
+			// Commit the mempool, so that a clean shutdown loses no tx
+			// that the chain accepted.
+			for {
+				c.mu.Lock()
+				n := len(c.pending)
+				c.mu.Unlock()
+				if n == 0 {
+					return
+				}
+				if err := c.produceBlock(); err != nil {
+					c.stop(err)
+					return
+				}
+			}
+		}
+	}
+}
+
+func (c *Chain) stop(err error) {
+	c.log.Error("simchain stopped: cannot commit a block", "err", err)
+	c.mu.Lock()
+	c.fatal = err
+	c.mu.Unlock()
+}
+
+// produceBlock takes txs from the mempool, executes them, and commits the
+// block with everything it changes in one synced batch. Only the producer
+// writes to the database, so execution can read it without locks; c.mu is
+// held only to take the txs and to publish the result, so submissions go
+// on during the write.
+func (c *Chain) produceBlock() error {
+	c.mu.Lock()
+	n := min(len(c.pending), c.opts.MaxTxsPerBlock)
+	txs := make([]*tx, n)
+	copy(txs, c.pending)
+	clear(c.pending[:n]) // let the taken txs be collected once waiters are done
+	c.pending = c.pending[n:]
+	prev := c.head
+	c.mu.Unlock()
+
+	next := prev
+	next.height++
+	next.hash = blockHash(c.opts.ID, prev.hash, next.height, txs)
+	if n > 0 {
+		next.nonce = txs[n-1].nonce
+	}
+
+	b := c.db.NewBatch()
+	defer b.Close()
+	if err := b.Set(blockKey(next.height), encodeBlock(prev.hash, next.hash, txs), nil); err != nil {
+		return fmt.Errorf("simchain: block %d: %w", next.height, err)
+	}
+	seqs := make(map[string]uint64)
+	deliveries := make(map[[32]byte]*DeliveryRecord)
+	for _, t := range txs {
+		switch t.kind {
+		case txRequest:
+			seqs[t.pipe] = t.seq
+			next.stats.requests++
+		case txDeliver:
+			if err := c.execDelivery(t, next.height, deliveries, &next.stats); err != nil {
+				return err
+			}
+		case txRollback:
+			rec := rollbackRecord{height: next.height, txHash: t.hash, reason: t.reason}
+			if err := b.Set(rollbackKey(t.pipe, t.seq), rec.encode(), nil); err != nil {
+				return fmt.Errorf("simchain: block %d: %w", next.height, err)
+			}
+			next.stats.rolledBack++
+		}
+	}
+	for pipe, seq := range seqs {
+		if err := b.Set(seqKey(pipe), binary.BigEndian.AppendUint64(nil, seq), nil); err != nil {
+			return fmt.Errorf("simchain: block %d: %w", next.height, err)
+		}
+	}
+	for id, rec := range deliveries {
+		if err := b.Set(deliveryKey(id), rec.encode(), nil); err != nil {
+			return fmt.Errorf("simchain: block %d: %w", next.height, err)
+		}
+	}
+	if err := b.Set(keyHead, next.encode(), nil); err != nil {
+		return fmt.Errorf("simchain: block %d: %w", next.height, err)
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("simchain: commit block %d: %w", next.height, err)
+	}
+
+	c.mu.Lock()
+	c.head = next
+	for _, t := range txs {
+		if t.kind == txRollback {
+			delete(c.pendingRollbacks, string(rollbackKey(t.pipe, t.seq)))
+		}
+	}
+	close(c.blockCh)
+	c.blockCh = make(chan struct{})
+	c.mu.Unlock()
+	if n > 0 {
+		c.log.Debug("block", "height", next.height, "txs", n)
+	}
+	return nil
+}
+
+// execDelivery runs the destination contract on one delivery tx and
+// updates the packet's record (in this block's set, read from the database
+// on first touch). The chain records every execution: it does not
+// deduplicate, the relay does.
+func (c *Chain) execDelivery(t *tx, height uint64, recs map[[32]byte]*DeliveryRecord, s *counters) error {
+	res := ingest.Delivery{PacketID: t.id, Status: amdp.StatusDelivered, TxHash: t.hash[:], Height: height}
+	if p := c.opts.RejectPrefix; len(p) > 0 && bytes.HasPrefix(t.payload, p) {
+		res.Status = amdp.StatusRejected
+		res.Reason = fmt.Sprintf("destination contract refuses payloads that start with %x", p)
+	} else {
+		res.ResultHash = ResultHash(t.id, t.payload)
+	}
+	t.res = res
+
+	rec, ok := recs[t.id]
+	if !ok {
+		v, found, err := get(c.db, deliveryKey(t.id))
+		if err != nil {
+			return err
+		}
+		if found {
+			r, err := decodeDeliveryRecord(v)
+			if err != nil {
+				return err
+			}
+			rec = &r
+		}
+	}
+	if rec == nil {
+		rec = &DeliveryRecord{Status: res.Status, TxHash: res.TxHash, Height: height, ResultHash: res.ResultHash, Reason: res.Reason}
+		if res.Status == amdp.StatusDelivered {
+			s.delivered++
+		} else {
+			s.rejected++
+		}
+	} else {
+		s.duplicates++
+	}
+	rec.Count++
+	recs[t.id] = rec
+	return nil
+}

@@ -1,0 +1,216 @@
+package mesh
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ccgpmesh/ccgp/crypto"
+	"github.com/ccgpmesh/ccgp/govchain"
+	"github.com/ccgpmesh/ccgp/ingest"
+	"github.com/ccgpmesh/ccgp/mesh/amdp"
+)
+
+// ALPN is the application protocol that relays negotiate in TLS: both
+// sides refuse a connection that does not speak it.
+const ALPN = "ccgp-amdp/1"
+
+// Registry is the governance view the mesh needs: services (relay id →
+// QUIC address, TLS fingerprint, signing account), accounts (address →
+// suite and public key) and pipes. The relay implements it with a cache
+// that govchain keeps current. Lookups are on the hot path (one Pipe per
+// packet, a Service and an Account per batch and per handshake), so they
+// must be cheap and must not block on the network. Returned records are
+// read, never modified, by the mesh. Implementations must be safe for
+// concurrent use.
+type Registry interface {
+	Service(relayID string) (*govchain.Service, bool)
+	Account(addr crypto.Address) (*govchain.Account, bool)
+	Pipe(id string) (*govchain.Pipe, bool)
+}
+
+// Deliverer is the destination chain as delivery needs it; ingest.Chain
+// satisfies it. The mesh calls Deliver at most once at a time for any one
+// packet, with packets it has verified and recorded as in flight, and
+// FindDelivery for packets whose delivery may have happened before a crash
+// or a failed Deliver. Implementations must be safe for concurrent use.
+type Deliverer interface {
+	// Deliver executes packets in order and returns one Delivery per
+	// packet, in the same order. An error means nothing is known about
+	// any of them: the mesh does not acknowledge the batch and asks
+	// FindDelivery when the sender retries it.
+	Deliver(ctx context.Context, packets []*amdp.Packet) ([]ingest.Delivery, error)
+	// FindDelivery reports whether the chain already executed the packet
+	// and with what outcome. Once Deliver has returned (with or without
+	// an error), its answer must be final for that packet.
+	FindDelivery(ctx context.Context, packetID [32]byte) (ingest.Delivery, bool, error)
+}
+
+var (
+	_ Deliverer = ingest.Chain(nil)
+	_ Registry  = (*govchain.Cache)(nil)
+)
+
+// Config configures an Endpoint. Zero values take the defaults noted; New
+// validates the rest.
+type Config struct {
+	// RelayID is this relay's id, as registered on govchain and named by
+	// Certificate. Required.
+	RelayID string
+	// ListenAddr is the UDP address the endpoint binds, for receiving and
+	// for dialling out: "127.0.0.1:0" picks a free loopback port, which
+	// Addr then reports. Default ":0".
+	ListenAddr string
+	// Certificate is this relay's TLS certificate, issued by the CA for
+	// RelayID (crypto.CA.Issue). Required.
+	Certificate tls.Certificate
+	// CAs are the CAs whose certificates peers must present. Required.
+	CAs *x509.CertPool
+	// Signer is the relay's key for signing receipt batches; it must be
+	// the key of the account the relay's service registers. Required when
+	// Deliverer is set.
+	Signer crypto.Signer
+	// Registry is the governance view. Required.
+	Registry Registry
+	// Deliverer is the destination chain. Nil makes a send-only endpoint
+	// that accepts no connections.
+	Deliverer Deliverer
+	// DedupeDir is the directory of the delivery record (a pebble store).
+	// Required when Deliverer is set.
+	DedupeDir string
+	// Limits bound what peers can make the endpoint accept; zero fields
+	// take amdp's defaults.
+	Limits amdp.Limits
+	// Logger receives the endpoint's logs. Default: discard.
+	Logger *slog.Logger
+	// Metrics, when set, registers the endpoint's Prometheus metrics
+	// (labelled relay=RelayID); Close unregisters them.
+	Metrics prometheus.Registerer
+
+	// MaxInFlight bounds the Sends in flight to one peer: one more blocks
+	// until one returns. Default 32.
+	MaxInFlight int
+	// MaxConcurrentBatches bounds the received batches processed at once,
+	// over all peers; others wait in QUIC's flow-control windows. Default
+	// 16.
+	MaxConcurrentBatches int
+	// MaxIncomingStreams bounds the streams one peer may have open to this
+	// endpoint. Default 4 × MaxConcurrentBatches.
+	MaxIncomingStreams int
+	// DialTimeout bounds one connection attempt (the QUIC and TLS
+	// handshake). Default 5 s.
+	DialTimeout time.Duration
+	// MinBackoff and MaxBackoff bound the wait between connection attempts
+	// to a peer that fails: it doubles from MinBackoff up to MaxBackoff,
+	// with jitter. Defaults 50 ms and 5 s.
+	MinBackoff, MaxBackoff time.Duration
+	// IdleTimeout closes a connection that hears nothing for this long;
+	// dialled connections send keep-alives at a third of it. Default 30 s.
+	IdleTimeout time.Duration
+	// StreamTimeout bounds how long a receiving stream may take to bring
+	// its batch, and to take the reply. Default 30 s.
+	StreamTimeout time.Duration
+}
+
+// withDefaults fills the zero fields and checks the rest.
+func (c Config) withDefaults() (Config, error) {
+	var errs []error
+	req := func(ok bool, what string) {
+		if !ok {
+			errs = append(errs, fmt.Errorf("%s is required", what))
+		}
+	}
+	req(c.RelayID != "", "RelayID")
+	req(len(c.Certificate.Certificate) > 0 && c.Certificate.PrivateKey != nil, "Certificate")
+	req(c.CAs != nil, "CAs")
+	req(c.Registry != nil, "Registry")
+	if c.Deliverer != nil {
+		req(c.Signer != nil, "Signer (with a Deliverer)")
+		req(c.DedupeDir != "", "DedupeDir (with a Deliverer)")
+	}
+	if len(c.Certificate.Certificate) > 0 {
+		leaf := c.Certificate.Leaf
+		if leaf == nil {
+			var err error
+			if leaf, err = x509.ParseCertificate(c.Certificate.Certificate[0]); err != nil {
+				errs = append(errs, fmt.Errorf("Certificate: %w", err))
+			}
+		}
+		if leaf != nil {
+			if id, err := crypto.RelayID(leaf); err != nil {
+				errs = append(errs, fmt.Errorf("Certificate: %w", err))
+			} else if c.RelayID != "" && id != c.RelayID {
+				errs = append(errs, fmt.Errorf("Certificate names relay %q, not RelayID %q", id, c.RelayID))
+			}
+		}
+	}
+	for _, d := range []struct {
+		v    time.Duration
+		name string
+	}{{c.DialTimeout, "DialTimeout"}, {c.MinBackoff, "MinBackoff"}, {c.MaxBackoff, "MaxBackoff"}, {c.IdleTimeout, "IdleTimeout"}, {c.StreamTimeout, "StreamTimeout"}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("%s is negative", d.name))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return c, fmt.Errorf("mesh: config: %w", err)
+	}
+
+	def := func(v *int, dv int) {
+		if *v <= 0 {
+			*v = dv
+		}
+	}
+	defd := func(v *time.Duration, dv time.Duration) {
+		if *v == 0 {
+			*v = dv
+		}
+	}
+	if c.ListenAddr == "" {
+		c.ListenAddr = ":0"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	def(&c.MaxInFlight, 32)
+	def(&c.MaxConcurrentBatches, 16)
+	def(&c.MaxIncomingStreams, 4*c.MaxConcurrentBatches)
+	defd(&c.DialTimeout, 5*time.Second)
+	defd(&c.MinBackoff, 50*time.Millisecond)
+	defd(&c.MaxBackoff, 5*time.Second)
+	defd(&c.IdleTimeout, 30*time.Second)
+	defd(&c.StreamTimeout, 30*time.Second)
+	if c.MaxBackoff < c.MinBackoff {
+		c.MaxBackoff = c.MinBackoff
+	}
+	c.Limits = effectiveLimits(c.Limits)
+	return c, nil
+}
+
+// effectiveLimits fills the zero fields of l from amdp's defaults, so that
+// the mesh's own checks (the per-pipe payload bound, receipt reasons) use
+// the same numbers as amdp's.
+func effectiveLimits(l amdp.Limits) amdp.Limits {
+	d := amdp.DefaultLimits()
+	def := func(v *int, dv int) {
+		if *v <= 0 {
+			*v = dv
+		}
+	}
+	def(&l.MaxPayload, d.MaxPayload)
+	def(&l.MaxPacketsPerBatch, d.MaxPacketsPerBatch)
+	def(&l.MaxBatchBytes, d.MaxBatchBytes)
+	def(&l.MaxDecompressed, d.MaxDecompressed)
+	def(&l.MaxPipeIDLen, d.MaxPipeIDLen)
+	def(&l.MaxRelayIDLen, d.MaxRelayIDLen)
+	def(&l.MaxReasonLen, d.MaxReasonLen)
+	def(&l.MaxTxHashLen, d.MaxTxHashLen)
+	def(&l.MaxSignatureLen, d.MaxSignatureLen)
+	return l
+}

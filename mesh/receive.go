@@ -1,0 +1,444 @@
+package mesh
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/ccgpmesh/ccgp/crypto"
+	"github.com/ccgpmesh/ccgp/govchain"
+	"github.com/ccgpmesh/ccgp/ingest"
+	"github.com/ccgpmesh/ccgp/mesh/amdp"
+)
+
+// serveConn accepts the streams of one authenticated peer, one batch per
+// stream, until the peer goes or ctx ends; then it closes the connection.
+// Stream goroutines join wg; QUIC's MaxIncomingStreams bounds how many one
+// peer can have.
+func (e *Endpoint) serveConn(ctx context.Context, conn *quic.Conn, wg *sync.WaitGroup) {
+	peerID, err := peerRelayID(conn)
+	if err != nil {
+		// serverTLS authenticated the peer, so this is a broken invariant
+		// of the handshake; refuse rather than guess.
+		e.log.Error("accepted connection has no relay identity", "err", err)
+		conn.CloseWithError(connShutdown, "no relay identity")
+		return
+	}
+	e.log.Debug("peer connected", "peer", peerID, "addr", conn.RemoteAddr().String())
+	for {
+		str, err := conn.AcceptStream(ctx)
+		if err != nil {
+			e.log.Debug("peer connection ended", "peer", peerID, "err", err)
+			// Close before returning, not in the background: once Run
+			// returns, Close tears the transport down, which would drop
+			// the CONNECTION_CLOSE that tells the peer to redial. (A no-op
+			// when the peer closed it.)
+			conn.CloseWithError(connShutdown, "relay shutting down")
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.serveStream(ctx, peerID, str)
+		}()
+	}
+}
+
+// serveStream handles one exchange: it reads the peer's batch frame and
+// answers with a receipt frame, or an error frame saying why not.
+func (e *Endpoint) serveStream(ctx context.Context, peerID string, str *quic.Stream) {
+	// Take a processing slot before reading: a batch that waits for one
+	// stays in QUIC's flow-control window, not in this relay's memory.
+	select {
+	case e.recvSem <- struct{}{}:
+	case <-ctx.Done():
+		str.CancelRead(streamShutdown)
+		str.CancelWrite(streamShutdown)
+		return
+	}
+	defer func() { <-e.recvSem }()
+
+	str.SetReadDeadline(time.Now().Add(e.cfg.StreamTimeout))
+	br := bufio.NewReaderSize(str, 16<<10)
+	f, _, err := e.codec.readFrame(br, false)
+	if err == nil && f.Kind != amdp.FrameBatch {
+		err = fmt.Errorf("%w: a %s frame where a batch belongs", ErrBadFrameOrder, f.Kind)
+	}
+	if err == nil {
+		err = expectEOF(br)
+	}
+	if err != nil {
+		if isStreamError(err) {
+			// The peer reset the stream, the connection went, or the
+			// batch took too long: nobody to answer.
+			code := streamCanceled
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				code = streamTimeout
+			}
+			e.log.Debug("stream failed before its batch was read", "peer", peerID, "err", err)
+			str.CancelRead(code)
+			str.CancelWrite(code)
+			return
+		}
+		e.m.batchesReceived.Inc()
+		str.CancelRead(streamRejected) // whatever else the peer sends is not read
+		e.reject(str, peerID, f.Batch, err)
+		return
+	}
+	e.m.batchesReceived.Inc()
+
+	rb, err := e.receive(ctx, peerID, f.Batch)
+	if err != nil {
+		var t *transient
+		switch {
+		case errors.As(err, &t) && ctx.Err() != nil:
+			// Shutting down: reset rather than answer, so that the sender
+			// treats it as a lost connection and resends to this relay's
+			// next incarnation without troubling its caller.
+			e.m.failures.WithLabelValues(Reason(ErrClosed)).Inc()
+			e.log.Debug("shutting down mid-batch", "peer", peerID, "batch_seq", f.Batch.GetHeader().GetBatchSeq(), "err", err)
+			str.CancelWrite(streamShutdown)
+		case errors.As(err, &t):
+			e.fail(str, peerID, f.Batch, t.err)
+		default:
+			e.reject(str, peerID, f.Batch, err)
+		}
+		return
+	}
+	bp := e.codec.bufs.get(0)
+	defer e.codec.bufs.put(bp)
+	out, err := amdp.EncodeReceiptFrame((*bp)[:0], rb, e.codec.enc)
+	if err != nil {
+		e.fail(str, peerID, f.Batch, err)
+		return
+	}
+	*bp = out
+	e.reply(str, out)
+}
+
+// reject answers a batch that is refused as a whole; the sender must not
+// resend it unchanged. Counted by reason and logged once.
+func (e *Endpoint) reject(str *quic.Stream, peerID string, b *amdp.Batch, err error) {
+	reason := Reason(err)
+	e.m.rejected.WithLabelValues(reason).Inc()
+	e.log.Warn("rejected a batch", "peer", peerID, "batch_seq", b.GetHeader().GetBatchSeq(), "reason", reason, "err", err)
+	e.reply(str, appendErrorFrame(nil, classRejected, reason, err.Error()))
+}
+
+// fail answers a batch that this relay could not process now; the sender
+// should resend it.
+func (e *Endpoint) fail(str *quic.Stream, peerID string, b *amdp.Batch, err error) {
+	reason := Reason(err)
+	e.m.failures.WithLabelValues(reason).Inc()
+	e.log.Warn("could not process a batch; the sender will retry", "peer", peerID, "batch_seq", b.GetHeader().GetBatchSeq(), "reason", reason, "err", err)
+	e.reply(str, appendErrorFrame(nil, classRetry, reason, err.Error()))
+}
+
+func (e *Endpoint) reply(str *quic.Stream, frame []byte) {
+	str.SetWriteDeadline(time.Now().Add(e.cfg.StreamTimeout))
+	if _, err := str.Write(frame); err != nil {
+		e.log.Debug("could not answer", "err", err)
+		str.CancelWrite(streamCanceled)
+		return
+	}
+	str.Close()
+}
+
+// transient marks a failure of this relay rather than of the batch: the
+// sender gets an error frame of class retry.
+type transient struct{ err error }
+
+func (t *transient) Error() string { return t.err.Error() }
+func (t *transient) Unwrap() error { return t.err }
+
+// receive checks a batch from peerID, delivers its acceptable packets
+// exactly once and returns the signed receipts. A batch-level failure is
+// returned as is; a failure of this relay is a *transient.
+func (e *Endpoint) receive(ctx context.Context, peerID string, b *amdp.Batch) (*amdp.ReceiptBatch, error) {
+	h := b.Header
+	switch {
+	case h.ToRelay != e.cfg.RelayID:
+		return nil, fmt.Errorf("%w: to_relay is %q, this is %q", ErrWrongToRelay, h.ToRelay, e.cfg.RelayID)
+	case h.FromRelay != peerID:
+		return nil, fmt.Errorf("%w: from_relay is %q, the connection is %q's", ErrWrongFromRelay, h.FromRelay, peerID)
+	}
+	suite, pub, err := e.relayKey(peerID)
+	if err != nil {
+		return nil, err
+	}
+	if err := amdp.VerifyBatch(b, suite, pub, e.cfg.Limits); err != nil {
+		return nil, err
+	}
+
+	verdicts := e.checkPackets(peerID, b.Packets)
+	receipts, err := e.deliver(ctx, b.Packets, verdicts)
+	if err != nil {
+		return nil, &transient{err}
+	}
+	rb := &amdp.ReceiptBatch{
+		Header:   &amdp.ReceiptBatchHeader{FromRelay: e.cfg.RelayID, ToRelay: peerID, BatchSeq: h.BatchSeq},
+		Receipts: receipts,
+	}
+	if err := amdp.SealReceiptBatch(rb, e.cfg.Signer); err != nil {
+		return nil, &transient{err}
+	}
+	return rb, nil
+}
+
+// packetsPerWorker is the smallest share of a batch worth a goroutine:
+// below it, starting one costs more than the signatures it checks.
+const packetsPerWorker = 64
+
+// checkPackets returns, for each packet, why it must not be delivered (nil
+// when it may be): registry checks, then its app's signature. Signature
+// checks dominate a relay's cost, so a large batch is checked on all
+// cores; the workers end before checkPackets returns.
+func (e *Endpoint) checkPackets(peerID string, packets []*amdp.Packet) []error {
+	verdicts := make([]error, len(packets))
+	workers := min(runtime.GOMAXPROCS(0), (len(packets)+packetsPerWorker-1)/packetsPerWorker)
+	if workers <= 1 {
+		for i, p := range packets {
+			verdicts[i] = e.checkPacket(peerID, p)
+		}
+	} else {
+		var wg sync.WaitGroup
+		chunk := (len(packets) + workers - 1) / workers
+		for lo := 0; lo < len(packets); lo += chunk {
+			hi := min(lo+chunk, len(packets))
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := lo; i < hi; i++ {
+					verdicts[i] = e.checkPacket(peerID, packets[i])
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	rejected, first := 0, error(nil)
+	for _, err := range verdicts {
+		if err != nil {
+			e.m.rejected.WithLabelValues(Reason(err)).Inc()
+			if rejected++; first == nil {
+				first = err
+			}
+		}
+	}
+	if rejected > 0 {
+		e.log.Warn("rejected packets", "peer", peerID, "rejected", rejected, "of", len(packets), "first_reason", Reason(first), "first_err", first)
+	}
+	return verdicts
+}
+
+// checkPacket decides whether one packet from peerID may be delivered: its
+// pipe is registered and ACTIVE, runs from peerID to this relay, bounds
+// the payload, and its source key signed the packet.
+func (e *Endpoint) checkPacket(peerID string, p *amdp.Packet) error {
+	pipe, ok := e.cfg.Registry.Pipe(p.PipeId)
+	switch {
+	case !ok:
+		return fmt.Errorf("%w: %q", ErrUnknownPipe, p.PipeId)
+	case pipe.GetStatus() != govchain.PipeStatus_PIPE_ACTIVE:
+		return fmt.Errorf("%w: pipe %s is %v", ErrPipeInactive, p.PipeId, pipe.GetStatus())
+	case pipe.GetDestination().GetRelayId() != e.cfg.RelayID:
+		return fmt.Errorf("%w: pipe %s leads to relay %q", ErrWrongDestination, p.PipeId, pipe.GetDestination().GetRelayId())
+	case pipe.GetSource().GetRelayId() != peerID:
+		return fmt.Errorf("%w: pipe %s starts at relay %q, the batch came from %q", ErrWrongSource, p.PipeId, pipe.GetSource().GetRelayId(), peerID)
+	}
+	maxPayload := e.cfg.Limits.MaxPayload
+	if m := int(pipe.GetLimits().GetMaxPayload()); m > 0 && m < maxPayload {
+		maxPayload = m
+	}
+	if len(p.Payload) > maxPayload {
+		return &amdp.ValidationError{Field: "payload", Reason: amdp.ErrPayloadTooLarge,
+			Detail: fmt.Sprintf("%d bytes, pipe %s allows %d", len(p.Payload), p.PipeId, maxPayload)}
+	}
+	src := pipe.GetSource()
+	return amdp.VerifyPacket(p, crypto.Suite(src.GetSuite()), src.GetPublicKey())
+}
+
+// deliver returns a receipt for every packet: REJECTED for those with a
+// verdict, and for the others their final receipt, delivering each at
+// most once (DESIGN §5):
+//
+//  1. a packet with a receipt in the store was handled before: reuse it;
+//  2. a packet with an in-flight marker may have landed before a crash or
+//     a failed Deliver: ask the chain (FindDelivery) and reuse what it has;
+//  3. the rest are marked in flight (one synced batch), delivered in one
+//     Deliver call, and their receipts stored with the markers cleared
+//     (one synced batch).
+//
+// The packets are claimed in memory for the duration, so that a resent
+// batch arriving while the first copy is being delivered waits and then
+// finds the receipts. Any error leaves the markers, so the retry is safe.
+func (e *Endpoint) deliver(ctx context.Context, packets []*amdp.Packet, verdicts []error) ([]*amdp.Receipt, error) {
+	receipts := make([]*amdp.Receipt, len(packets))
+	idx := make([]int, 0, len(packets))
+	ids := make([][32]byte, 0, len(packets))
+	for i, p := range packets {
+		id := p.ID()
+		if verdicts[i] != nil {
+			receipts[i] = e.rejectedReceipt(id, verdicts[i])
+			continue
+		}
+		idx = append(idx, i)
+		ids = append(ids, id)
+	}
+	if len(ids) == 0 {
+		return receipts, nil
+	}
+	release, err := e.claims.acquire(ctx, ids)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrClosed, err)
+	}
+	defer release()
+
+	stored, marked, err := e.store.Lookup(ids)
+	if err != nil {
+		return nil, err
+	}
+	var final []*amdp.Receipt // to store
+	var todo []int            // positions in ids to deliver
+	dups := 0
+	for j, id := range ids {
+		if r := stored[j]; r != nil {
+			receipts[idx[j]] = r
+			dups++
+			continue
+		}
+		if marked[j] {
+			d, found, err := e.cfg.Deliverer.FindDelivery(ctx, id)
+			if err != nil {
+				return nil, fmt.Errorf("%w: find delivery of %x: %w", ErrDeliver, id, err)
+			}
+			if found {
+				r, err := e.receiptOf(id, d)
+				if err != nil {
+					return nil, err
+				}
+				receipts[idx[j]] = r
+				final = append(final, r)
+				dups++
+				continue
+			}
+		}
+		todo = append(todo, j)
+	}
+	if len(todo) > 0 {
+		todoIDs := make([][32]byte, len(todo))
+		todoPackets := make([]*amdp.Packet, len(todo))
+		for k, j := range todo {
+			todoIDs[k], todoPackets[k] = ids[j], packets[idx[j]]
+		}
+		if err := e.store.MarkInFlight(todoIDs); err != nil {
+			return nil, err
+		}
+		ds, err := e.cfg.Deliverer.Deliver(ctx, todoPackets)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %d packets: %w", ErrDeliver, len(todoPackets), err)
+		}
+		if len(ds) != len(todoPackets) {
+			return nil, fmt.Errorf("%w: deliverer returned %d deliveries for %d packets", ErrDeliver, len(ds), len(todoPackets))
+		}
+		for k, j := range todo {
+			r, err := e.receiptOf(ids[j], ds[k])
+			if err != nil {
+				return nil, err
+			}
+			receipts[idx[j]] = r
+			final = append(final, r)
+		}
+	}
+	if err := e.store.Commit(final); err != nil {
+		return nil, err
+	}
+	e.m.packetsDelivered.Add(float64(len(todo)))
+	e.m.duplicates.Add(float64(dups))
+	return receipts, nil
+}
+
+// receiptOf turns the chain's record of a delivery into a receipt, and
+// refuses one that is not about packet id or would not validate: the
+// batch then fails (transiently) rather than carry a bad receipt.
+func (e *Endpoint) receiptOf(id [32]byte, d ingest.Delivery) (*amdp.Receipt, error) {
+	if d.PacketID != id {
+		return nil, fmt.Errorf("%w: delivery for packet %x reports packet %x", ErrDeliver, id, d.PacketID)
+	}
+	r := &amdp.Receipt{
+		PacketId:   id[:],
+		Status:     d.Status,
+		DestTxHash: d.TxHash,
+		DestHeight: d.Height,
+		Reason:     truncateUTF8(d.Reason, e.cfg.Limits.MaxReasonLen),
+	}
+	if d.ResultHash != ([32]byte{}) || d.Status == amdp.StatusDelivered {
+		rh := d.ResultHash
+		r.ResultHash = rh[:]
+	}
+	if err := r.Validate(e.cfg.Limits); err != nil {
+		return nil, fmt.Errorf("%w: delivery of %x: %w", ErrDeliver, id, err)
+	}
+	return r, nil
+}
+
+// rejectedReceipt is the receipt of a packet refused before delivery. Its
+// reason starts with the stable label, then says why. It is not stored: a
+// refusal by the registry (an inactive pipe) may not be final, and
+// nothing happened on the chain.
+func (e *Endpoint) rejectedReceipt(id [32]byte, err error) *amdp.Receipt {
+	return &amdp.Receipt{
+		PacketId: id[:],
+		Status:   amdp.StatusRejected,
+		Reason:   truncateUTF8(Reason(err)+": "+err.Error(), e.cfg.Limits.MaxReasonLen),
+	}
+}
+
+// claims makes one goroutine at a time process a packet id.
+type claims struct {
+	mu   sync.Mutex                 // guards held
+	held map[[32]byte]chan struct{} // closed when the holder releases
+}
+
+// acquire claims all ids at once, waiting while any is held by another
+// goroutine. Claiming all or none, never holding some while waiting for
+// others, cannot deadlock.
+func (c *claims) acquire(ctx context.Context, ids [][32]byte) (release func(), err error) {
+	for {
+		c.mu.Lock()
+		var busy chan struct{}
+		for _, id := range ids {
+			if ch, ok := c.held[id]; ok {
+				busy = ch
+				break
+			}
+		}
+		if busy == nil {
+			done := make(chan struct{})
+			for _, id := range ids {
+				c.held[id] = done
+			}
+			c.mu.Unlock()
+			return func() {
+				c.mu.Lock()
+				for _, id := range ids {
+					delete(c.held, id)
+				}
+				c.mu.Unlock()
+				close(done)
+			}, nil
+		}
+		c.mu.Unlock()
+		select {
+		case <-busy:
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		}
+	}
+}
