@@ -1,0 +1,337 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/ccgpmesh/ccgp/crypto"
+	"github.com/ccgpmesh/ccgp/govchain"
+	"github.com/ccgpmesh/ccgp/mesh/amdp"
+)
+
+// registry is a static governance view made of real records and keys.
+type registry map[string]*govchain.Pipe
+
+func (r registry) Pipe(id string) (*govchain.Pipe, bool) { p, ok := r[id]; return p, ok }
+
+func pipe(id, srcRelay, dstRelay string, app crypto.Signer, status govchain.PipeStatus) *govchain.Pipe {
+	a := crypto.SignerAddress(app)
+	return &govchain.Pipe{Id: id, Status: status, Limits: &govchain.PipeLimits{MaxPayload: 1024},
+		Source:      &govchain.PipeEndpoint{Org: "org-a", RelayId: srcRelay, Account: a[:], Suite: "ed25519", PublicKey: app.PublicKey()},
+		Destination: &govchain.PipeEndpoint{Org: "org-b", RelayId: dstRelay}}
+}
+
+func packet(t testing.TB, s crypto.Signer, pipeID string, seq uint64, payload string) *amdp.Packet {
+	t.Helper()
+	a := crypto.SignerAddress(s)
+	p := &amdp.Packet{PipeId: pipeID, Sequence: seq, Operation: amdp.OpWrite, Payload: []byte(payload),
+		TimeoutUnixMs: uint64(time.Now().Add(time.Hour).UnixMilli()), Credential: &amdp.Credential{Signer: a[:], Suite: "ed25519"}}
+	if err := amdp.SignPacket(p, s); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestCheckerTable(t *testing.T) {
+	app, other := crypto.DevSigner("app"), crypto.DevSigner("other")
+	reg := registry{
+		"p":         pipe("p", "relay-a", "relay-b", app, govchain.PipeStatus_PIPE_ACTIVE),
+		"proposed":  pipe("proposed", "relay-a", "relay-b", app, govchain.PipeStatus_PIPE_PROPOSED),
+		"suspended": pipe("suspended", "relay-a", "relay-b", app, govchain.PipeStatus_PIPE_SUSPENDED),
+		"theirs":    pipe("theirs", "relay-x", "relay-b", app, govchain.PipeStatus_PIPE_ACTIVE),
+	}
+	tampered := packet(t, app, "p", 1, "hello")
+	tampered.Payload = []byte("HELLO")
+	cases := []struct {
+		name string
+		p    *amdp.Packet
+		want error
+	}{
+		{"ok", packet(t, app, "p", 1, "x"), nil},
+		{"unknown pipe", packet(t, app, "nope", 1, "x"), ErrUnknownPipe},
+		{"proposed pipe", packet(t, app, "proposed", 1, "x"), ErrPipeNotActive},
+		{"suspended pipe", packet(t, app, "suspended", 1, "x"), ErrPipeNotActive},
+		{"other relay's pipe", packet(t, app, "theirs", 1, "x"), ErrNotOurPipe},
+		{"wrong signer", packet(t, other, "p", 1, "x"), ErrBadSignature},
+		{"tampered payload", tampered, ErrBadSignature},
+		{"oversized payload", packet(t, app, "p", 1, strings.Repeat("x", 2000)), ErrPayloadTooLarge},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newChecker("relay-a", reg)
+			pp, err := c.resolve(tc.p)
+			if err == nil {
+				err = verify(tc.p, pp)
+			}
+			if !errors.Is(err, tc.want) && !(tc.want == nil && err == nil) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+			var re *RejectError
+			if tc.want != nil && (!errors.As(err, &re) || Reason(err) == "other") {
+				t.Fatalf("rejection is not typed: %v", err)
+			}
+		})
+	}
+
+	c := newChecker("relay-a", reg)
+	for _, step := range []struct {
+		seq  uint64
+		want error
+	}{{5, nil}, {6, nil}, {6, ErrSequenceReplay}, {3, ErrSequenceReplay}, {9, ErrSequenceGap}, {7, nil}} {
+		if err := c.sequence(&amdp.Packet{PipeId: "p", Sequence: step.seq}); !errors.Is(err, step.want) && !(step.want == nil && err == nil) {
+			t.Fatalf("seq %d: got %v, want %v", step.seq, err, step.want)
+		}
+	}
+}
+
+func TestBatcherBounds(t *testing.T) {
+	b := newBatcher(3, 100)
+	var full []*pending
+	for i := 0; i < 7; i++ {
+		if f := b.add("r1", &amdp.Packet{Sequence: uint64(i)}, 10); f != nil {
+			full = append(full, f)
+		}
+	}
+	if f := b.add("r2", &amdp.Packet{}, 60); f != nil {
+		t.Fatal("new destination flushed something")
+	}
+	if f := b.add("r2", &amdp.Packet{}, 60); f == nil || len(f.packets) != 1 {
+		t.Fatal("byte bound not applied")
+	}
+	rest := b.drain()
+	if len(full) != 2 || len(full[0].packets) != 3 || len(rest) != 2 || rest[0].to != "r1" || len(rest[0].packets) != 1 {
+		t.Fatalf("batches: full %d, rest %v", len(full), rest)
+	}
+	for i, p := range append(full[0].packets, full[1].packets...) {
+		if p.Sequence != uint64(i) {
+			t.Fatal("order not kept")
+		}
+	}
+}
+
+// sink is a Sender that acts as a destination relay: it verifies the batch
+// seal, applies each packet id once and counts re-sends.
+type sink struct {
+	mu        sync.Mutex
+	applied   map[[32]byte]int
+	sends     int
+	relayKey  crypto.Signer
+	failUntil time.Time
+}
+
+func newSink(relayKey crypto.Signer) *sink { return &sink{applied: map[[32]byte]int{}, relayKey: relayKey} }
+
+func (s *sink) Send(ctx context.Context, to string, b *amdp.Batch) (*amdp.ReceiptBatch, error) {
+	if err := amdp.VerifyBatch(b, s.relayKey.Suite(), s.relayKey.PublicKey(), amdp.DefaultLimits()); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if time.Now().Before(s.failUntil) {
+		return nil, errors.New("peer unreachable")
+	}
+	s.sends++
+	for _, p := range b.Packets {
+		s.applied[p.ID()]++
+	}
+	return &amdp.ReceiptBatch{}, nil
+}
+
+func (s *sink) count() (distinct, total int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, n := range s.applied {
+		distinct++
+		total += n
+	}
+	return
+}
+
+type harness struct {
+	t       *testing.T
+	cluster *kfake.Cluster
+	prod    *kgo.Client
+	reg     registry
+	app     crypto.Signer
+	relay   crypto.Signer
+	sink    *sink
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(8, "ccgp.events"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	prod, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.DefaultProduceTopic("ccgp.events"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(prod.Close)
+	app, relay := crypto.DevSigner("app-a"), crypto.DevSigner("relay-a")
+	h := &harness{t: t, cluster: c, prod: prod, app: app, relay: relay, sink: newSink(relay), reg: registry{}}
+	for i := 0; i < 4; i++ {
+		id := fmt.Sprintf("pipe-%d", i)
+		h.reg[id] = pipe(id, "relay-a", fmt.Sprintf("relay-%d", i%2), app, govchain.PipeStatus_PIPE_ACTIVE)
+	}
+	return h
+}
+
+func (h *harness) produce(recs ...*kgo.Record) {
+	h.t.Helper()
+	if err := h.prod.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func (h *harness) rec(p *amdp.Packet) *kgo.Record {
+	b, err := amdp.EncodePacket(nil, p)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return &kgo.Record{Key: []byte(p.PipeId), Value: b}
+}
+
+func (h *harness) shard(ctx context.Context, onReject func(*amdp.Packet, error)) (*Shard, chan error) {
+	h.t.Helper()
+	s, err := NewShard(Config{RelayID: "relay-a", Signer: h.relay, Registry: h.reg, Sender: h.sink,
+		Brokers: h.cluster.ListenAddrs(), OnReject: onReject, Linger: 2 * time.Millisecond,
+		KafkaOpts: []kgo.Opt{kgo.SessionTimeout(6 * time.Second), kgo.HeartbeatInterval(200 * time.Millisecond)}})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	return s, done
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestShardRejectsBadInput(t *testing.T) {
+	h := newHarness(t)
+	h.reg["proposed"] = pipe("proposed", "relay-a", "relay-b", h.app, govchain.PipeStatus_PIPE_PROPOSED)
+	h.reg["suspended"] = pipe("suspended", "relay-a", "relay-b", h.app, govchain.PipeStatus_PIPE_SUSPENDED)
+	ctx, cancel := context.WithCancel(context.Background())
+	var mu sync.Mutex
+	reasons := map[string]int{}
+	_, done := h.shard(ctx, func(p *amdp.Packet, err error) {
+		mu.Lock()
+		reasons[Reason(err)]++
+		mu.Unlock()
+	})
+	t.Cleanup(func() { cancel(); <-done })
+
+	bad := packet(t, h.app, "pipe-0", 2, "x")
+	bad.Signature[0] ^= 1
+	h.produce(
+		h.rec(packet(t, h.app, "pipe-0", 1, "ok-1")),
+		h.rec(bad), // bad signature; does not advance the sequence
+		h.rec(packet(t, h.app, "pipe-0", 2, "ok-2")),
+		h.rec(packet(t, h.app, "pipe-0", 2, "again")), // replay
+		h.rec(packet(t, h.app, "pipe-0", 9, "gap")),
+		h.rec(packet(t, h.app, "nope", 1, "x")),
+		h.rec(packet(t, h.app, "proposed", 1, "x")),
+		h.rec(packet(t, h.app, "suspended", 1, "x")),
+		h.rec(packet(t, h.app, "pipe-0", 3, strings.Repeat("x", 5000))),
+		&kgo.Record{Key: []byte("pipe-0"), Value: []byte{0xff, 0xfe, 0x01}},
+		h.rec(packet(t, h.app, "pipe-0", 3, "ok-3")),
+	)
+	waitFor(t, "all records handled", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, c := range reasons {
+			n += c
+		}
+		d, _ := h.sink.count()
+		return n == 8 && d == 3
+	})
+	want := map[string]int{"bad_signature": 1, "sequence_replay": 1, "sequence_gap": 1, "unknown_pipe": 1, "pipe_not_active": 2, "payload_too_large": 1, "malformed": 1}
+	mu.Lock()
+	defer mu.Unlock()
+	for r, n := range want {
+		if reasons[r] != n {
+			t.Errorf("reason %s: %d rejections, want %d (all: %v)", r, reasons[r], n, reasons)
+		}
+	}
+	if d, total := h.sink.count(); d != 3 || total != 3 {
+		t.Fatalf("delivered %d distinct, %d total; want the 3 good packets once", d, total)
+	}
+}
+
+func TestShardRebalanceNothingLostNothingTwice(t *testing.T) {
+	h := newHarness(t)
+	const perPipe = 400
+	ctx := context.Background()
+	ctx1, cancel1 := context.WithCancel(ctx)
+	s1, done1 := h.shard(ctx1, nil)
+	t.Cleanup(func() { cancel1(); <-done1 })
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // steady traffic on 4 pipes
+		defer wg.Done()
+		for seq := uint64(1); seq <= perPipe; seq++ {
+			var recs []*kgo.Record
+			for i := 0; i < 4; i++ {
+				recs = append(recs, h.rec(packet(t, h.app, fmt.Sprintf("pipe-%d", i), seq, "payload")))
+			}
+			h.produce(recs...)
+			if seq%50 == 0 {
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	}()
+	waitFor(t, "first shard routing", func() bool { return s1.Stats().Routed > 200 })
+	ctx2, cancel2 := context.WithCancel(ctx)
+	s2, done2 := h.shard(ctx2, nil)
+	waitFor(t, "second shard routing", func() bool { return s2.Stats().Routed > 0 })
+	cancel1() // the first leaves mid-stream
+	if err := <-done1; err != nil {
+		t.Fatal(err)
+	}
+	done1 <- nil
+	wg.Wait()
+	waitFor(t, "every packet delivered", func() bool { d, _ := h.sink.count(); return d == 4*perPipe })
+	cancel2()
+	<-done2
+	if d, total := h.sink.count(); d != 4*perPipe || total != 4*perPipe {
+		t.Fatalf("distinct %d total %d, want %d each: lost or sent twice", d, total, 4*perPipe)
+	}
+	if s1.Stats().Rejected+s2.Stats().Rejected != 0 {
+		t.Fatal("a rebalance caused rejections")
+	}
+}
+
+func TestShardRetriesUnreachablePeer(t *testing.T) {
+	h := newHarness(t)
+	h.sink.failUntil = time.Now().Add(500 * time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
+	s, done := h.shard(ctx, nil)
+	t.Cleanup(func() { cancel(); <-done })
+	for seq := uint64(1); seq <= 20; seq++ {
+		h.produce(h.rec(packet(t, h.app, "pipe-1", seq, "x")))
+	}
+	waitFor(t, "delivery after the peer returns", func() bool { d, _ := h.sink.count(); return d == 20 })
+	if s.Stats().Rejected != 0 {
+		t.Fatal("unreachable peer caused rejections")
+	}
+}

@@ -1,0 +1,401 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/ccgpmesh/ccgp/crypto"
+	"github.com/ccgpmesh/ccgp/govchain"
+	"github.com/ccgpmesh/ccgp/mesh/amdp"
+)
+
+// Sender hands a sealed batch to the destination relay and returns its
+// signed receipts once the peer has delivered the packets; mesh.Endpoint
+// satisfies it. An error means the batch may or may not have arrived: the
+// shard sends it again, and the destination's idempotent delivery makes
+// that safe.
+type Sender interface {
+	Send(ctx context.Context, to string, b *amdp.Batch) (*amdp.ReceiptBatch, error)
+}
+
+// ReceiptSink records the receipts of a batch on the source side before the
+// shard commits its offsets. An error stops the shard (nothing committed).
+type ReceiptSink interface {
+	Receipts(ctx context.Context, b *amdp.Batch, rb *amdp.ReceiptBatch) error
+}
+
+// Config configures a Shard.
+type Config struct {
+	RelayID  string        // this relay, the pipes' source relay
+	Signer   crypto.Signer // the relay's batch-signing key (its registered account)
+	Registry Registry
+	Sender   Sender
+	Receipts ReceiptSink // optional
+
+	Brokers []string
+	Topic   string // default "ccgp.events"
+	Group   string // default "ccgp-router-<RelayID>"
+
+	MaxBatchPackets int           // default 512
+	MaxBatchBytes   int           // default 4 MiB
+	MaxPoll         int           // records per cycle, default 4096
+	Linger          time.Duration // wait for more records after the first, default 5ms
+	Limits          amdp.Limits
+
+	// OnReject, if set, is told of every rejected packet (p is nil for
+	// malformed bytes). It must not block.
+	OnReject func(p *amdp.Packet, err error)
+
+	Logger    *slog.Logger
+	Metrics   prometheus.Registerer // optional
+	KafkaOpts []kgo.Opt             // extra client options (e.g. SessionTimeout in tests)
+}
+
+// Shard is one member of a relay's router consumer group.
+type Shard struct {
+	cfg Config
+	cl  *kgo.Client
+	log *slog.Logger
+	chk *checker
+	m   *metrics
+
+	resetSeq atomic.Bool // set by rebalance callbacks; the loop resets the checker
+	batchSeq atomic.Uint64
+
+	routed, batches, rejected atomic.Uint64
+	logLimit                  *logLimiter
+}
+
+// Stats are a shard's counters.
+type Stats struct {
+	Routed   uint64 // packets acknowledged by their destination relays
+	Batches  uint64
+	Rejected uint64
+}
+
+// NewShard validates cfg and joins the consumer group (lazily, on Run).
+func NewShard(cfg Config) (*Shard, error) {
+	switch {
+	case cfg.RelayID == "":
+		return nil, errors.New("router: RelayID is required")
+	case cfg.Signer == nil:
+		return nil, errors.New("router: Signer is required")
+	case cfg.Registry == nil || cfg.Sender == nil:
+		return nil, errors.New("router: Registry and Sender are required")
+	case len(cfg.Brokers) == 0:
+		return nil, errors.New("router: at least one Kafka broker is required")
+	}
+	if cfg.Topic == "" {
+		cfg.Topic = "ccgp.events"
+	}
+	if cfg.Group == "" {
+		cfg.Group = "ccgp-router-" + cfg.RelayID
+	}
+	if cfg.MaxBatchPackets <= 0 {
+		cfg.MaxBatchPackets = 512
+	}
+	if l := cfg.Limits.MaxPacketsPerBatch; l > 0 && cfg.MaxBatchPackets > l {
+		cfg.MaxBatchPackets = l
+	}
+	if cfg.MaxBatchBytes <= 0 {
+		cfg.MaxBatchBytes = 4 << 20
+	}
+	if cfg.MaxPoll <= 0 {
+		cfg.MaxPoll = 4096
+	}
+	if cfg.Linger == 0 {
+		cfg.Linger = 5 * time.Millisecond
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Shard{cfg: cfg, log: cfg.Logger.With("relay", cfg.RelayID), chk: newChecker(cfg.RelayID, cfg.Registry), logLimit: newLogLimiter(20)}
+	s.batchSeq.Store(uint64(time.Now().UnixNano())) // unique across restarts
+	m, err := newMetrics(cfg.Metrics)
+	if err != nil {
+		return nil, err
+	}
+	s.m = m
+	onMove := func(context.Context, *kgo.Client, map[string][]int32) { s.resetSeq.Store(true) }
+	opts := append([]kgo.Opt{
+		kgo.SeedBrokers(cfg.Brokers...),
+		kgo.ConsumerGroup(cfg.Group),
+		kgo.ConsumeTopics(cfg.Topic),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.OnPartitionsAssigned(onMove),
+		kgo.OnPartitionsRevoked(onMove),
+		kgo.OnPartitionsLost(onMove),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchMaxWait(100 * time.Millisecond),
+	}, cfg.KafkaOpts...)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("router: kafka client: %w", err)
+	}
+	s.cl = cl
+	return s, nil
+}
+
+// Stats returns the shard's counters.
+func (s *Shard) Stats() Stats {
+	return Stats{Routed: s.routed.Load(), Batches: s.batches.Load(), Rejected: s.rejected.Load()}
+}
+
+// Run consumes, routes and commits until ctx ends, then leaves the group
+// (so the others take its partitions at once) and returns nil. Records
+// whose batches were not acknowledged are not committed: the next owner of
+// their partitions sends them again.
+func (s *Shard) Run(ctx context.Context) error {
+	defer func() {
+		// With BlockRebalanceOnPoll, leaving the group waits for the poll
+		// in progress to be released: release it, then leave.
+		s.cl.AllowRebalance()
+		s.cl.Close()
+	}()
+	for {
+		recs, err := s.poll(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if len(recs) == 0 {
+			s.cl.AllowRebalance()
+			continue
+		}
+		if err := s.cycle(ctx, recs); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if err := s.cl.CommitRecords(ctx, recs...); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			// A failed commit only means these records may be sent again.
+			s.log.Warn("offset commit failed; records will be re-sent after a rebalance", "err", err)
+		}
+		s.cl.AllowRebalance()
+	}
+}
+
+// poll takes up to MaxPoll records, lingering briefly after the first ones
+// so that batches fill at moderate rates.
+func (s *Shard) poll(ctx context.Context) ([]*kgo.Record, error) {
+	fs := s.cl.PollRecords(ctx, s.cfg.MaxPoll)
+	if err := fetchErr(fs); err != nil {
+		return nil, err
+	}
+	fs.EachError(func(topic string, part int32, err error) {
+		if ctx.Err() == nil {
+			s.log.Debug("fetch error (retried)", "topic", topic, "partition", part, "err", err)
+		}
+	})
+	recs := fs.Records()
+	if len(recs) == 0 || len(recs) >= s.cfg.MaxPoll {
+		return recs, nil
+	}
+	lctx, cancel := context.WithTimeout(ctx, s.cfg.Linger)
+	defer cancel()
+	for len(recs) < s.cfg.MaxPoll && lctx.Err() == nil {
+		more := s.cl.PollRecords(lctx, s.cfg.MaxPoll-len(recs))
+		if err := fetchErr(more); err != nil {
+			return nil, err
+		}
+		recs = append(recs, more.Records()...)
+	}
+	return recs, nil
+}
+
+// fetchErr reports a closed client; other fetch errors are retried by the
+// client itself and only logged by the caller.
+func fetchErr(fs kgo.Fetches) error {
+	if fs.IsClientClosed() {
+		return errors.New("router: kafka client closed")
+	}
+	return nil
+}
+
+type candidate struct {
+	p    *amdp.Packet
+	pipe *govchain.Pipe
+	size int
+	err  error
+}
+
+// cycle routes one poll's records: check, batch, send, record receipts.
+func (s *Shard) cycle(ctx context.Context, recs []*kgo.Record) error {
+	if s.resetSeq.Swap(false) {
+		s.chk.reset()
+	}
+	cands := make([]candidate, len(recs))
+	for i, r := range recs {
+		p, err := amdp.DecodePacket(r.Value, s.cfg.Limits)
+		if err != nil {
+			cands[i].err = &RejectError{Pipe: string(r.Key), Reason: ErrMalformed, Detail: err.Error()}
+			continue
+		}
+		pipe, err := s.chk.resolve(p)
+		cands[i] = candidate{p: p, pipe: pipe, size: len(r.Value), err: err}
+	}
+	s.verifyAll(cands)
+
+	b := newBatcher(s.cfg.MaxBatchPackets, s.cfg.MaxBatchBytes)
+	var ready []*pending
+	for i := range cands {
+		c := &cands[i]
+		if c.err == nil {
+			c.err = s.chk.sequence(c.p)
+		}
+		if c.err != nil {
+			s.reject(c.p, c.err)
+			continue
+		}
+		if full := b.add(c.pipe.Destination.RelayId, c.p, c.size); full != nil {
+			ready = append(ready, full)
+		}
+	}
+	ready = append(ready, b.drain()...)
+	return s.sendAll(ctx, ready)
+}
+
+// verifyAll checks the stage-1 signatures of the candidates that passed
+// resolution, spread over the cores: signature verification is the
+// router's physical limit.
+func (s *Shard) verifyAll(cands []candidate) {
+	workers := runtime.GOMAXPROCS(0)
+	if len(cands) < 64 {
+		workers = 1
+	}
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(cands) {
+					return
+				}
+				if c := &cands[i]; c.err == nil {
+					c.err = verify(c.p, c.pipe)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func (s *Shard) reject(p *amdp.Packet, err error) {
+	s.rejected.Add(1)
+	reason := Reason(err)
+	s.m.rejected.WithLabelValues(reason).Inc()
+	if s.logLimit.allow(reason) {
+		s.log.Warn("packet rejected", "reason", reason, "err", err)
+	}
+	if s.cfg.OnReject != nil {
+		s.cfg.OnReject(p, err)
+	}
+}
+
+// sendAll seals and sends the batches concurrently, each until its peer
+// acknowledges or ctx ends, then records their receipts.
+func (s *Shard) sendAll(ctx context.Context, ready []*pending) error {
+	if len(ready) == 0 {
+		return nil
+	}
+	errs := make([]error, len(ready))
+	var wg sync.WaitGroup
+	for i, pb := range ready {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = s.send(ctx, pb)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (s *Shard) send(ctx context.Context, pb *pending) error {
+	b := &amdp.Batch{
+		Header: &amdp.BatchHeader{FromRelay: s.cfg.RelayID, ToRelay: pb.to, BatchSeq: s.batchSeq.Add(1),
+			CreatedUnixMs: uint64(time.Now().UnixMilli())},
+		Packets: pb.packets,
+	}
+	if err := amdp.SealBatch(b, s.cfg.Signer); err != nil {
+		return fmt.Errorf("router: seal batch: %w", err)
+	}
+	backoff := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		start := time.Now()
+		rb, err := s.cfg.Sender.Send(ctx, pb.to, b)
+		if err == nil {
+			s.m.sendSeconds.Observe(time.Since(start).Seconds())
+			if s.cfg.Receipts != nil {
+				if err := s.cfg.Receipts.Receipts(ctx, b, rb); err != nil {
+					return fmt.Errorf("router: record receipts: %w", err)
+				}
+			}
+			s.routed.Add(uint64(len(b.Packets)))
+			s.batches.Add(1)
+			s.m.batches.Inc()
+			s.m.routed.Add(float64(len(b.Packets)))
+			s.m.batchSize.Observe(float64(len(b.Packets)))
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		s.m.sendErrors.Inc()
+		if attempt == 1 || attempt%20 == 0 {
+			s.log.Warn("batch not acknowledged; retrying", "to", pb.to, "packets", len(b.Packets), "attempt", attempt, "err", err)
+		}
+		// Exponential backoff with full jitter, capped: a peer that is down
+		// slows this shard instead of growing a queue.
+		sleep := time.Duration(rand.Int64N(int64(backoff))) + backoff/2
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(sleep):
+		}
+		if backoff < 5*time.Second {
+			backoff *= 2
+		}
+	}
+}
+
+// logLimiter lets through at most n lines per reason per second, so a flood
+// of bad packets cannot flood the log; each rejection is still counted.
+type logLimiter struct {
+	mu     sync.Mutex // guards the following
+	n      int
+	window time.Time
+	counts map[string]int
+}
+
+func newLogLimiter(n int) *logLimiter { return &logLimiter{n: n, counts: map[string]int{}} }
+
+func (l *logLimiter) allow(reason string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now := time.Now(); now.Sub(l.window) > time.Second {
+		l.window, l.counts = now, map[string]int{}
+	}
+	l.counts[reason]++
+	return l.counts[reason] <= l.n
+}
