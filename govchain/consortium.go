@@ -16,6 +16,7 @@ type Participant struct {
 	Admin    crypto.Signer // governor of a genesis org, or the applicant's key
 	Relay    string
 	Address  string // the relay's QUIC host:port
+	TLSCert  []byte // SHA-256 of the relay's TLS certificate (optional)
 	RelayKey crypto.Signer
 	Subchain string
 	Kind     string // chain plugin kind
@@ -121,7 +122,7 @@ func SetupConsortium(ctx context.Context, c *Client, spec ConsortiumSpec, step f
 	}{
 		{"relay services", func(p Participant) Signed {
 			a := crypto.SignerAddress(p.RelayKey)
-			return Signed{p.Admin, &MsgRegisterService{RelayId: p.Relay, Address: p.Address, Account: a[:]}}
+			return Signed{p.Admin, &MsgRegisterService{RelayId: p.Relay, Address: p.Address, TlsCertSha256: p.TLSCert, Account: a[:]}}
 		}},
 		{"subchains", func(p Participant) Signed {
 			return Signed{p.Admin, &MsgRegisterSubchain{Id: p.Subchain, Kind: p.Kind, RelayId: p.Relay}}

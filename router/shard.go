@@ -50,6 +50,7 @@ type Config struct {
 	MaxBatchBytes   int           // default 4 MiB
 	MaxPoll         int           // records per cycle, default 4096
 	Linger          time.Duration // wait for more records after the first, default 5ms
+	SendTimeout     time.Duration // one send attempt, default 30s; then it is retried
 	Limits          amdp.Limits
 
 	// OnReject, if set, is told of every rejected packet (p is nil for
@@ -115,6 +116,9 @@ func NewShard(cfg Config) (*Shard, error) {
 	}
 	if cfg.Linger == 0 {
 		cfg.Linger = 5 * time.Millisecond
+	}
+	if cfg.SendTimeout <= 0 {
+		cfg.SendTimeout = 30 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -343,7 +347,9 @@ func (s *Shard) send(ctx context.Context, pb *pending) error {
 	backoff := 50 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		start := time.Now()
-		rb, err := s.cfg.Sender.Send(ctx, pb.to, b)
+		actx, cancel := context.WithTimeout(ctx, s.cfg.SendTimeout)
+		rb, err := s.cfg.Sender.Send(actx, pb.to, b)
+		cancel()
 		if err == nil {
 			s.m.sendSeconds.Observe(time.Since(start).Seconds())
 			if s.cfg.Receipts != nil {

@@ -1,0 +1,453 @@
+package bench
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/ccgpmesh/ccgp/crypto"
+	"github.com/ccgpmesh/ccgp/govchain"
+	"github.com/ccgpmesh/ccgp/ingest/simchain"
+	"github.com/ccgpmesh/ccgp/mesh/amdp"
+	"github.com/ccgpmesh/ccgp/relay"
+	"github.com/ccgpmesh/ccgp/router"
+)
+
+// ClusterOptions configures an in-process mesh.
+type ClusterOptions struct {
+	Dir           string        // state directory; empty: a temporary one, removed by Close
+	ChainInterval time.Duration // simchain block interval, default 50ms
+	GovInterval   time.Duration // governance block interval, default 100ms
+	Shards        int           // router shards per relay, default 1
+	Pipes         []govchain.PipeSpec
+	RejectPrefix  []byte // destination contracts refuse payloads starting with it
+	Logger        *slog.Logger
+	Step          func(string) // told of each set-up step
+	ShardOpt      func(*router.Config)
+}
+
+// Participants of the in-process mesh: two genesis orgs and one admitted by
+// vote, each with a relay and a simulated subchain.
+var clusterOrgs = []struct{ org, name string }{{"org-1", ""}, {"org-2", ""}, {"org-4", "Logistics Co"}}
+
+// DefaultPipes is a ring over the three participants plus a reverse pipe.
+func DefaultPipes() []govchain.PipeSpec {
+	return []govchain.PipeSpec{
+		{ID: "pipe-1-2", From: "org-1", To: "org-2", Mode: govchain.ConsistencyMode_MODE_OPTIMISTIC},
+		{ID: "pipe-2-4", From: "org-2", To: "org-4", Mode: govchain.ConsistencyMode_MODE_OPTIMISTIC},
+		{ID: "pipe-4-1", From: "org-4", To: "org-1", Mode: govchain.ConsistencyMode_MODE_OPTIMISTIC},
+		{ID: "pipe-2-1", From: "org-2", To: "org-1", Mode: govchain.ConsistencyMode_MODE_OPTIMISTIC},
+	}
+}
+
+// Cluster is the whole mesh in one process on loopback: a governance node,
+// an embedded Kafka broker, three simulated subchains and their relays,
+// and one source app per pipe.
+type Cluster struct {
+	opts       ClusterOptions
+	dir        string
+	ownDir     bool
+	Node       *govchain.LocalNode
+	Gov        *govchain.Client
+	Kafka      *kfake.Cluster
+	CA         *crypto.CA
+	Parts      []govchain.Participant
+	Chains     map[string]*simchain.Chain // by org
+	Apps       map[string]*simchain.App   // by pipe
+	Tracker    *Tracker
+	TestnetRPC string
+	SetupTxs   int
+
+	mu     sync.Mutex // guards relays
+	relays map[string]*runningRelay
+	certs  map[string]tls.Certificate // a relay's identity survives its restarts
+}
+
+type runningRelay struct {
+	r      *relay.Relay
+	addr   string
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// StartCluster starts every component, sets up the consortium through
+// governance and starts the relays. Close stops everything.
+func StartCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster, err error) {
+	if opts.ChainInterval == 0 {
+		opts.ChainInterval = 50 * time.Millisecond
+	}
+	if opts.GovInterval == 0 {
+		opts.GovInterval = 100 * time.Millisecond
+	}
+	if opts.Pipes == nil {
+		opts.Pipes = DefaultPipes()
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Step == nil {
+		opts.Step = func(string) {}
+	}
+	c := &Cluster{opts: opts, dir: opts.Dir, Chains: map[string]*simchain.Chain{}, Apps: map[string]*simchain.App{},
+		relays: map[string]*runningRelay{}, certs: map[string]tls.Certificate{}, Tracker: NewTracker()}
+	if c.dir == "" {
+		if c.dir, err = os.MkdirTemp("", "ccgp-cluster-"); err != nil {
+			return nil, err
+		}
+		c.ownDir = true
+	}
+	defer func() {
+		if err != nil {
+			c.Close()
+		}
+	}()
+
+	tn, err := govchain.GenerateTestnet(govchain.TestnetOptions{Dir: filepath.Join(c.dir, "gov"), ChainID: "ccgp-demo", Validators: 1,
+		GenesisOrgs: 3, BlockInterval: opts.GovInterval})
+	if err != nil {
+		return nil, err
+	}
+	if c.Node, err = govchain.StartNode(ctx, tn.Nodes[0].Home, nil); err != nil {
+		return nil, err
+	}
+	if c.Gov, err = c.Node.Client(); err != nil {
+		return nil, err
+	}
+	if err := c.Gov.WaitReady(ctx); err != nil {
+		return nil, err
+	}
+	c.TestnetRPC = tn.Nodes[0].RPC
+	opts.Step(fmt.Sprintf("governance chain up: 1 validator, genesis orgs %v", tn.Orgs))
+
+	var topics []string
+	for _, o := range clusterOrgs {
+		topics = append(topics, eventsTopic("relay-"+o.org))
+	}
+	if c.Kafka, err = kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(8, topics...), kfake.SeedTopics(4, "ccgp.receipts"),
+		kfake.AllowAutoTopicCreation()); err != nil {
+		return nil, fmt.Errorf("kafka: %w", err)
+	}
+	if c.CA, err = crypto.NewDevCA("ccgp demo CA"); err != nil {
+		return nil, err
+	}
+	opts.Step(fmt.Sprintf("embedded Kafka (kfake) at %v; development CA for mTLS", c.Kafka.ListenAddrs()))
+
+	for _, o := range clusterOrgs {
+		admin := crypto.DevSigner("gov-" + o.org)
+		if o.name != "" {
+			admin = crypto.DevSigner("admin-" + o.org)
+		}
+		p := govchain.Participant{Org: o.org, OrgName: o.name, Admin: admin, Relay: "relay-" + o.org,
+			RelayKey: crypto.DevSigner("relay-" + o.org), Subchain: "chain-" + o.org, Kind: "simchain",
+			App: "app-" + o.org, AppKey: crypto.DevSigner("app-" + o.org), Contract: "ct-" + o.org}
+		ch, err := simchain.Open(filepath.Join(c.dir, "chains", o.org), simchain.Options{ID: p.Subchain,
+			BlockInterval: opts.ChainInterval, RejectPrefix: opts.RejectPrefix, Logger: opts.Logger.With("chain", p.Subchain)})
+		if err != nil {
+			return nil, err
+		}
+		c.Chains[o.org] = ch
+		rr, err := c.newRelay(ctx, p, "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		p.Address = rr.addr
+		fp := rr.r.Fingerprint()
+		p.TLSCert = fp[:]
+		c.relays[o.org] = rr
+		c.Parts = append(c.Parts, p)
+	}
+	opts.Step("3 simulated subchains and their relays bound")
+
+	governors := []crypto.Signer{crypto.DevSigner("gov-org-1"), crypto.DevSigner("gov-org-2"), crypto.DevSigner("gov-org-3")}
+	spec := govchain.ConsortiumSpec{Governors: governors, Participants: c.Parts, Pipes: opts.Pipes}
+	if c.SetupTxs, err = govchain.SetupConsortium(ctx, c.Gov, spec, opts.Step); err != nil {
+		return nil, err
+	}
+	for _, rr := range c.relays {
+		c.run(ctx, rr)
+	}
+	for _, ps := range opts.Pipes {
+		from := c.part(ps.From)
+		c.Apps[ps.ID] = &simchain.App{Chain: c.Chains[ps.From], Signer: from.AppKey, Pipe: ps.ID}
+	}
+	// Every relay must see the authorized pipes before traffic starts.
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for _, rr := range c.relays {
+		err := rr.r.Cache().WaitFor(wctx, func(k *govchain.Cache) bool {
+			for _, ps := range opts.Pipes {
+				if p, ok := k.Pipe(ps.ID); !ok || p.Status != govchain.PipeStatus_PIPE_ACTIVE {
+					return false
+				}
+			}
+			return true
+		})
+		if err != nil {
+			return nil, fmt.Errorf("relays never saw the pipes active: %w", err)
+		}
+	}
+	opts.Step(fmt.Sprintf("relays running; %d pipes active", len(opts.Pipes)))
+	return c, nil
+}
+
+func eventsTopic(relayID string) string { return "ccgp.events." + relayID }
+
+func (c *Cluster) part(org string) govchain.Participant {
+	for _, p := range c.Parts {
+		if p.Org == org {
+			return p
+		}
+	}
+	return govchain.Participant{}
+}
+
+func (c *Cluster) newRelay(ctx context.Context, p govchain.Participant, addr string) (*runningRelay, error) {
+	cert, ok := c.certs[p.Org]
+	if !ok {
+		var err error
+		if cert, err = c.CA.Issue(p.Relay, nil); err != nil {
+			return nil, err
+		}
+		c.certs[p.Org] = cert
+	}
+	r, err := relay.New(ctx, relay.Config{RelayID: p.Relay, Signer: p.RelayKey, Chain: c.Chains[p.Org], Gov: c.Gov,
+		Brokers: c.Kafka.ListenAddrs(), Topic: eventsTopic(p.Relay), ListenAddr: addr, Certificate: cert, CAs: c.CA.Pool(),
+		DataDir: filepath.Join(c.dir, "relays", p.Org), Shards: c.opts.Shards, Logger: c.opts.Logger,
+		OnReceipts: c.Tracker.receipts, OnReject: c.Tracker.reject, ShardOpt: c.opts.ShardOpt})
+	if err != nil {
+		return nil, err
+	}
+	return &runningRelay{r: r, addr: r.Addr()}, nil
+}
+
+func (c *Cluster) run(ctx context.Context, rr *runningRelay) {
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	rr.cancel, rr.done = cancel, make(chan error, 1)
+	go func() { rr.done <- rr.r.Run(rctx) }()
+}
+
+// Relay returns the running relay of org.
+func (c *Cluster) Relay(org string) *relay.Relay {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if rr := c.relays[org]; rr != nil {
+		return rr.r
+	}
+	return nil
+}
+
+// StopRelay stops org's relay (its chain keeps running).
+func (c *Cluster) StopRelay(org string) error {
+	c.mu.Lock()
+	rr := c.relays[org]
+	c.mu.Unlock()
+	if rr == nil || rr.cancel == nil {
+		return fmt.Errorf("relay of %s is not running", org)
+	}
+	rr.cancel()
+	err := <-rr.done
+	rr.cancel = nil
+	return err
+}
+
+// RestartRelay starts org's relay again on its state and registered address.
+func (c *Cluster) RestartRelay(ctx context.Context, org string) error {
+	c.mu.Lock()
+	old := c.relays[org]
+	c.mu.Unlock()
+	rr, err := c.newRelay(ctx, c.part(org), old.addr)
+	if err != nil {
+		return err
+	}
+	c.run(ctx, rr)
+	c.mu.Lock()
+	c.relays[org] = rr
+	c.mu.Unlock()
+	return nil
+}
+
+// Close stops the relays, the chains, Kafka and the governance node.
+func (c *Cluster) Close() error {
+	var errs []error
+	c.mu.Lock()
+	relays := c.relays
+	c.mu.Unlock()
+	for _, rr := range relays {
+		if rr.cancel != nil {
+			rr.cancel()
+			errs = append(errs, <-rr.done)
+		} else if rr.done == nil {
+			errs = append(errs, rr.r.Close()) // bound but never run
+		}
+	}
+	for _, ch := range c.Chains {
+		errs = append(errs, ch.Close())
+	}
+	if c.Kafka != nil {
+		c.Kafka.Close()
+	}
+	if c.Node != nil {
+		errs = append(errs, c.Node.Stop())
+	}
+	if c.ownDir {
+		os.RemoveAll(c.dir)
+	}
+	return errors.Join(errs...)
+}
+
+// Accounting is what the destination chains' own records say about the
+// packets the apps sent.
+type Accounting struct {
+	Sent       int
+	Delivered  int // distinct sent packets each destination chain executed
+	Lost       int // sent packets no destination chain executed (nor rejected)
+	Duplicated int // executions beyond the first, over all destination chains
+	Rejected   int // refused: by a router, by a receiving relay, or by the destination contract
+}
+
+// Account reads every destination chain's delivery records and compares
+// them with what the apps sent.
+func (c *Cluster) Account(ctx context.Context) (Accounting, error) {
+	a := Accounting{Sent: c.Tracker.SentCount()}
+	dest := map[string]*simchain.Chain{}
+	for _, ps := range c.opts.Pipes {
+		dest[ps.ID] = c.Chains[ps.To]
+	}
+	var firstErr error
+	c.Tracker.eachSent(func(id [32]byte, pipe string) {
+		rec, ok, err := dest[pipe].FindDelivery(ctx, id)
+		switch {
+		case err != nil:
+			if firstErr == nil {
+				firstErr = err
+			}
+		case ok && rec.Status == amdp.StatusDelivered:
+			a.Delivered++
+		case ok:
+			a.Rejected++
+		case c.Tracker.wasRejected(id):
+			a.Rejected++
+		default:
+			a.Lost++
+		}
+	})
+	for _, ch := range c.Chains {
+		a.Duplicated += int(ch.Stats().Duplicates)
+	}
+	return a, firstErr
+}
+
+// Tracker follows packets from the app's send to the source relay's
+// receipt: counts, and latency samples for percentiles.
+type Tracker struct {
+	mu        sync.Mutex // guards the following
+	sent      map[[32]byte]sentRec
+	latencies []float64 // ms, send -> receipt
+	rejected  map[[32]byte]bool
+
+	sentN, receipted, delivered atomic.Int64
+}
+
+type sentRec struct {
+	at   time.Time
+	pipe string
+}
+
+// NewTracker returns an empty tracker.
+func NewTracker() *Tracker {
+	return &Tracker{sent: map[[32]byte]sentRec{}, rejected: map[[32]byte]bool{}}
+}
+
+// Sent records that p left its app now.
+func (t *Tracker) Sent(p *amdp.Packet) {
+	t.mu.Lock()
+	t.sent[p.ID()] = sentRec{at: time.Now(), pipe: p.PipeId}
+	t.mu.Unlock()
+	t.sentN.Add(1)
+}
+
+func (t *Tracker) receipts(b *amdp.Batch, rb *amdp.ReceiptBatch) {
+	now := time.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, r := range rb.Receipts {
+		var id [32]byte
+		copy(id[:], r.PacketId)
+		if s, ok := t.sent[id]; ok {
+			t.latencies = append(t.latencies, float64(now.Sub(s.at).Microseconds())/1000)
+		}
+		if r.Status != amdp.StatusDelivered {
+			t.rejected[id] = true
+		}
+	}
+	t.receipted.Add(int64(len(rb.Receipts)))
+}
+
+func (t *Tracker) reject(p *amdp.Packet, err error) {
+	if p == nil {
+		return
+	}
+	t.mu.Lock()
+	t.rejected[p.ID()] = true
+	t.mu.Unlock()
+}
+
+func (t *Tracker) wasRejected(id [32]byte) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.rejected[id]
+}
+
+// SentCount is how many packets the apps sent.
+func (t *Tracker) SentCount() int { return int(t.sentN.Load()) }
+
+// Receipted is how many receipts the source relays recorded.
+func (t *Tracker) Receipted() int { return int(t.receipted.Load()) }
+
+// RejectedCount is how many packets were refused anywhere on the path.
+func (t *Tracker) RejectedCount() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.rejected)
+}
+
+func (t *Tracker) eachSent(fn func(id [32]byte, pipe string)) {
+	t.mu.Lock()
+	ids := make([][32]byte, 0, len(t.sent))
+	pipes := make([]string, 0, len(t.sent))
+	for id, s := range t.sent {
+		ids = append(ids, id)
+		pipes = append(pipes, s.pipe)
+	}
+	t.mu.Unlock()
+	for i := range ids {
+		fn(ids[i], pipes[i])
+	}
+}
+
+// Percentiles returns the latency percentiles (ms) of the receipts so far.
+func (t *Tracker) Percentiles(qs ...float64) []float64 {
+	t.mu.Lock()
+	l := append([]float64(nil), t.latencies...)
+	t.mu.Unlock()
+	out := make([]float64, len(qs))
+	if len(l) == 0 {
+		return out
+	}
+	sort.Float64s(l)
+	for i, q := range qs {
+		idx := int(q * float64(len(l)-1))
+		out[i] = l[idx]
+	}
+	return out
+}

@@ -1,0 +1,258 @@
+package relay
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/ccgpmesh/ccgp/crypto"
+	"github.com/ccgpmesh/ccgp/govchain"
+	"github.com/ccgpmesh/ccgp/ingest"
+	"github.com/ccgpmesh/ccgp/mesh"
+	"github.com/ccgpmesh/ccgp/mesh/amdp"
+	"github.com/ccgpmesh/ccgp/router"
+)
+
+// Config configures a Relay.
+type Config struct {
+	RelayID string
+	Signer  crypto.Signer // the relay's cross-chain account key (batches, receipts)
+	Chain   ingest.Chain  // this relay's subchain
+	Gov     *govchain.Client
+
+	Brokers       []string
+	Topic         string // events topic, default "ccgp.events"
+	ReceiptsTopic string // where source-side receipts are recorded, default "ccgp.receipts"
+
+	ListenAddr  string // QUIC, e.g. "127.0.0.1:7101"; "127.0.0.1:0" picks a port
+	Certificate tls.Certificate
+	CAs         *x509.CertPool
+
+	DataDir string // checkpoint and delivery record
+	Shards  int    // router shards in this process, default 1
+
+	Limits   amdp.Limits
+	Logger   *slog.Logger
+	Metrics  prometheus.Registerer
+	ShardOpt func(*router.Config) // adjusts each shard's config (tests, tuning)
+
+	// OnReceipts observes every receipted batch on the source side after
+	// it was recorded; it must not block.
+	OnReceipts func(b *amdp.Batch, rb *amdp.ReceiptBatch)
+	// OnReject observes every packet a shard rejected; it must not block.
+	OnReject func(p *amdp.Packet, err error)
+}
+
+// Relay is one running relay.
+type Relay struct {
+	cfg   Config
+	log   *slog.Logger
+	cache *govchain.Cache
+	ep    *mesh.Endpoint
+	prod  *kgo.Client
+	lis   *ingest.Listener
+
+	mu     sync.Mutex // guards shards
+	shards []*router.Shard
+
+	closeOnce sync.Once
+}
+
+// New builds the relay and binds its QUIC address (so that Addr can be
+// registered on the governance chain before Run).
+func New(ctx context.Context, cfg Config) (*Relay, error) {
+	switch {
+	case cfg.RelayID == "" || cfg.Signer == nil || cfg.Chain == nil || cfg.Gov == nil:
+		return nil, errors.New("relay: RelayID, Signer, Chain and Gov are required")
+	case len(cfg.Brokers) == 0:
+		return nil, errors.New("relay: at least one Kafka broker is required")
+	case cfg.DataDir == "":
+		return nil, errors.New("relay: DataDir is required")
+	}
+	if cfg.Topic == "" {
+		cfg.Topic = ingest.DefaultTopic
+	}
+	if cfg.ReceiptsTopic == "" {
+		cfg.ReceiptsTopic = "ccgp.receipts"
+	}
+	if cfg.Shards <= 0 {
+		cfg.Shards = 1
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("relay: data dir: %w", err)
+	}
+	r := &Relay{cfg: cfg, log: cfg.Logger.With("relay", cfg.RelayID)}
+	var err error
+	if r.cache, err = govchain.NewCache(ctx, cfg.Gov, r.log); err != nil {
+		return nil, fmt.Errorf("relay: governance view: %w", err)
+	}
+	r.ep, err = mesh.New(mesh.Config{RelayID: cfg.RelayID, ListenAddr: cfg.ListenAddr, Certificate: cfg.Certificate, CAs: cfg.CAs,
+		Signer: cfg.Signer, Registry: r.cache, Deliverer: cfg.Chain, DedupeDir: filepath.Join(cfg.DataDir, "delivered"),
+		Limits: cfg.Limits, Logger: cfg.Logger, Metrics: cfg.Metrics}) // the mesh labels its own logs
+	if err != nil {
+		return nil, fmt.Errorf("relay: mesh endpoint: %w", err)
+	}
+	if r.prod, err = ingest.NewKafkaClient(cfg.Brokers); err != nil {
+		r.ep.Close()
+		return nil, fmt.Errorf("relay: kafka: %w", err)
+	}
+	r.lis, err = ingest.NewListener(cfg.Chain, r.prod, ingest.FileCheckpoint(filepath.Join(cfg.DataDir, "listener.checkpoint")),
+		ingest.Topic(cfg.Topic), ingest.WithLogger(r.log))
+	if err != nil {
+		r.ep.Close()
+		r.prod.Close()
+		return nil, fmt.Errorf("relay: listener: %w", err)
+	}
+	return r, nil
+}
+
+// Addr is the bound QUIC address.
+func (r *Relay) Addr() string { return r.ep.Addr().String() }
+
+// Fingerprint is the SHA-256 of the relay's TLS certificate, as registered.
+func (r *Relay) Fingerprint() [32]byte { return crypto.Fingerprint(r.cfg.Certificate) }
+
+// Cache is the relay's governance view.
+func (r *Relay) Cache() *govchain.Cache { return r.cache }
+
+// ListenerStats reports the listener's progress.
+func (r *Relay) ListenerStats() ingest.ListenerStats { return r.lis.Stats() }
+
+// Run runs every part until ctx ends or one fails, then stops them all and
+// releases the relay. It returns nil after a clean stop.
+func (r *Relay) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 3+r.cfg.Shards)
+	run := func(name string, f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(ctx); err != nil && ctx.Err() == nil {
+				errs <- fmt.Errorf("relay %s: %s: %w", r.cfg.RelayID, name, err)
+				cancel()
+			}
+		}()
+	}
+	run("governance cache", r.cache.Run)
+	run("mesh", r.ep.Run)
+	run("listener", r.lis.Run)
+	for i := 0; i < r.cfg.Shards; i++ {
+		s, err := r.newShard(i)
+		if err != nil {
+			cancel()
+			wg.Wait()
+			r.release()
+			return err
+		}
+		run(fmt.Sprintf("shard %d", i), s.Run)
+	}
+	<-ctx.Done()
+	wg.Wait()
+	close(errs)
+	var all []error
+	for err := range errs {
+		all = append(all, err)
+	}
+	return errors.Join(append(all, r.release())...)
+}
+
+func (r *Relay) release() error {
+	var err error
+	r.closeOnce.Do(func() {
+		r.prod.Close()
+		err = r.ep.Close()
+	})
+	return err
+}
+
+// Close releases a relay that was built but never run (Run releases its
+// own on return).
+func (r *Relay) Close() error { return r.release() }
+
+// StartShard runs one more router shard until the returned stop is called
+// (which waits for it to leave the group); for scaling tests and tools.
+func (r *Relay) StartShard(ctx context.Context) (stop func() error, err error) {
+	r.mu.Lock()
+	n := len(r.shards)
+	r.mu.Unlock()
+	s, err := r.newShard(n)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	return func() error { cancel(); return <-done }, nil
+}
+
+// ShardStats sums the counters of the relay's shards.
+func (r *Relay) ShardStats() router.Stats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out router.Stats
+	for _, s := range r.shards {
+		st := s.Stats()
+		out.Routed += st.Routed
+		out.Batches += st.Batches
+		out.Rejected += st.Rejected
+	}
+	return out
+}
+
+func (r *Relay) newShard(i int) (*router.Shard, error) {
+	var reg prometheus.Registerer
+	if r.cfg.Metrics != nil {
+		reg = prometheus.WrapRegistererWith(prometheus.Labels{"relay": r.cfg.RelayID, "shard": fmt.Sprint(i)}, r.cfg.Metrics)
+	}
+	rc := router.Config{RelayID: r.cfg.RelayID, Signer: r.cfg.Signer, Registry: r.cache, Sender: r.ep,
+		Receipts: &receiptLog{r: r}, Brokers: r.cfg.Brokers, Topic: r.cfg.Topic, Limits: r.cfg.Limits,
+		OnReject: r.cfg.OnReject, Logger: r.log.With("shard", i), Metrics: reg}
+	if r.cfg.ShardOpt != nil {
+		r.cfg.ShardOpt(&rc)
+	}
+	s, err := router.NewShard(rc)
+	if err != nil {
+		return nil, fmt.Errorf("relay: shard %d: %w", i, err)
+	}
+	r.mu.Lock()
+	r.shards = append(r.shards, s)
+	r.mu.Unlock()
+	return s, nil
+}
+
+// receiptLog records each receipted batch on the source side in Kafka (the
+// receipts topic: the verifier and analytics read it) before the shard
+// commits its offsets.
+type receiptLog struct{ r *Relay }
+
+func (l *receiptLog) Receipts(ctx context.Context, b *amdp.Batch, rb *amdp.ReceiptBatch) error {
+	v, err := amdp.EncodeReceiptBatch(nil, rb)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	rec := &kgo.Record{Topic: l.r.cfg.ReceiptsTopic, Key: []byte(b.Header.ToRelay), Value: v}
+	if err := l.r.prod.ProduceSync(ctx, rec).FirstErr(); err != nil {
+		return fmt.Errorf("record receipts: %w", err)
+	}
+	if l.r.cfg.OnReceipts != nil {
+		l.r.cfg.OnReceipts(b, rb)
+	}
+	return nil
+}
