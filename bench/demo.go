@@ -2,10 +2,12 @@ package bench
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
-	"os"
+	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/ccgpmesh/ccgp/crypto"
@@ -14,185 +16,83 @@ import (
 
 // DemoOptions configures RunDemo.
 type DemoOptions struct {
-	Out io.Writer // progress and the human summary; nil discards
-	// BulkTxs is the size of the governance throughput burst (0: skip it).
-	BulkTxs int
-	// KeepRunning keeps the node up after the summary until ctx ends.
+	Out      io.Writer // progress and the human summary; nil discards
+	Rate     int       // packets per second over all pipes, default 1000
+	Duration time.Duration
+	Payload  int // bytes per packet, default 256
+	// KeepRunning sends until ctx ends instead of for Duration.
 	KeepRunning bool
-	// RPCPort, if set, is where the node's RPC listens (for `ccgp gov`).
-	RPCPort int
+	// BulkTxs, if set, also measures a burst of governance txs.
+	BulkTxs int
+	Logger  *slog.Logger
 }
 
-// DemoSummary is the demo's result; `ccgp demo --json` prints it.
+// DemoSummary is the demo's result; `ccgp demo --json` prints it. Lost and
+// duplicated come from the destination chains' own delivery records.
 type DemoSummary struct {
-	ChainID        string  `json:"chain_id"`
-	Validators     int     `json:"validators"`
-	GenesisOrgs    int     `json:"genesis_orgs"`
-	Orgs           int     `json:"orgs"`
-	Accounts       int     `json:"accounts"`
-	Services       int     `json:"services"`
-	Subchains      int     `json:"subchains"`
+	PacketsSent      int     `json:"packets_sent"`
+	PacketsDelivered int     `json:"packets_delivered"`
+	Receipts         int     `json:"receipts"`
+	Lost             int     `json:"lost"`
+	Duplicated       int     `json:"duplicated"`
+	Rejected         int     `json:"rejected"`
+	P50Ms            float64 `json:"p50_ms"`
+	P99Ms            float64 `json:"p99_ms"`
+	DurationS        float64 `json:"duration_s"`
+	ThroughputPerS   float64 `json:"throughput_per_s"`
+	RateTarget       int     `json:"rate_target_per_s"`
+	SendS            float64 `json:"send_s"`
+
 	Pipes          int     `json:"pipes"`
-	ActivePipes    int     `json:"active_pipes"`
+	Relays         int     `json:"relays"`
+	Orgs           int     `json:"orgs"`
 	SetupTxs       int     `json:"setup_txs"`
-	RejectedShown  int     `json:"rejected_shown"`
+	RejectedTxs    int     `json:"governance_rejections_shown"`
 	ProofsVerified int     `json:"proofs_verified"`
-	Height         int64   `json:"height"`
-	AppHash        string  `json:"app_hash"`
-	BulkTxs        int     `json:"bulk_txs"`
-	BulkTxPerSec   float64 `json:"bulk_tx_per_s"`
-	DurationS      float64 `json:"duration_s"`
-	RPC            string  `json:"rpc"`
+	GovHeight      int64   `json:"gov_height"`
+	BulkTxs        int     `json:"bulk_txs,omitempty"`
+	BulkTxPerSec   float64 `json:"bulk_tx_per_s,omitempty"`
+	TotalS         float64 `json:"total_s"`
 }
 
-// DemoParticipants is the demo consortium: three genesis orgs and one that
-// applies for membership, each with a relay, a subchain, an app and a
-// contract.
-func DemoParticipants() []govchain.Participant {
-	orgs := []struct{ org, name string }{{"org-1", ""}, {"org-2", ""}, {"org-3", ""}, {"org-4", "Logistics Co"}}
-	out := make([]govchain.Participant, len(orgs))
-	for i, o := range orgs {
-		admin := crypto.DevSigner("gov-" + o.org)
-		if o.name != "" {
-			admin = crypto.DevSigner("admin-" + o.org)
-		}
-		out[i] = govchain.Participant{Org: o.org, OrgName: o.name, Admin: admin,
-			Relay: "relay-" + o.org, Address: fmt.Sprintf("127.0.0.1:%d", 7101+i), RelayKey: crypto.DevSigner("relay-" + o.org),
-			Subchain: "chain-" + o.org, Kind: "simchain", App: "app-" + o.org, AppKey: crypto.DevSigner("app-" + o.org),
-			Contract: "ct-" + o.org}
-	}
-	return out
-}
-
-// RunDemo starts a one-validator governance chain in-process (three genesis
-// orgs, development keys), sets up a consortium through governance —
-// membership by vote, accounts by vote, relays, subchains, apps, contracts,
-// pipes applied for and authorized, a pipe suspended and resumed, rejected
-// txs with their reasons — reads the result back with verified proofs,
-// measures a burst of governance txs, and summarises.
+// RunDemo runs the whole platform in one process: a governance chain node,
+// the embedded Kafka broker, three simulated subchains with their relays,
+// the consortium set up through governance (an org admitted by vote,
+// accounts voted in, relays, subchains, apps, contracts, pipes applied for
+// and authorized), a few txs that governance must refuse, then apps sending
+// at opts.Rate for opts.Duration with a progress line each second, and a
+// summary computed from the destination chains' own records.
 func RunDemo(ctx context.Context, opts DemoOptions) (*DemoSummary, error) {
 	out := opts.Out
 	if out == nil {
 		out = io.Discard
 	}
+	if opts.Rate <= 0 {
+		opts.Rate = 1000
+	}
+	if opts.Duration <= 0 {
+		opts.Duration = 20 * time.Second
+	}
+	if opts.Payload <= 0 {
+		opts.Payload = 256
+	}
 	start := time.Now()
 	say := func(format string, args ...any) {
 		fmt.Fprintf(out, "[%5.1fs] "+format+"\n", append([]any{time.Since(start).Seconds()}, args...)...)
 	}
-
-	dir, err := os.MkdirTemp("", "ccgp-demo-")
+	c, err := StartCluster(ctx, ClusterOptions{Logger: opts.Logger, Step: func(s string) { say("%s", s) }})
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
-	base := 0
-	if opts.RPCPort > 0 {
-		base = opts.RPCPort - 1
-	}
-	tn, err := govchain.GenerateTestnet(govchain.TestnetOptions{Dir: dir, ChainID: "ccgp-demo", Validators: 1, GenesisOrgs: 3,
-		BasePort: base, BlockInterval: 100 * time.Millisecond})
-	if err != nil {
-		return nil, err
-	}
-	node, err := govchain.StartNode(ctx, tn.Nodes[0].Home, nil)
-	if err != nil {
-		return nil, err
-	}
-	defer node.Stop()
-	c, err := node.Client()
-	if err != nil {
-		return nil, err
-	}
-	if err := c.WaitReady(ctx); err != nil {
-		return nil, err
-	}
-	say("governance chain %s up: 1 validator, genesis orgs %v, RPC %s", tn.ChainID, tn.Orgs, tn.Nodes[0].RPC)
+	defer c.Close()
+	sum := &DemoSummary{Pipes: len(c.Apps), Relays: len(c.Parts), SetupTxs: c.SetupTxs, RateTarget: opts.Rate}
 
-	var governors []crypto.Signer
-	for _, o := range tn.Orgs {
-		governors = append(governors, crypto.DevSigner("gov-"+o))
-	}
-	parts := DemoParticipants()
-	spec := govchain.ConsortiumSpec{Governors: governors, Participants: parts, Pipes: []govchain.PipeSpec{
-		{ID: "pipe-1-2", From: "org-1", To: "org-2", Mode: govchain.ConsistencyMode_MODE_OPTIMISTIC},
-		{ID: "pipe-2-4", From: "org-2", To: "org-4", Mode: govchain.ConsistencyMode_MODE_STRICT},
-		{ID: "pipe-4-1", From: "org-4", To: "org-1", Mode: govchain.ConsistencyMode_MODE_OPTIMISTIC},
-		{ID: "pipe-3-1", From: "org-3", To: "org-1", Mode: govchain.ConsistencyMode_MODE_OPTIMISTIC},
-	}}
-	setupTxs, err := govchain.SetupConsortium(ctx, c, spec, func(s string) { say("%s", s) })
-	if err != nil {
+	if err := governanceShowcase(ctx, c, sum, say); err != nil {
 		return nil, err
 	}
-	sum := &DemoSummary{ChainID: tn.ChainID, Validators: 1, GenesisOrgs: len(tn.Orgs), SetupTxs: setupTxs, RPC: tn.Nodes[0].RPC}
-
-	// Governance refuses what it must, in words.
-	rejections := []govchain.Signed{
-		{Signer: parts[2].Admin, Msg: &govchain.MsgAuthorizePipe{Id: "pipe-1-2", DestinationContract: "ct-org-3"}},
-		{Signer: parts[0].AppKey, Msg: &govchain.MsgRegisterSubchain{Id: "rogue", Kind: "simchain", RelayId: "relay-org-1"}},
-		{Signer: crypto.DevSigner("stranger"), Msg: &govchain.MsgSuspendPipe{Id: "pipe-1-2"}},
-	}
-	for _, r := range rejections {
-		if _, err := c.Submit(ctx, r.Signer, r.Msg); err != nil {
-			var te *govchain.TxError
-			if !errors.As(err, &te) {
-				return nil, err
-			}
-			sum.RejectedShown++
-			say("rejected as it must be: %s", te.Msg)
-		} else {
-			return nil, fmt.Errorf("demo: %T was accepted but must be rejected", r.Msg)
-		}
-	}
-
-	// Suspend and resume a pipe.
-	if _, err := c.Submit(ctx, governors[2], &govchain.MsgSuspendPipe{Id: "pipe-2-4", Reason: "demo: audit hold"}); err != nil {
-		return nil, err
-	}
-	p, err := c.Pipe(ctx, "pipe-2-4")
-	if err != nil {
-		return nil, err
-	}
-	say("pipe-2-4 suspended by org-3's governor (%s), status %s", p.StatusReason, short(p.Status.String()))
-	if _, err := c.Submit(ctx, parts[3].Admin, &govchain.MsgResumePipe{Id: "pipe-2-4"}); err != nil {
-		return nil, err
-	}
-
-	// Read everything back with proofs.
-	for _, ps := range spec.Pipes {
-		p, err := c.Pipe(ctx, ps.ID)
-		if err != nil {
-			return nil, err
-		}
-		sum.ProofsVerified++
-		sum.Pipes++
-		if p.Status == govchain.PipeStatus_PIPE_ACTIVE {
-			sum.ActivePipes++
-		}
-		say("pipe %-9s %s -> %s  %-9s %-10s source key %x… (proof verified)", p.Id, p.Source.Contract, p.Destination.Contract,
-			short(p.Status.String()), short(p.Mode.String()), p.Source.PublicKey[:6])
-	}
-	org4, err := c.Org(ctx, "org-4")
-	if err != nil {
-		return nil, err
-	}
-	sum.ProofsVerified++
-	say("org-4 (%s) is %s since height %d (proof verified)", org4.Name, short(org4.Status.String()), org4.SinceHeight)
-
-	counts := []struct {
-		prefix string
-		n      *int
-	}{{govchain.ListOrgs, &sum.Orgs}, {govchain.ListAccounts, &sum.Accounts}, {govchain.ListServices, &sum.Services}, {govchain.ListSubchains, &sum.Subchains}}
-	for _, ct := range counts {
-		items, err := govchain.List(ctx, c, ct.prefix, func() *govchain.KV { return &govchain.KV{} })
-		if err != nil {
-			return nil, err
-		}
-		*ct.n = len(items)
-	}
-
 	if opts.BulkTxs > 0 {
 		say("governance throughput: %d txs handed to the mempool at once …", opts.BulkTxs)
-		r, err := bulk(ctx, c, tn.ChainID, opts.BulkTxs)
+		r, err := bulk(ctx, c.Gov, c.Gov.ChainID(), opts.BulkTxs)
 		if err != nil {
 			return nil, err
 		}
@@ -200,14 +100,162 @@ func RunDemo(ctx context.Context, opts DemoOptions) (*DemoSummary, error) {
 		say("%d txs committed in %.2fs over %d blocks: %.0f tx/s", r.Committed, r.Seconds, r.Blocks, r.TxPerSecond)
 	}
 
-	sum.Height = node.Height()
-	sum.AppHash = fmt.Sprintf("%X", node.AppHash())
-	sum.DurationS = time.Since(start).Seconds()
 	if opts.KeepRunning {
-		say("running; govern with: ccgp gov pipe list --node %s   (Ctrl-C stops)", tn.Nodes[0].RPC)
-		<-ctx.Done()
+		say("sending %d packets/s over %d pipes until Ctrl-C (RPC %s)", opts.Rate, len(c.Apps), c.TestnetRPC)
+	} else {
+		say("sending %d packets/s of %d bytes over %d pipes for %s", opts.Rate, opts.Payload, len(c.Apps), opts.Duration)
 	}
+	tctx, stopTraffic := context.WithCancel(ctx)
+	if !opts.KeepRunning {
+		tctx, stopTraffic = context.WithTimeout(ctx, opts.Duration)
+	}
+	defer stopTraffic()
+	trafficStart := time.Now()
+	trafficErr := make(chan error, 1)
+	go func() { trafficErr <- c.traffic(tctx, opts.Rate, opts.Payload) }()
+
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	lastDelivered := 0
+	progress := func() {
+		delivered := c.delivered()
+		p := c.Tracker.Percentiles(0.99)
+		say("sent %7d  delivered %7d  receipted %7d  rate %5d/s  p99 %6.1f ms",
+			c.Tracker.SentCount(), delivered, c.Tracker.Receipted(), delivered-lastDelivered, p[0])
+		lastDelivered = delivered
+	}
+loop:
+	for {
+		select {
+		case err := <-trafficErr:
+			if err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+				return nil, err
+			}
+			break loop
+		case <-tick.C:
+			progress()
+		}
+	}
+	sendEnd := time.Now()
+
+	// Drain: wait (bounded) until every sent packet is settled on its
+	// destination chain and receipted at its source.
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	var acc Accounting
+	for {
+		acc, err = c.Account(dctx)
+		if err == nil && acc.Delivered+acc.Rejected == acc.Sent && c.Tracker.Receipted() >= acc.Sent {
+			break
+		}
+		select {
+		case <-dctx.Done():
+			say("drain timed out: %d of %d packets not settled", acc.Sent-acc.Delivered-acc.Rejected, acc.Sent)
+			goto done
+		case <-time.After(100 * time.Millisecond):
+		case <-tick.C:
+			progress()
+		}
+	}
+done:
+	progress()
+	settled := time.Now()
+	p := c.Tracker.Percentiles(0.5, 0.99)
+	sum.PacketsSent, sum.PacketsDelivered, sum.Receipts = acc.Sent, acc.Delivered, c.Tracker.Receipted()
+	sum.Lost, sum.Duplicated, sum.Rejected = acc.Lost, acc.Duplicated, acc.Rejected
+	sum.P50Ms, sum.P99Ms = p[0], p[1]
+	sum.DurationS = settled.Sub(trafficStart).Seconds()
+	if sum.DurationS > 0 {
+		sum.ThroughputPerS = float64(acc.Delivered) / sum.DurationS
+	}
+	sum.SendS = sendEnd.Sub(trafficStart).Seconds()
+	sum.GovHeight = c.Node.Height()
+	sum.TotalS = time.Since(start).Seconds()
 	return sum, nil
+}
+
+// delivered sums what the destination chains report delivered.
+func (c *Cluster) delivered() int {
+	n := 0
+	for _, ch := range c.Chains {
+		n += int(ch.Stats().Delivered)
+	}
+	return n
+}
+
+// traffic has every pipe's app send its share of rate until ctx ends.
+func (c *Cluster) traffic(ctx context.Context, rate, payload int) error {
+	perPipe := float64(rate) / float64(len(c.Apps))
+	var wg sync.WaitGroup
+	errs := make(chan error, len(c.Apps))
+	for _, app := range c.Apps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			body := make([]byte, payload)
+			_, _ = rand.Read(body)
+			const step = 10 * time.Millisecond
+			t := time.NewTicker(step)
+			defer t.Stop()
+			start, sent := time.Now(), 0
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
+				due := int(perPipe * time.Since(start).Seconds())
+				for ; sent < due; sent++ {
+					p, err := app.Send(ctx, body)
+					if err != nil {
+						if ctx.Err() == nil {
+							errs <- fmt.Errorf("app on %s: %w", app.Pipe, err)
+						}
+						return
+					}
+					c.Tracker.Sent(p)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+// governanceShowcase shows governance refusing what it must, in words, and
+// reads the pipes back with verified proofs.
+func governanceShowcase(ctx context.Context, c *Cluster, sum *DemoSummary, say func(string, ...any)) error {
+	parts := c.Parts
+	rejections := []govchain.Signed{
+		{Signer: parts[2].Admin, Msg: &govchain.MsgAuthorizePipe{Id: "pipe-1-2", DestinationContract: parts[2].Contract}},
+		{Signer: parts[0].AppKey, Msg: &govchain.MsgRegisterSubchain{Id: "rogue", Kind: "simchain", RelayId: parts[0].Relay}},
+		{Signer: crypto.DevSigner("stranger"), Msg: &govchain.MsgSuspendPipe{Id: "pipe-1-2"}},
+	}
+	for _, r := range rejections {
+		_, err := c.Gov.Submit(ctx, r.Signer, r.Msg)
+		var te *govchain.TxError
+		if !errors.As(err, &te) {
+			return fmt.Errorf("demo: %T must be refused, got %v", r.Msg, err)
+		}
+		sum.RejectedTxs++
+		say("governance refused, as it must: %s", te.Msg)
+	}
+	for id := range c.Apps {
+		p, err := c.Gov.Pipe(ctx, id)
+		if err != nil {
+			return err
+		}
+		sum.ProofsVerified++
+		say("pipe %-9s %s/%s -> %s/%s %s, %s (read with a verified proof)", p.Id, p.Source.Org, p.Source.Contract,
+			p.Destination.Org, p.Destination.Contract, short(p.Status.String()), short(p.Mode.String()))
+	}
+	orgs, err := govchain.List(ctx, c.Gov, govchain.ListOrgs, func() *govchain.Org { return &govchain.Org{} })
+	if err != nil {
+		return err
+	}
+	sum.Orgs = len(orgs)
+	return nil
 }
 
 func short(enum string) string {

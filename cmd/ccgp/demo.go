@@ -15,25 +15,36 @@ func newDemoCmd(g *globals) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "demo",
-		Short: "Run the platform in one process and print what it did",
-		Long: `Run the platform in one process on 127.0.0.1 with development keys:
-a governance chain node (CometBFT + govchain) with three genesis orgs, a
-fourth org admitted by vote, cross-chain accounts voted in, relay services,
-subchains, apps, contracts and pipes applied for and authorized, a pipe
-suspended and resumed, txs rejected with their reasons, proven reads, and a
-burst of governance txs to measure throughput. It ends by itself with a
-summary; --keep-running leaves the chain up for 'ccgp gov'.`,
-		Example: "  ccgp demo\n  ccgp demo --json\n  ccgp demo --keep-running --rpc-port 26657",
+		Short: "Run the whole mesh in one process and summarise",
+		Long: `Run the whole platform in one process on 127.0.0.1 with development keys:
+a governance chain node (CometBFT + govchain), the embedded Kafka broker
+(kfake), three simulated subchains with their relays (QUIC, mutual TLS), and
+the consortium set up through governance: an org admitted by vote,
+cross-chain accounts voted in, relays, subchains, apps, contracts, and pipes
+applied for by the source orgs and authorized by the destination orgs.
+
+Apps then send signed cross-chain requests at --rate for --duration; a
+progress line each second shows sent, delivered, receipted, rate and p99.
+The summary's lost and duplicated counts come from the destination chains'
+own delivery records. --keep-running sends until Ctrl-C.`,
+		Example: "  ccgp demo\n  ccgp demo --duration 20s --json\n  ccgp demo --rate 5000 --duration 30s\n  ccgp demo --keep-running",
 		Args:    exactArgs(),
 		RunE: func(c *cobra.Command, args []string) error {
-			if o.BulkTxs < 0 || o.BulkTxs > 200000 {
-				return usagef("--bulk-txs must be 0-200000")
+			switch {
+			case o.Rate < 1 || o.Rate > 1_000_000:
+				return usagef("--rate must be 1-1000000 packets/s")
+			case o.Duration < time.Second || o.Duration > 24*time.Hour:
+				return usagef("--duration must be between 1s and 24h")
+			case o.Payload < 1 || o.Payload > 64<<10:
+				return usagef("--payload must be 1-65536 bytes (the pipes' default limit)")
+			case o.BulkTxs < 0 || o.BulkTxs > 50000:
+				return usagef("--bulk-txs must be 0-50000")
 			}
-			if !asJSON {
-				o.Out = os.Stdout
-			} else {
+			o.Out = os.Stdout
+			if asJSON {
 				o.Out = os.Stderr
 			}
+			o.Logger = g.logger()
 			sum, err := bench.RunDemo(c.Context(), o)
 			if err != nil {
 				return err
@@ -42,29 +53,36 @@ summary; --keep-running leaves the chain up for 'ccgp gov'.`,
 				return writeJSON(sum)
 			}
 			fmt.Println()
-			fmt.Println("summary")
+			fmt.Println("summary (lost and duplicated from the destination chains' records)")
 			t := newTable()
-			t.row("chain", fmt.Sprintf("%s, %d validator, height %d", sum.ChainID, sum.Validators, sum.Height))
-			t.row("app hash", sum.AppHash)
-			t.row("orgs", fmt.Sprintf("%d (%d genesis + admitted by vote)", sum.Orgs, sum.GenesisOrgs))
-			t.row("accounts", fmt.Sprint(sum.Accounts))
-			t.row("relays / subchains", fmt.Sprintf("%d / %d", sum.Services, sum.Subchains))
-			t.row("pipes", fmt.Sprintf("%d (%d active)", sum.Pipes, sum.ActivePipes))
-			t.row("set-up txs", fmt.Sprint(sum.SetupTxs))
-			t.row("rejections shown", fmt.Sprint(sum.RejectedShown))
-			t.row("proofs verified", fmt.Sprint(sum.ProofsVerified))
+			t.row("packets sent", fmt.Sprint(sum.PacketsSent))
+			t.row("delivered", fmt.Sprintf("%d (each exactly once: %d lost, %d duplicated)", sum.PacketsDelivered, sum.Lost, sum.Duplicated))
+			t.row("receipts", fmt.Sprint(sum.Receipts))
+			t.row("rejected", fmt.Sprint(sum.Rejected))
+			t.row("latency", fmt.Sprintf("p50 %.1f ms, p99 %.1f ms (app send to source receipt)", sum.P50Ms, sum.P99Ms))
+			t.row("throughput", fmt.Sprintf("%.0f packets/s delivered over %.1fs (target %d/s)", sum.ThroughputPerS, sum.DurationS, sum.RateTarget))
+			t.row("mesh", fmt.Sprintf("%d relays, %d pipes, %d orgs", sum.Relays, sum.Pipes, sum.Orgs))
+			t.row("governance", fmt.Sprintf("%d set-up txs, %d refusals shown, %d proofs verified, height %d", sum.SetupTxs, sum.RejectedTxs, sum.ProofsVerified, sum.GovHeight))
 			if sum.BulkTxs > 0 {
-				t.row("governance tx/s", fmt.Sprintf("%.0f (%d txs in bulk, 1 validator)", sum.BulkTxPerSec, sum.BulkTxs))
+				t.row("governance tx/s", fmt.Sprintf("%.0f (%d txs in bulk)", sum.BulkTxPerSec, sum.BulkTxs))
 			}
-			t.row("duration", fmt.Sprintf("%.1fs", sum.DurationS))
-			return t.flush()
+			t.row("total", fmt.Sprintf("%.1fs", sum.TotalS))
+			if err := t.flush(); err != nil {
+				return err
+			}
+			if sum.Lost > 0 || sum.Duplicated > 0 {
+				return fmt.Errorf("%d packets lost and %d duplicated", sum.Lost, sum.Duplicated)
+			}
+			return nil
 		},
 	}
 	f := cmd.Flags()
 	f.BoolVar(&asJSON, "json", false, "print the summary as one JSON object (progress goes to stderr)")
-	f.BoolVar(&o.KeepRunning, "keep-running", false, "keep the chain running after the summary until Ctrl-C")
-	f.IntVar(&o.BulkTxs, "bulk-txs", 5000, "governance txs in the throughput burst (0 skips it)")
-	f.IntVar(&o.RPCPort, "rpc-port", 0, "RPC port of the demo node (default: a free port)")
+	f.BoolVar(&o.KeepRunning, "keep-running", false, "send until Ctrl-C, then summarise")
+	f.IntVar(&o.Rate, "rate", 1000, "packets per second over all pipes")
+	f.DurationVar(&o.Duration, "duration", 20*time.Second, "how long the apps send")
+	f.IntVar(&o.Payload, "payload", 256, "payload bytes per packet")
+	f.IntVar(&o.BulkTxs, "bulk-txs", 0, "also measure a burst of this many governance txs")
 	return cmd
 }
 
