@@ -34,6 +34,9 @@ type ClusterOptions struct {
 	Logger        *slog.Logger
 	Step          func(string) // told of each set-up step
 	ShardOpt      func(*router.Config)
+	// Brokers, if set, is a real Kafka cluster to use instead of the
+	// embedded kfake broker (its topics must exist or be auto-created).
+	Brokers []string
 }
 
 // Participants of the in-process mesh: two genesis orgs and one admitted by
@@ -59,7 +62,8 @@ type Cluster struct {
 	ownDir     bool
 	Node       *govchain.LocalNode
 	Gov        *govchain.Client
-	Kafka      *kfake.Cluster
+	Kafka      *kfake.Cluster // nil when a real cluster is used
+	brokers    []string
 	CA         *crypto.CA
 	Parts      []govchain.Participant
 	Chains     map[string]*simchain.Chain // by org
@@ -129,18 +133,26 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster, err err
 	c.TestnetRPC = tn.Nodes[0].RPC
 	opts.Step(fmt.Sprintf("governance chain up: 1 validator, genesis orgs %v", tn.Orgs))
 
-	var topics []string
-	for _, o := range clusterOrgs {
-		topics = append(topics, eventsTopic("relay-"+o.org))
-	}
-	if c.Kafka, err = kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(8, topics...), kfake.SeedTopics(4, "ccgp.receipts"),
-		kfake.AllowAutoTopicCreation()); err != nil {
-		return nil, fmt.Errorf("kafka: %w", err)
+	c.brokers = opts.Brokers
+	if len(c.brokers) == 0 {
+		var topics []string
+		for _, o := range clusterOrgs {
+			topics = append(topics, eventsTopic("relay-"+o.org))
+		}
+		if c.Kafka, err = kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(8, topics...), kfake.SeedTopics(4, "ccgp.receipts"),
+			kfake.AllowAutoTopicCreation()); err != nil {
+			return nil, fmt.Errorf("kafka: %w", err)
+		}
+		c.brokers = c.Kafka.ListenAddrs()
 	}
 	if c.CA, err = crypto.NewDevCA("ccgp demo CA"); err != nil {
 		return nil, err
 	}
-	opts.Step(fmt.Sprintf("embedded Kafka (kfake) at %v; development CA for mTLS", c.Kafka.ListenAddrs()))
+	kind := "embedded Kafka (kfake)"
+	if c.Kafka == nil {
+		kind = "Kafka"
+	}
+	opts.Step(fmt.Sprintf("%s at %v; development CA for mTLS", kind, c.brokers))
 
 	for _, o := range clusterOrgs {
 		admin := crypto.DevSigner("gov-" + o.org)
@@ -221,7 +233,7 @@ func (c *Cluster) newRelay(ctx context.Context, p govchain.Participant, addr str
 		c.certs[p.Org] = cert
 	}
 	r, err := relay.New(ctx, relay.Config{RelayID: p.Relay, Signer: p.RelayKey, Chain: c.Chains[p.Org], Gov: c.Gov,
-		Brokers: c.Kafka.ListenAddrs(), Topic: eventsTopic(p.Relay), ListenAddr: addr, Certificate: cert, CAs: c.CA.Pool(),
+		Brokers: c.brokers, Topic: eventsTopic(p.Relay), ListenAddr: addr, Certificate: cert, CAs: c.CA.Pool(),
 		DataDir: filepath.Join(c.dir, "relays", p.Org), Shards: c.opts.Shards, Logger: c.opts.Logger,
 		OnReceipts: c.Tracker.receipts, OnReject: c.Tracker.reject, ShardOpt: c.opts.ShardOpt})
 	if err != nil {

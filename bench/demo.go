@@ -25,6 +25,7 @@ type DemoOptions struct {
 	// BulkTxs, if set, also measures a burst of governance txs.
 	BulkTxs int
 	Logger  *slog.Logger
+	Brokers []string // a real Kafka cluster instead of the embedded broker
 }
 
 // DemoSummary is the demo's result; `ccgp demo --json` prints it. Lost and
@@ -80,7 +81,7 @@ func RunDemo(ctx context.Context, opts DemoOptions) (*DemoSummary, error) {
 	say := func(format string, args ...any) {
 		fmt.Fprintf(out, "[%5.1fs] "+format+"\n", append([]any{time.Since(start).Seconds()}, args...)...)
 	}
-	c, err := StartCluster(ctx, ClusterOptions{Logger: opts.Logger, Step: func(s string) { say("%s", s) }})
+	c, err := StartCluster(ctx, ClusterOptions{Logger: opts.Logger, Brokers: opts.Brokers, Step: func(s string) { say("%s", s) }})
 	if err != nil {
 		return nil, err
 	}

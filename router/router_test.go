@@ -277,7 +277,7 @@ func TestShardRejectsBadInput(t *testing.T) {
 	}
 }
 
-func TestShardRebalanceNothingLostNothingTwice(t *testing.T) {
+func TestShardRebalance(t *testing.T) {
 	h := newHarness(t)
 	const perPipe = 400
 	ctx := context.Background()

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -13,6 +14,7 @@ import (
 func newDemoCmd(g *globals) *cobra.Command {
 	var o bench.DemoOptions
 	var asJSON bool
+	var kafka string
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Run the whole mesh in one process and summarise",
@@ -39,6 +41,9 @@ own delivery records. --keep-running sends until Ctrl-C.`,
 				return usagef("--payload must be 1-65536 bytes (the pipes' default limit)")
 			case o.BulkTxs < 0 || o.BulkTxs > 50000:
 				return usagef("--bulk-txs must be 0-50000")
+			}
+			if kafka != "" {
+				o.Brokers = strings.Split(kafka, ",")
 			}
 			o.Out = os.Stdout
 			if asJSON {
@@ -83,6 +88,7 @@ own delivery records. --keep-running sends until Ctrl-C.`,
 	f.DurationVar(&o.Duration, "duration", 20*time.Second, "how long the apps send")
 	f.IntVar(&o.Payload, "payload", 256, "payload bytes per packet")
 	f.IntVar(&o.BulkTxs, "bulk-txs", 0, "also measure a burst of this many governance txs")
+	f.StringVar(&kafka, "kafka", "", "Kafka brokers host:port,... (default: an embedded kfake broker)")
 	return cmd
 }
 

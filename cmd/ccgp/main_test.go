@@ -5,6 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -170,4 +173,115 @@ func TestCLIGovernance(t *testing.T) {
 	run(t, env, "gov", "account", "show", "zz").must(t, 2, "malformed address")
 	run(t, []string{"CCGP_HOME=" + dir, "CCGP_NODE=127.0.0.1:1"}, "gov", "org", "list").must(t, 1, "cannot reach node")
 	run(t, env, "node", "start", "--home", filepath.Join(dir, "nope")).must(t, 2, "node home")
+}
+
+func freeUDP(t *testing.T) string {
+	t.Helper()
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().String()
+}
+
+func freeTCP(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// startProc runs the binary in the background; t.Cleanup interrupts it and
+// checks that it exits cleanly.
+func startProc(t *testing.T, env []string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(ccgpBin, args...)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}, env...)
+	var se bytes.Buffer
+	cmd.Stderr = &se
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("%v exited with %v\n%s", args, err, se.String())
+			}
+		case <-time.After(15 * time.Second):
+			cmd.Process.Kill()
+			t.Errorf("%v did not stop on SIGINT\n%s", args, se.String())
+		}
+	})
+	return cmd
+}
+
+func TestCLIRelay(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a node, a broker and a relay")
+	}
+	dir := filepath.Join(t.TempDir(), "net")
+	dev := "--insecure-dev-keys"
+	env := []string{"CCGP_HOME=" + dir}
+	run(t, env, "testnet", "--validators", "1", "--out", dir, "--base-port", "0", dev).must(t, 0, "development CA")
+	var tn struct{ Nodes []struct{ Home, RPC string } }
+	b, _ := os.ReadFile(filepath.Join(dir, "testnet.json"))
+	if err := json.Unmarshal(b, &tn); err != nil {
+		t.Fatal(err)
+	}
+	startProc(t, nil, "node", "start", "--home", tn.Nodes[0].Home, "--log-level", "error")
+	kafka := freeTCP(t)
+	startProc(t, nil, "kafka", "dev", "--listen", kafka)
+	env = append(env, "CCGP_NODE="+tn.Nodes[0].RPC)
+	deadline := time.Now().Add(30 * time.Second)
+	for run(t, env, "gov", "params").code != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("node did not come up")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	out := filepath.Join(t.TempDir(), "relay-1")
+	quic := freeUDP(t)
+	run(t, env, "relay", "init", "relay-1", "--ca", filepath.Join(dir, "ca"), "--listen", quic, "--chain", "chain-1",
+		"--out", out, "--governance", tn.Nodes[0].RPC, dev).must(t, 0, "wrote", "gov service register relay-1")
+	// Register it as the printed instructions say.
+	run(t, env, "gov", "account", "propose", "--role", "cross-chain", "--key", "relay-1", "--from", "gov-org-1", dev).must(t, 0, "proposal 1 opened")
+	run(t, env, "gov", "vote", "1", "yes", "--from", "gov-org-1", dev).must(t, 0, "passed")
+	run(t, env, "gov", "service", "register", "relay-1", "--address", quic, "--account", "relay-1", "--from", "gov-org-1", dev).must(t, 0)
+
+	cfg := filepath.Join(out, "relay.yaml")
+	run(t, env, "relay", "start", "--config", cfg, dev).must(t, 2, "no Kafka brokers")
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(bad, []byte("relay_id: x\nsurprise: 1\n"), 0o644)
+	run(t, env, "relay", "start", "--config", bad, dev).must(t, 2, "field surprise not found")
+	os.WriteFile(bad, []byte("relay_id: x\n"), 0o644)
+	run(t, env, "relay", "start", "--config", bad, dev).must(t, 2, "missing chain.dir, chain.id, chain.kind")
+
+	metrics := freeTCP(t)
+	cfgB, _ := os.ReadFile(cfg)
+	os.WriteFile(cfg, bytes.Replace(cfgB, []byte(`metrics: ""`), []byte("metrics: "+metrics), 1), 0o644)
+	startProc(t, env, "relay", "start", "--config", cfg, "--kafka", kafka, dev, "--log-level", "warn")
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + metrics + "/metrics")
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if strings.Contains(string(body), "ccgp_") {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("relay metrics never served: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }

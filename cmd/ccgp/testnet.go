@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ccgpmesh/ccgp/crypto"
 	"github.com/ccgpmesh/ccgp/govchain"
 )
 
@@ -47,6 +48,13 @@ with 'ccgp gov ... --home OUT --from gov-org-1 --node 127.0.0.1:PORT'.`,
 			if err != nil {
 				return err
 			}
+			ca, err := crypto.NewDevCA("ccgp development CA " + tn.ChainID)
+			if err != nil {
+				return err
+			}
+			if err := crypto.SaveCA(filepath.Join(o.Dir, "ca"), ca); err != nil {
+				return err
+			}
 			fmt.Printf("testnet %s in %s\n", tn.ChainID, o.Dir)
 			t := newTable("NODE", "ROLE", "ORG", "P2P", "RPC", "HOME")
 			for _, n := range tn.Nodes {
@@ -60,6 +68,7 @@ with 'ccgp gov ... --home OUT --from gov-org-1 --node 127.0.0.1:PORT'.`,
 				return err
 			}
 			fmt.Printf("\ngenesis orgs: %v (governor keys gov-<org> in %s)\n", tn.Orgs, filepath.Join(o.Dir, "keys"))
+			fmt.Printf("development CA for relay mTLS: %s (ccgp relay init --ca)\n", filepath.Join(o.Dir, "ca"))
 			fmt.Printf("start:  ccgp node start --home %s\n", tn.Nodes[0].Home)
 			fmt.Printf("govern: ccgp gov org list --node %s\n", tn.Nodes[0].RPC)
 			return nil
