@@ -51,6 +51,7 @@ type Config struct {
 	MaxPoll         int           // records per cycle, default 4096
 	Linger          time.Duration // wait for more records after the first, default 5ms
 	SendTimeout     time.Duration // one send attempt, default 30s; then it is retried
+	DrainTimeout    time.Duration // finishing the cycle in progress on stop, default 10s
 	Limits          amdp.Limits
 
 	// OnReject, if set, is told of every rejected packet (p is nil for
@@ -117,6 +118,9 @@ func NewShard(cfg Config) (*Shard, error) {
 	if cfg.Linger == 0 {
 		cfg.Linger = 5 * time.Millisecond
 	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 10 * time.Second
+	}
 	if cfg.SendTimeout <= 0 {
 		cfg.SendTimeout = 30 * time.Second
 	}
@@ -157,9 +161,11 @@ func (s *Shard) Stats() Stats {
 }
 
 // Run consumes, routes and commits until ctx ends, then leaves the group
-// (so the others take its partitions at once) and returns nil. Records
-// whose batches were not acknowledged are not committed: the next owner of
-// their partitions sends them again.
+// (so the others take its partitions at once) and returns nil. A cycle in
+// progress when ctx ends is finished first, for up to DrainTimeout, so a
+// shard that leaves gracefully hands over no half-sent batches; records
+// whose batches were not acknowledged are not committed, and the next owner
+// of their partitions sends them again.
 func (s *Shard) Run(ctx context.Context) error {
 	defer func() {
 		// With BlockRebalanceOnPoll, leaving the group waits for the poll
@@ -167,6 +173,14 @@ func (s *Shard) Run(ctx context.Context) error {
 		s.cl.AllowRebalance()
 		s.cl.Close()
 	}()
+	// work outlives ctx by at most DrainTimeout.
+	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	stop := context.AfterFunc(ctx, func() {
+		t := time.AfterFunc(s.cfg.DrainTimeout, cancelWork)
+		context.AfterFunc(work, func() { t.Stop() })
+	})
+	defer stop()
 	for {
 		recs, err := s.poll(ctx)
 		if ctx.Err() != nil {
@@ -179,20 +193,23 @@ func (s *Shard) Run(ctx context.Context) error {
 			s.cl.AllowRebalance()
 			continue
 		}
-		if err := s.cycle(ctx, recs); err != nil {
-			if ctx.Err() != nil {
+		if err := s.cycle(work, recs); err != nil {
+			if work.Err() != nil {
 				return nil
 			}
 			return err
 		}
-		if err := s.cl.CommitRecords(ctx, recs...); err != nil {
-			if ctx.Err() != nil {
+		if err := s.cl.CommitRecords(work, recs...); err != nil {
+			if work.Err() != nil {
 				return nil
 			}
 			// A failed commit only means these records may be sent again.
 			s.log.Warn("offset commit failed; records will be re-sent after a rebalance", "err", err)
 		}
 		s.cl.AllowRebalance()
+		if ctx.Err() != nil {
+			return nil
+		}
 	}
 }
 
