@@ -72,7 +72,7 @@ func StartNode(ctx context.Context, home string, log *slog.Logger) (*LocalNode, 
 	}
 	pv := privval.LoadFilePV(c.PrivValidatorKeyFile(), c.PrivValidatorStateFile())
 	cmt, err := nm.NewNode(ctx, c, pv, nodeKey, proxy.NewLocalClientCreator(app),
-		nm.DefaultGenesisDocProviderFunc(c), cmtcfg.DefaultDBProvider,
+		nm.DefaultGenesisDocProviderFunc(c), closeSafeDBProvider,
 		nm.DefaultMetricsProvider(c.Instrumentation), cometLogger{log.With("module", "cometbft")})
 	if err != nil {
 		app.Close()
