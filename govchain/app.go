@@ -1,6 +1,7 @@
 package govchain
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -26,6 +27,11 @@ const (
 	// QueryList returns every record whose key starts with Data, as a
 	// ListResult, without proofs (at most maxListItems).
 	QueryList = "/list"
+	// QueryLedgerFind takes pipe + 0x00 + big-endian sequence and returns,
+	// as the value, the key of the ledger entry whose range holds it (read
+	// that key with a proof: entries never overlap, so a proven entry that
+	// covers the sequence is the one).
+	QueryLedgerFind = "/ledger-find"
 	// ProofOpType names the proof op the application returns.
 	ProofOpType = "ics23:iavl"
 )
@@ -332,7 +338,7 @@ func (a *Application) execTx(raw []byte, height uint64) (*abci.ExecTxResult, []a
 			return nil, nil, err
 		}
 	}
-	x := &execCtx{st: newOverlay(a.tree), height: height, params: a.params, sender: sender,
+	x := &execCtx{st: newOverlay(a.tree), base: a.tree, height: height, params: a.params, sender: sender,
 		senderAddr: tx.Sender, suite: tx.Suite, pubKey: tx.PubKey, nonce: tx.Body.Nonce}
 	rej, err = x.deliver(tx.Body)
 	if err != nil {
@@ -365,7 +371,7 @@ func (a *Application) expireProposals(height uint64) ([]abci.Event, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	x := &execCtx{st: newOverlay(a.tree), height: height, params: a.params}
+	x := &execCtx{st: newOverlay(a.tree), base: a.tree, height: height, params: a.params}
 	for _, id := range ids {
 		p := &Proposal{}
 		if _, err := load(x.st, KeyProposal(id), p); err != nil {
@@ -465,6 +471,24 @@ func (a *Application) Query(_ context.Context, req *abci.QueryRequest) (*abci.Qu
 			return nil, err
 		}
 		resp.Value = b
+	case QueryLedgerFind:
+		i := bytes.IndexByte(req.Data, 0)
+		if i < 0 || len(req.Data) != i+9 {
+			return &abci.QueryResponse{Code: CodeInvalid, Log: "ledger-find takes pipe, 0x00, 8-byte sequence"}, nil
+		}
+		pipe, seq := string(req.Data[:i]), beUint64(req.Data[i+1:])
+		var found []byte
+		t.IterateRange(KeyLedger(pipe, 0), KeyLedger(pipe, seq+1), false, func(k, v []byte) bool {
+			e := &LedgerEntry{}
+			if proto.Unmarshal(v, e) == nil && e.First <= seq && seq <= e.Last {
+				found = k
+			}
+			return true // only the nearest entry can hold seq
+		})
+		if found == nil {
+			resp.Code, resp.Log = CodeNotFound, fmt.Sprintf("pipe %s seq %d is not in the ledger", pipe, seq)
+		}
+		resp.Value = found
 	default:
 		return &abci.QueryResponse{Code: CodeInvalid, Log: fmt.Sprintf("unknown query path %q", req.Path)}, nil
 	}

@@ -263,28 +263,42 @@ func (c *Client) getUnproven(ctx context.Context, key []byte, m proto.Message) (
 // returns the state height read, or ErrNoRecord (also proven) when the key
 // is absent.
 func (c *Client) Get(ctx context.Context, key []byte, m proto.Message) (int64, error) {
-	res, err := c.rpc.ABCIQueryWithOptions(ctx, QueryKey, key, rpcclient.ABCIQueryOptions{Prove: true})
+	return c.GetAt(ctx, 0, key, m)
+}
+
+// GetAt is Get at state height h (0: the latest).
+func (c *Client) GetAt(ctx context.Context, h int64, key []byte, m proto.Message) (int64, error) {
+	v, h, err := c.GetRaw(ctx, h, key)
 	if err != nil {
-		return 0, fmt.Errorf("govchain: query: %w", err)
+		return h, err
+	}
+	if err := proto.Unmarshal(v, m); err != nil {
+		return 0, fmt.Errorf("govchain: decode record %q: %w", key, err)
+	}
+	return h, nil
+}
+
+// GetRaw returns the proven value at key at state height h (0: latest).
+func (c *Client) GetRaw(ctx context.Context, h int64, key []byte) ([]byte, int64, error) {
+	res, err := c.rpc.ABCIQueryWithOptions(ctx, QueryKey, key, rpcclient.ABCIQueryOptions{Prove: true, Height: h})
+	if err != nil {
+		return nil, 0, fmt.Errorf("govchain: query: %w", err)
 	}
 	r := res.Response
 	if r.Code != CodeOK && r.Code != CodeNotFound {
-		return 0, fmt.Errorf("govchain: query %q: %s", key, r.Log)
+		return nil, 0, fmt.Errorf("govchain: query %q: %s", key, r.Log)
 	}
 	appHash, err := c.appHashAfter(ctx, r.Height)
 	if err != nil {
-		return 0, err
+		return nil, 0, err
 	}
 	if err := VerifyProof(appHash, key, r.Value, r.ProofOps); err != nil {
-		return 0, err
+		return nil, 0, err
 	}
 	if r.Value == nil {
-		return r.Height, ErrNoRecord
+		return nil, r.Height, ErrNoRecord
 	}
-	if err := proto.Unmarshal(r.Value, m); err != nil {
-		return 0, fmt.Errorf("govchain: decode record %q: %w", key, err)
-	}
-	return r.Height, nil
+	return r.Value, r.Height, nil
 }
 
 // VerifyProof checks an ICS-23 proof that key holds value (or, for a nil

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/hex"
 	"fmt"
+	"github.com/cosmos/iavl"
 	"net"
 	"regexp"
+	"strings"
 
 	"github.com/ccgpmesh/ccgp/crypto"
 	abci "github.com/cometbft/cometbft/abci/types"
@@ -34,6 +36,7 @@ func validID(what, id string) *TxError {
 // block height, and the verified sender.
 type execCtx struct {
 	st         *overlay
+	base       *iavl.MutableTree // for range scans; reads go through st
 	height     uint64
 	params     *Params
 	sender     *Account // nil only for MsgApplyOrg from a new key
@@ -81,6 +84,18 @@ func (x *execCtx) deliver(body *TxBody) (rej *TxError, err error) {
 		return x.suspendPipe(m.SuspendPipe)
 	case *TxBody_ResumePipe:
 		return x.resumePipe(m.ResumePipe)
+	case *TxBody_ProposePipeMode:
+		return x.proposePipeMode(m.ProposePipeMode)
+	case *TxBody_OpenBatches:
+		return x.openBatches(m.OpenBatches)
+	case *TxBody_AnchorReceipts:
+		return x.anchorReceipts(m.AnchorReceipts)
+	case *TxBody_ConfirmBatches:
+		return x.confirmBatches(m.ConfirmBatches)
+	case *TxBody_TxException:
+		return x.txException(m.TxException)
+	case *TxBody_Resolve:
+		return x.resolve(m.Resolve)
 	default:
 		return reject(CodeMalformed, "tx carries no known message"), nil
 	}
@@ -113,6 +128,18 @@ func msgName(body *TxBody) string {
 		return "suspend-pipe"
 	case *TxBody_ResumePipe:
 		return "resume-pipe"
+	case *TxBody_ProposePipeMode:
+		return "propose-pipe-mode"
+	case *TxBody_OpenBatches:
+		return "open-batches"
+	case *TxBody_AnchorReceipts:
+		return "anchor-receipts"
+	case *TxBody_ConfirmBatches:
+		return "confirm-batches"
+	case *TxBody_TxException:
+		return "tx-exception"
+	case *TxBody_Resolve:
+		return "resolve"
 	}
 	return "unknown"
 }
@@ -211,6 +238,8 @@ func kindName(k ProposalKind) string {
 		return "add-account"
 	case ProposalKind_PROPOSAL_ADD_VALIDATOR:
 		return "add-validator"
+	case ProposalKind_PROPOSAL_PIPE_MODE:
+		return "pipe-mode"
 	}
 	return "unspecified"
 }
@@ -349,6 +378,18 @@ func (x *execCtx) settle(p *Proposal, pass bool) error {
 			x.valUpdates = append(x.valUpdates, abci.ValidatorUpdate{Power: n.Power, PubKeyType: "ed25519", PubKeyBytes: n.ConsensusPubKey})
 		}
 		return x.st.put(KeyNode(n.Id), n)
+	case ProposalKind_PROPOSAL_PIPE_MODE:
+		if !pass {
+			return nil
+		}
+		pp := &Pipe{}
+		found, err := load(x.st, KeyPipe(p.Subject), pp)
+		if err != nil || !found {
+			return err
+		}
+		pp.Mode = p.Mode
+		x.emit("pipe", "id", pp.Id, "mode", strings.ToLower(strings.TrimPrefix(pp.Mode.String(), "MODE_")))
+		return x.st.put(KeyPipe(pp.Id), pp)
 	}
 	return fmt.Errorf("state: proposal %d has unknown kind %d", p.Id, p.Kind)
 }

@@ -303,6 +303,7 @@ const (
 	ProposalKind_PROPOSAL_ADMIT_ORG        ProposalKind = 1
 	ProposalKind_PROPOSAL_ADD_ACCOUNT      ProposalKind = 2
 	ProposalKind_PROPOSAL_ADD_VALIDATOR    ProposalKind = 3
+	ProposalKind_PROPOSAL_PIPE_MODE        ProposalKind = 4 // change a pipe's consistency mode
 )
 
 // Enum value maps for ProposalKind.
@@ -312,12 +313,14 @@ var (
 		1: "PROPOSAL_ADMIT_ORG",
 		2: "PROPOSAL_ADD_ACCOUNT",
 		3: "PROPOSAL_ADD_VALIDATOR",
+		4: "PROPOSAL_PIPE_MODE",
 	}
 	ProposalKind_value = map[string]int32{
 		"PROPOSAL_KIND_UNSPECIFIED": 0,
 		"PROPOSAL_ADMIT_ORG":        1,
 		"PROPOSAL_ADD_ACCOUNT":      2,
 		"PROPOSAL_ADD_VALIDATOR":    3,
+		"PROPOSAL_PIPE_MODE":        4,
 	}
 )
 
@@ -502,6 +505,76 @@ func (x ConsistencyMode) Number() protoreflect.EnumNumber {
 // Deprecated: Use ConsistencyMode.Descriptor instead.
 func (ConsistencyMode) EnumDescriptor() ([]byte, []int) {
 	return file_govchain_proto_rawDescGZIP(), []int{8}
+}
+
+// The states of a cross-chain transaction (one packet). OPEN, DELIVERED
+// and CONFIRMED are derived from batch anchors; the others exist only as
+// TxException records, for packets that left the happy path.
+type PacketState int32
+
+const (
+	PacketState_PACKET_STATE_UNSPECIFIED PacketState = 0
+	PacketState_PACKET_OPEN              PacketState = 1 // the source relay anchored its batch
+	PacketState_PACKET_DELIVERED         PacketState = 2 // the destination relay anchored its receipt
+	PacketState_PACKET_CONFIRMED         PacketState = 3 // the verifier confirmed it on the destination chain
+	PacketState_PACKET_FAILED            PacketState = 4 // refused by the destination, timed out, or a mismatch
+	PacketState_PACKET_RETRYING          PacketState = 5 // the compensator is trying again
+	PacketState_PACKET_ROLLED_BACK       PacketState = 6 // undone on the source chain
+	PacketState_PACKET_MANUAL            PacketState = 7 // waiting for a person
+	PacketState_PACKET_RESOLVED          PacketState = 8 // a person decided
+)
+
+// Enum value maps for PacketState.
+var (
+	PacketState_name = map[int32]string{
+		0: "PACKET_STATE_UNSPECIFIED",
+		1: "PACKET_OPEN",
+		2: "PACKET_DELIVERED",
+		3: "PACKET_CONFIRMED",
+		4: "PACKET_FAILED",
+		5: "PACKET_RETRYING",
+		6: "PACKET_ROLLED_BACK",
+		7: "PACKET_MANUAL",
+		8: "PACKET_RESOLVED",
+	}
+	PacketState_value = map[string]int32{
+		"PACKET_STATE_UNSPECIFIED": 0,
+		"PACKET_OPEN":              1,
+		"PACKET_DELIVERED":         2,
+		"PACKET_CONFIRMED":         3,
+		"PACKET_FAILED":            4,
+		"PACKET_RETRYING":          5,
+		"PACKET_ROLLED_BACK":       6,
+		"PACKET_MANUAL":            7,
+		"PACKET_RESOLVED":          8,
+	}
+)
+
+func (x PacketState) Enum() *PacketState {
+	p := new(PacketState)
+	*p = x
+	return p
+}
+
+func (x PacketState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PacketState) Descriptor() protoreflect.EnumDescriptor {
+	return file_govchain_proto_enumTypes[9].Descriptor()
+}
+
+func (PacketState) Type() protoreflect.EnumType {
+	return &file_govchain_proto_enumTypes[9]
+}
+
+func (x PacketState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PacketState.Descriptor instead.
+func (PacketState) EnumDescriptor() ([]byte, []int) {
+	return file_govchain_proto_rawDescGZIP(), []int{9}
 }
 
 type Params struct {
@@ -835,9 +908,11 @@ type Proposal struct {
 	Votes          []*Vote        `protobuf:"bytes,10,rep,name=votes,proto3" json:"votes,omitempty"`
 	// Genesis orgs and quorum at creation, so a decision never depends on
 	// later parameter changes.
-	Electorate    uint32 `protobuf:"varint,11,opt,name=electorate,proto3" json:"electorate,omitempty"`
-	QuorumNum     uint32 `protobuf:"varint,12,opt,name=quorum_num,json=quorumNum,proto3" json:"quorum_num,omitempty"`
-	QuorumDen     uint32 `protobuf:"varint,13,opt,name=quorum_den,json=quorumDen,proto3" json:"quorum_den,omitempty"`
+	Electorate uint32 `protobuf:"varint,11,opt,name=electorate,proto3" json:"electorate,omitempty"`
+	QuorumNum  uint32 `protobuf:"varint,12,opt,name=quorum_num,json=quorumNum,proto3" json:"quorum_num,omitempty"`
+	QuorumDen  uint32 `protobuf:"varint,13,opt,name=quorum_den,json=quorumDen,proto3" json:"quorum_den,omitempty"`
+	// What the proposal would set (PROPOSAL_PIPE_MODE: the new mode).
+	Mode          ConsistencyMode `protobuf:"varint,14,opt,name=mode,proto3,enum=ccgp.govchain.v1.ConsistencyMode" json:"mode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -961,6 +1036,13 @@ func (x *Proposal) GetQuorumDen() uint32 {
 		return x.QuorumDen
 	}
 	return 0
+}
+
+func (x *Proposal) GetMode() ConsistencyMode {
+	if x != nil {
+		return x.Mode
+	}
+	return ConsistencyMode_CONSISTENCY_MODE_UNSPECIFIED
 }
 
 type Node struct {
@@ -1962,6 +2044,12 @@ type TxBody struct {
 	//	*TxBody_AuthorizePipe
 	//	*TxBody_SuspendPipe
 	//	*TxBody_ResumePipe
+	//	*TxBody_ProposePipeMode
+	//	*TxBody_OpenBatches
+	//	*TxBody_AnchorReceipts
+	//	*TxBody_ConfirmBatches
+	//	*TxBody_TxException
+	//	*TxBody_Resolve
 	Msg           isTxBody_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2126,6 +2214,60 @@ func (x *TxBody) GetResumePipe() *MsgResumePipe {
 	return nil
 }
 
+func (x *TxBody) GetProposePipeMode() *MsgProposePipeMode {
+	if x != nil {
+		if x, ok := x.Msg.(*TxBody_ProposePipeMode); ok {
+			return x.ProposePipeMode
+		}
+	}
+	return nil
+}
+
+func (x *TxBody) GetOpenBatches() *MsgOpenBatches {
+	if x != nil {
+		if x, ok := x.Msg.(*TxBody_OpenBatches); ok {
+			return x.OpenBatches
+		}
+	}
+	return nil
+}
+
+func (x *TxBody) GetAnchorReceipts() *MsgAnchorReceipts {
+	if x != nil {
+		if x, ok := x.Msg.(*TxBody_AnchorReceipts); ok {
+			return x.AnchorReceipts
+		}
+	}
+	return nil
+}
+
+func (x *TxBody) GetConfirmBatches() *MsgConfirmBatches {
+	if x != nil {
+		if x, ok := x.Msg.(*TxBody_ConfirmBatches); ok {
+			return x.ConfirmBatches
+		}
+	}
+	return nil
+}
+
+func (x *TxBody) GetTxException() *MsgTxException {
+	if x != nil {
+		if x, ok := x.Msg.(*TxBody_TxException); ok {
+			return x.TxException
+		}
+	}
+	return nil
+}
+
+func (x *TxBody) GetResolve() *MsgResolve {
+	if x != nil {
+		if x, ok := x.Msg.(*TxBody_Resolve); ok {
+			return x.Resolve
+		}
+	}
+	return nil
+}
+
 type isTxBody_Msg interface {
 	isTxBody_Msg()
 }
@@ -2178,6 +2320,30 @@ type TxBody_ResumePipe struct {
 	ResumePipe *MsgResumePipe `protobuf:"bytes,21,opt,name=resume_pipe,json=resumePipe,proto3,oneof"`
 }
 
+type TxBody_ProposePipeMode struct {
+	ProposePipeMode *MsgProposePipeMode `protobuf:"bytes,22,opt,name=propose_pipe_mode,json=proposePipeMode,proto3,oneof"`
+}
+
+type TxBody_OpenBatches struct {
+	OpenBatches *MsgOpenBatches `protobuf:"bytes,23,opt,name=open_batches,json=openBatches,proto3,oneof"`
+}
+
+type TxBody_AnchorReceipts struct {
+	AnchorReceipts *MsgAnchorReceipts `protobuf:"bytes,24,opt,name=anchor_receipts,json=anchorReceipts,proto3,oneof"`
+}
+
+type TxBody_ConfirmBatches struct {
+	ConfirmBatches *MsgConfirmBatches `protobuf:"bytes,25,opt,name=confirm_batches,json=confirmBatches,proto3,oneof"`
+}
+
+type TxBody_TxException struct {
+	TxException *MsgTxException `protobuf:"bytes,26,opt,name=tx_exception,json=txException,proto3,oneof"`
+}
+
+type TxBody_Resolve struct {
+	Resolve *MsgResolve `protobuf:"bytes,27,opt,name=resolve,proto3,oneof"`
+}
+
 func (*TxBody_ApplyOrg) isTxBody_Msg() {}
 
 func (*TxBody_Vote) isTxBody_Msg() {}
@@ -2201,6 +2367,18 @@ func (*TxBody_AuthorizePipe) isTxBody_Msg() {}
 func (*TxBody_SuspendPipe) isTxBody_Msg() {}
 
 func (*TxBody_ResumePipe) isTxBody_Msg() {}
+
+func (*TxBody_ProposePipeMode) isTxBody_Msg() {}
+
+func (*TxBody_OpenBatches) isTxBody_Msg() {}
+
+func (*TxBody_AnchorReceipts) isTxBody_Msg() {}
+
+func (*TxBody_ConfirmBatches) isTxBody_Msg() {}
+
+func (*TxBody_TxException) isTxBody_Msg() {}
+
+func (*TxBody_Resolve) isTxBody_Msg() {}
 
 // An applicant org asks to join. Signed by a key not yet on chain, which
 // becomes the org's first (operator) account if the genesis orgs admit it.
@@ -2936,6 +3114,1140 @@ func (x *MsgResumePipe) GetId() string {
 	return ""
 }
 
+// Either end of a pipe proposes a new consistency mode; the genesis orgs
+// vote it in.
+type MsgProposePipeMode struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pipe          string                 `protobuf:"bytes,1,opt,name=pipe,proto3" json:"pipe,omitempty"`
+	Mode          ConsistencyMode        `protobuf:"varint,2,opt,name=mode,proto3,enum=ccgp.govchain.v1.ConsistencyMode" json:"mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MsgProposePipeMode) Reset() {
+	*x = MsgProposePipeMode{}
+	mi := &file_govchain_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MsgProposePipeMode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MsgProposePipeMode) ProtoMessage() {}
+
+func (x *MsgProposePipeMode) ProtoReflect() protoreflect.Message {
+	mi := &file_govchain_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MsgProposePipeMode.ProtoReflect.Descriptor instead.
+func (*MsgProposePipeMode) Descriptor() ([]byte, []int) {
+	return file_govchain_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *MsgProposePipeMode) GetPipe() string {
+	if x != nil {
+		return x.Pipe
+	}
+	return ""
+}
+
+func (x *MsgProposePipeMode) GetMode() ConsistencyMode {
+	if x != nil {
+		return x.Mode
+	}
+	return ConsistencyMode_CONSISTENCY_MODE_UNSPECIFIED
+}
+
+// A pipe's contiguous sequence range inside one batch. The router sorts a
+// batch's packets by (pipe, sequence), so a range is also contiguous in the
+// batch: packet i of the range sits at index offset+i.
+type PipeRange struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pipe          string                 `protobuf:"bytes,1,opt,name=pipe,proto3" json:"pipe,omitempty"`
+	First         uint64                 `protobuf:"varint,2,opt,name=first,proto3" json:"first,omitempty"`
+	Last          uint64                 `protobuf:"varint,3,opt,name=last,proto3" json:"last,omitempty"`
+	Offset        uint32                 `protobuf:"varint,4,opt,name=offset,proto3" json:"offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PipeRange) Reset() {
+	*x = PipeRange{}
+	mi := &file_govchain_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PipeRange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PipeRange) ProtoMessage() {}
+
+func (x *PipeRange) ProtoReflect() protoreflect.Message {
+	mi := &file_govchain_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PipeRange.ProtoReflect.Descriptor instead.
+func (*PipeRange) Descriptor() ([]byte, []int) {
+	return file_govchain_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *PipeRange) GetPipe() string {
+	if x != nil {
+		return x.Pipe
+	}
+	return ""
+}
+
+func (x *PipeRange) GetFirst() uint64 {
+	if x != nil {
+		return x.First
+	}
+	return 0
+}
+
+func (x *PipeRange) GetLast() uint64 {
+	if x != nil {
+		return x.Last
+	}
+	return 0
+}
+
+func (x *PipeRange) GetOffset() uint32 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+// The source relay's open-batch record: the Merkle root of the packet ids
+// (amdp's batch root), their count, and the per-pipe ranges.
+type BatchOpen struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FromRelay     string                 `protobuf:"bytes,1,opt,name=from_relay,json=fromRelay,proto3" json:"from_relay,omitempty"`
+	ToRelay       string                 `protobuf:"bytes,2,opt,name=to_relay,json=toRelay,proto3" json:"to_relay,omitempty"`
+	BatchSeq      uint64                 `protobuf:"varint,3,opt,name=batch_seq,json=batchSeq,proto3" json:"batch_seq,omitempty"`
+	MerkleRoot    []byte                 `protobuf:"bytes,4,opt,name=merkle_root,json=merkleRoot,proto3" json:"merkle_root,omitempty"`
+	Count         uint32                 `protobuf:"varint,5,opt,name=count,proto3" json:"count,omitempty"`
+	Ranges        []*PipeRange           `protobuf:"bytes,6,rep,name=ranges,proto3" json:"ranges,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchOpen) Reset() {
+	*x = BatchOpen{}
+	mi := &file_govchain_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchOpen) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchOpen) ProtoMessage() {}
+
+func (x *BatchOpen) ProtoReflect() protoreflect.Message {
+	mi := &file_govchain_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchOpen.ProtoReflect.Descriptor instead.
+func (*BatchOpen) Descriptor() ([]byte, []int) {
+	return file_govchain_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *BatchOpen) GetFromRelay() string {
+	if x != nil {
+		return x.FromRelay
+	}
+	return ""
+}
+
+func (x *BatchOpen) GetToRelay() string {
+	if x != nil {
+		return x.ToRelay
+	}
+	return ""
+}
+
+func (x *BatchOpen) GetBatchSeq() uint64 {
+	if x != nil {
+		return x.BatchSeq
+	}
+	return 0
+}
+
+func (x *BatchOpen) GetMerkleRoot() []byte {
+	if x != nil {
+		return x.MerkleRoot
+	}
+	return nil
+}
+
+func (x *BatchOpen) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *BatchOpen) GetRanges() []*PipeRange {
+	if x != nil {
+		return x.Ranges
+	}
+	return nil
+}
+
+// Source relay: anchors one or more batches in one tx.
+type MsgOpenBatches struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Batches       []*BatchOpen           `protobuf:"bytes,1,rep,name=batches,proto3" json:"batches,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MsgOpenBatches) Reset() {
+	*x = MsgOpenBatches{}
+	mi := &file_govchain_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MsgOpenBatches) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MsgOpenBatches) ProtoMessage() {}
+
+func (x *MsgOpenBatches) ProtoReflect() protoreflect.Message {
+	mi := &file_govchain_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MsgOpenBatches.ProtoReflect.Descriptor instead.
+func (*MsgOpenBatches) Descriptor() ([]byte, []int) {
+	return file_govchain_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *MsgOpenBatches) GetBatches() []*BatchOpen {
+	if x != nil {
+		return x.Batches
+	}
+	return nil
+}
+
+// The destination relay's receipt anchor for one batch: the receipt batch's
+// Merkle root and one status byte per packet, in batch order (amdp's
+// ReceiptStatus numbers).
+type BatchReceipts struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FromRelay     string                 `protobuf:"bytes,1,opt,name=from_relay,json=fromRelay,proto3" json:"from_relay,omitempty"` // the batch's source relay
+	BatchSeq      uint64                 `protobuf:"varint,2,opt,name=batch_seq,json=batchSeq,proto3" json:"batch_seq,omitempty"`
+	ReceiptRoot   []byte                 `protobuf:"bytes,3,opt,name=receipt_root,json=receiptRoot,proto3" json:"receipt_root,omitempty"`
+	Statuses      []byte                 `protobuf:"bytes,4,opt,name=statuses,proto3" json:"statuses,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchReceipts) Reset() {
+	*x = BatchReceipts{}
+	mi := &file_govchain_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchReceipts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchReceipts) ProtoMessage() {}
+
+func (x *BatchReceipts) ProtoReflect() protoreflect.Message {
+	mi := &file_govchain_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchReceipts.ProtoReflect.Descriptor instead.
+func (*BatchReceipts) Descriptor() ([]byte, []int) {
+	return file_govchain_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *BatchReceipts) GetFromRelay() string {
+	if x != nil {
+		return x.FromRelay
+	}
+	return ""
+}
+
+func (x *BatchReceipts) GetBatchSeq() uint64 {
+	if x != nil {
+		return x.BatchSeq
+	}
+	return 0
+}
+
+func (x *BatchReceipts) GetReceiptRoot() []byte {
+	if x != nil {
+		return x.ReceiptRoot
+	}
+	return nil
+}
+
+func (x *BatchReceipts) GetStatuses() []byte {
+	if x != nil {
+		return x.Statuses
+	}
+	return nil
+}
+
+// Destination relay: anchors the receipts of one or more batches.
+type MsgAnchorReceipts struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Batches       []*BatchReceipts       `protobuf:"bytes,1,rep,name=batches,proto3" json:"batches,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MsgAnchorReceipts) Reset() {
+	*x = MsgAnchorReceipts{}
+	mi := &file_govchain_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MsgAnchorReceipts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MsgAnchorReceipts) ProtoMessage() {}
+
+func (x *MsgAnchorReceipts) ProtoReflect() protoreflect.Message {
+	mi := &file_govchain_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MsgAnchorReceipts.ProtoReflect.Descriptor instead.
+func (*MsgAnchorReceipts) Descriptor() ([]byte, []int) {
+	return file_govchain_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *MsgAnchorReceipts) GetBatches() []*BatchReceipts {
+	if x != nil {
+		return x.Batches
+	}
+	return nil
+}
+
+type BatchRef struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FromRelay     string                 `protobuf:"bytes,1,opt,name=from_relay,json=fromRelay,proto3" json:"from_relay,omitempty"`
+	BatchSeq      uint64                 `protobuf:"varint,2,opt,name=batch_seq,json=batchSeq,proto3" json:"batch_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchRef) Reset() {
+	*x = BatchRef{}
+	mi := &file_govchain_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchRef) ProtoMessage() {}
+
+func (x *BatchRef) ProtoReflect() protoreflect.Message {
+	mi := &file_govchain_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchRef.ProtoReflect.Descriptor instead.
+func (*BatchRef) Descriptor() ([]byte, []int) {
+	return file_govchain_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *BatchRef) GetFromRelay() string {
+	if x != nil {
+		return x.FromRelay
+	}
+	return ""
+}
+
+func (x *BatchRef) GetBatchSeq() uint64 {
+	if x != nil {
+		return x.BatchSeq
+	}
+	return 0
+}
+
+// The verifier (run by the source relay) confirms batches whose receipts it
+// proved against their anchors and found on the destination chain.
+type MsgConfirmBatches struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Batches       []*BatchRef            `protobuf:"bytes,1,rep,name=batches,proto3" json:"batches,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MsgConfirmBatches) Reset() {
+	*x = MsgConfirmBatches{}
+	mi := &file_govchain_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MsgConfirmBatches) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MsgConfirmBatches) ProtoMessage() {}
+
+func (x *MsgConfirmBatches) ProtoReflect() protoreflect.Message {
+	mi := &file_govchain_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MsgConfirmBatches.ProtoReflect.Descriptor instead.
+func (*MsgConfirmBatches) Descriptor() ([]byte, []int) {
+	return file_govchain_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *MsgConfirmBatches) GetBatches() []*BatchRef {
+	if x != nil {
+		return x.Batches
+	}
+	return nil
+}
+
+type PacketRef struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pipe          string                 `protobuf:"bytes,1,opt,name=pipe,proto3" json:"pipe,omitempty"`
+	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PacketRef) Reset() {
+	*x = PacketRef{}
+	mi := &file_govchain_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PacketRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PacketRef) ProtoMessage() {}
+
+func (x *PacketRef) ProtoReflect() protoreflect.Message {
+	mi := &file_govchain_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PacketRef.ProtoReflect.Descriptor instead.
+func (*PacketRef) Descriptor() ([]byte, []int) {
+	return file_govchain_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *PacketRef) GetPipe() string {
+	if x != nil {
+		return x.Pipe
+	}
+	return ""
+}
+
+func (x *PacketRef) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+// A transition off the happy path, for one or more packets.
+type MsgTxException struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Packets       []*PacketRef           `protobuf:"bytes,1,rep,name=packets,proto3" json:"packets,omitempty"`
+	State         PacketState            `protobuf:"varint,2,opt,name=state,proto3,enum=ccgp.govchain.v1.PacketState" json:"state,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MsgTxException) Reset() {
+	*x = MsgTxException{}
+	mi := &file_govchain_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MsgTxException) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MsgTxException) ProtoMessage() {}
+
+func (x *MsgTxException) ProtoReflect() protoreflect.Message {
+	mi := &file_govchain_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MsgTxException.ProtoReflect.Descriptor instead.
+func (*MsgTxException) Descriptor() ([]byte, []int) {
+	return file_govchain_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *MsgTxException) GetPackets() []*PacketRef {
+	if x != nil {
+		return x.Packets
+	}
+	return nil
+}
+
+func (x *MsgTxException) GetState() PacketState {
+	if x != nil {
+		return x.State
+	}
+	return PacketState_PACKET_STATE_UNSPECIFIED
+}
+
+func (x *MsgTxException) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// A person's decision on packets in MANUAL: "retry", "rollback" or "accept".
+type MsgResolve struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Packets       []*PacketRef           `protobuf:"bytes,1,rep,name=packets,proto3" json:"packets,omitempty"`
+	Action        string                 `protobuf:"bytes,2,opt,name=action,proto3" json:"action,omitempty"`
+	Note          string                 `protobuf:"bytes,3,opt,name=note,proto3" json:"note,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MsgResolve) Reset() {
+	*x = MsgResolve{}
+	mi := &file_govchain_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MsgResolve) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MsgResolve) ProtoMessage() {}
+
+func (x *MsgResolve) ProtoReflect() protoreflect.Message {
+	mi := &file_govchain_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MsgResolve.ProtoReflect.Descriptor instead.
+func (*MsgResolve) Descriptor() ([]byte, []int) {
+	return file_govchain_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *MsgResolve) GetPackets() []*PacketRef {
+	if x != nil {
+		return x.Packets
+	}
+	return nil
+}
+
+func (x *MsgResolve) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *MsgResolve) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+// Record: a batch and its anchors.
+type BatchAnchor struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	FromRelay       string                 `protobuf:"bytes,1,opt,name=from_relay,json=fromRelay,proto3" json:"from_relay,omitempty"`
+	ToRelay         string                 `protobuf:"bytes,2,opt,name=to_relay,json=toRelay,proto3" json:"to_relay,omitempty"`
+	BatchSeq        uint64                 `protobuf:"varint,3,opt,name=batch_seq,json=batchSeq,proto3" json:"batch_seq,omitempty"`
+	MerkleRoot      []byte                 `protobuf:"bytes,4,opt,name=merkle_root,json=merkleRoot,proto3" json:"merkle_root,omitempty"`
+	Count           uint32                 `protobuf:"varint,5,opt,name=count,proto3" json:"count,omitempty"`
+	Ranges          []*PipeRange           `protobuf:"bytes,6,rep,name=ranges,proto3" json:"ranges,omitempty"`
+	OpenedHeight    uint64                 `protobuf:"varint,7,opt,name=opened_height,json=openedHeight,proto3" json:"opened_height,omitempty"`
+	ReceiptRoot     []byte                 `protobuf:"bytes,8,opt,name=receipt_root,json=receiptRoot,proto3" json:"receipt_root,omitempty"`
+	Statuses        []byte                 `protobuf:"bytes,9,opt,name=statuses,proto3" json:"statuses,omitempty"`
+	ReceiptedHeight uint64                 `protobuf:"varint,10,opt,name=receipted_height,json=receiptedHeight,proto3" json:"receipted_height,omitempty"`
+	ConfirmedHeight uint64                 `protobuf:"varint,11,opt,name=confirmed_height,json=confirmedHeight,proto3" json:"confirmed_height,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *BatchAnchor) Reset() {
+	*x = BatchAnchor{}
+	mi := &file_govchain_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchAnchor) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchAnchor) ProtoMessage() {}
+
+func (x *BatchAnchor) ProtoReflect() protoreflect.Message {
+	mi := &file_govchain_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchAnchor.ProtoReflect.Descriptor instead.
+func (*BatchAnchor) Descriptor() ([]byte, []int) {
+	return file_govchain_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *BatchAnchor) GetFromRelay() string {
+	if x != nil {
+		return x.FromRelay
+	}
+	return ""
+}
+
+func (x *BatchAnchor) GetToRelay() string {
+	if x != nil {
+		return x.ToRelay
+	}
+	return ""
+}
+
+func (x *BatchAnchor) GetBatchSeq() uint64 {
+	if x != nil {
+		return x.BatchSeq
+	}
+	return 0
+}
+
+func (x *BatchAnchor) GetMerkleRoot() []byte {
+	if x != nil {
+		return x.MerkleRoot
+	}
+	return nil
+}
+
+func (x *BatchAnchor) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *BatchAnchor) GetRanges() []*PipeRange {
+	if x != nil {
+		return x.Ranges
+	}
+	return nil
+}
+
+func (x *BatchAnchor) GetOpenedHeight() uint64 {
+	if x != nil {
+		return x.OpenedHeight
+	}
+	return 0
+}
+
+func (x *BatchAnchor) GetReceiptRoot() []byte {
+	if x != nil {
+		return x.ReceiptRoot
+	}
+	return nil
+}
+
+func (x *BatchAnchor) GetStatuses() []byte {
+	if x != nil {
+		return x.Statuses
+	}
+	return nil
+}
+
+func (x *BatchAnchor) GetReceiptedHeight() uint64 {
+	if x != nil {
+		return x.ReceiptedHeight
+	}
+	return 0
+}
+
+func (x *BatchAnchor) GetConfirmedHeight() uint64 {
+	if x != nil {
+		return x.ConfirmedHeight
+	}
+	return 0
+}
+
+// Record: where a pipe's range was anchored (key l/<pipe>/<first>).
+type LedgerEntry struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Pipe      string                 `protobuf:"bytes,1,opt,name=pipe,proto3" json:"pipe,omitempty"`
+	First     uint64                 `protobuf:"varint,2,opt,name=first,proto3" json:"first,omitempty"`
+	Last      uint64                 `protobuf:"varint,3,opt,name=last,proto3" json:"last,omitempty"`
+	Offset    uint32                 `protobuf:"varint,4,opt,name=offset,proto3" json:"offset,omitempty"`
+	FromRelay string                 `protobuf:"bytes,5,opt,name=from_relay,json=fromRelay,proto3" json:"from_relay,omitempty"`
+	BatchSeq  uint64                 `protobuf:"varint,6,opt,name=batch_seq,json=batchSeq,proto3" json:"batch_seq,omitempty"`
+	// One byte per sequence first..last: 0 = no receipt yet, else the
+	// receipt's amdp.ReceiptStatus, with 0x80 set once confirmed.
+	Statuses      []byte `protobuf:"bytes,7,opt,name=statuses,proto3" json:"statuses,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LedgerEntry) Reset() {
+	*x = LedgerEntry{}
+	mi := &file_govchain_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LedgerEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LedgerEntry) ProtoMessage() {}
+
+func (x *LedgerEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_govchain_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LedgerEntry.ProtoReflect.Descriptor instead.
+func (*LedgerEntry) Descriptor() ([]byte, []int) {
+	return file_govchain_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *LedgerEntry) GetPipe() string {
+	if x != nil {
+		return x.Pipe
+	}
+	return ""
+}
+
+func (x *LedgerEntry) GetFirst() uint64 {
+	if x != nil {
+		return x.First
+	}
+	return 0
+}
+
+func (x *LedgerEntry) GetLast() uint64 {
+	if x != nil {
+		return x.Last
+	}
+	return 0
+}
+
+func (x *LedgerEntry) GetOffset() uint32 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *LedgerEntry) GetFromRelay() string {
+	if x != nil {
+		return x.FromRelay
+	}
+	return ""
+}
+
+func (x *LedgerEntry) GetBatchSeq() uint64 {
+	if x != nil {
+		return x.BatchSeq
+	}
+	return 0
+}
+
+func (x *LedgerEntry) GetStatuses() []byte {
+	if x != nil {
+		return x.Statuses
+	}
+	return nil
+}
+
+type Transition struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	State         PacketState            `protobuf:"varint,1,opt,name=state,proto3,enum=ccgp.govchain.v1.PacketState" json:"state,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	Height        uint64                 `protobuf:"varint,3,opt,name=height,proto3" json:"height,omitempty"`
+	By            []byte                 `protobuf:"bytes,4,opt,name=by,proto3" json:"by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Transition) Reset() {
+	*x = Transition{}
+	mi := &file_govchain_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Transition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Transition) ProtoMessage() {}
+
+func (x *Transition) ProtoReflect() protoreflect.Message {
+	mi := &file_govchain_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Transition.ProtoReflect.Descriptor instead.
+func (*Transition) Descriptor() ([]byte, []int) {
+	return file_govchain_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *Transition) GetState() PacketState {
+	if x != nil {
+		return x.State
+	}
+	return PacketState_PACKET_STATE_UNSPECIFIED
+}
+
+func (x *Transition) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Transition) GetHeight() uint64 {
+	if x != nil {
+		return x.Height
+	}
+	return 0
+}
+
+func (x *Transition) GetBy() []byte {
+	if x != nil {
+		return x.By
+	}
+	return nil
+}
+
+// Record: a packet that left the happy path, with its history.
+type TxException struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pipe          string                 `protobuf:"bytes,1,opt,name=pipe,proto3" json:"pipe,omitempty"`
+	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	PacketId      []byte                 `protobuf:"bytes,3,opt,name=packet_id,json=packetId,proto3" json:"packet_id,omitempty"`
+	State         PacketState            `protobuf:"varint,4,opt,name=state,proto3,enum=ccgp.govchain.v1.PacketState" json:"state,omitempty"`
+	Reason        string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	Attempts      uint32                 `protobuf:"varint,6,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	Height        uint64                 `protobuf:"varint,7,opt,name=height,proto3" json:"height,omitempty"`
+	History       []*Transition          `protobuf:"bytes,8,rep,name=history,proto3" json:"history,omitempty"`
+	Resolution    string                 `protobuf:"bytes,9,opt,name=resolution,proto3" json:"resolution,omitempty"` // the person's action, once RESOLVED
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxException) Reset() {
+	*x = TxException{}
+	mi := &file_govchain_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxException) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxException) ProtoMessage() {}
+
+func (x *TxException) ProtoReflect() protoreflect.Message {
+	mi := &file_govchain_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxException.ProtoReflect.Descriptor instead.
+func (*TxException) Descriptor() ([]byte, []int) {
+	return file_govchain_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *TxException) GetPipe() string {
+	if x != nil {
+		return x.Pipe
+	}
+	return ""
+}
+
+func (x *TxException) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *TxException) GetPacketId() []byte {
+	if x != nil {
+		return x.PacketId
+	}
+	return nil
+}
+
+func (x *TxException) GetState() PacketState {
+	if x != nil {
+		return x.State
+	}
+	return PacketState_PACKET_STATE_UNSPECIFIED
+}
+
+func (x *TxException) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *TxException) GetAttempts() uint32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *TxException) GetHeight() uint64 {
+	if x != nil {
+		return x.Height
+	}
+	return 0
+}
+
+func (x *TxException) GetHistory() []*Transition {
+	if x != nil {
+		return x.History
+	}
+	return nil
+}
+
+func (x *TxException) GetResolution() string {
+	if x != nil {
+		return x.Resolution
+	}
+	return ""
+}
+
+// A packet's state as the chain derives it, for `ccgp tx show`.
+type PacketStatus struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pipe          string                 `protobuf:"bytes,1,opt,name=pipe,proto3" json:"pipe,omitempty"`
+	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	PacketId      []byte                 `protobuf:"bytes,3,opt,name=packet_id,json=packetId,proto3" json:"packet_id,omitempty"`
+	State         PacketState            `protobuf:"varint,4,opt,name=state,proto3,enum=ccgp.govchain.v1.PacketState" json:"state,omitempty"`
+	Ledger        *LedgerEntry           `protobuf:"bytes,5,opt,name=ledger,proto3" json:"ledger,omitempty"`
+	Anchor        *BatchAnchor           `protobuf:"bytes,6,opt,name=anchor,proto3" json:"anchor,omitempty"`
+	Exception     *TxException           `protobuf:"bytes,7,opt,name=exception,proto3" json:"exception,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PacketStatus) Reset() {
+	*x = PacketStatus{}
+	mi := &file_govchain_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PacketStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PacketStatus) ProtoMessage() {}
+
+func (x *PacketStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_govchain_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PacketStatus.ProtoReflect.Descriptor instead.
+func (*PacketStatus) Descriptor() ([]byte, []int) {
+	return file_govchain_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *PacketStatus) GetPipe() string {
+	if x != nil {
+		return x.Pipe
+	}
+	return ""
+}
+
+func (x *PacketStatus) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *PacketStatus) GetPacketId() []byte {
+	if x != nil {
+		return x.PacketId
+	}
+	return nil
+}
+
+func (x *PacketStatus) GetState() PacketState {
+	if x != nil {
+		return x.State
+	}
+	return PacketState_PACKET_STATE_UNSPECIFIED
+}
+
+func (x *PacketStatus) GetLedger() *LedgerEntry {
+	if x != nil {
+		return x.Ledger
+	}
+	return nil
+}
+
+func (x *PacketStatus) GetAnchor() *BatchAnchor {
+	if x != nil {
+		return x.Anchor
+	}
+	return nil
+}
+
+func (x *PacketStatus) GetException() *TxException {
+	if x != nil {
+		return x.Exception
+	}
+	return nil
+}
+
 type KV struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
@@ -2946,7 +4258,7 @@ type KV struct {
 
 func (x *KV) Reset() {
 	*x = KV{}
-	mi := &file_govchain_proto_msgTypes[31]
+	mi := &file_govchain_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2958,7 +4270,7 @@ func (x *KV) String() string {
 func (*KV) ProtoMessage() {}
 
 func (x *KV) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[31]
+	mi := &file_govchain_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2971,7 +4283,7 @@ func (x *KV) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KV.ProtoReflect.Descriptor instead.
 func (*KV) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{31}
+	return file_govchain_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *KV) GetKey() []byte {
@@ -2998,7 +4310,7 @@ type ListResult struct {
 
 func (x *ListResult) Reset() {
 	*x = ListResult{}
-	mi := &file_govchain_proto_msgTypes[32]
+	mi := &file_govchain_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3010,7 +4322,7 @@ func (x *ListResult) String() string {
 func (*ListResult) ProtoMessage() {}
 
 func (x *ListResult) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[32]
+	mi := &file_govchain_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3023,7 +4335,7 @@ func (x *ListResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResult.ProtoReflect.Descriptor instead.
 func (*ListResult) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{32}
+	return file_govchain_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ListResult) GetItems() []*KV {
@@ -3073,7 +4385,7 @@ const file_govchain_proto_rawDesc = "" +
 	"\x03org\x18\x01 \x01(\tR\x03org\x12\x14\n" +
 	"\x05voter\x18\x02 \x01(\fR\x05voter\x12\x18\n" +
 	"\aapprove\x18\x03 \x01(\bR\aapprove\x12\x16\n" +
-	"\x06height\x18\x04 \x01(\x04R\x06height\"\xe4\x03\n" +
+	"\x06height\x18\x04 \x01(\x04R\x06height\"\x9b\x04\n" +
 	"\bProposal\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x122\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1e.ccgp.govchain.v1.ProposalKindR\x04kind\x12\x18\n" +
@@ -3092,7 +4404,8 @@ const file_govchain_proto_rawDesc = "" +
 	"\n" +
 	"quorum_num\x18\f \x01(\rR\tquorumNum\x12\x1d\n" +
 	"\n" +
-	"quorum_den\x18\r \x01(\rR\tquorumDen\"\xf1\x01\n" +
+	"quorum_den\x18\r \x01(\rR\tquorumDen\x125\n" +
+	"\x04mode\x18\x0e \x01(\x0e2!.ccgp.govchain.v1.ConsistencyModeR\x04mode\"\xf1\x01\n" +
 	"\x04Node\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03org\x18\x02 \x01(\tR\x03org\x12.\n" +
@@ -3177,7 +4490,8 @@ const file_govchain_proto_rawDesc = "" +
 	"\x05suite\x18\x02 \x01(\tR\x05suite\x12\x1d\n" +
 	"\n" +
 	"public_key\x18\x03 \x01(\fR\tpublicKey\x12\x1c\n" +
-	"\tsignature\x18\x04 \x01(\fR\tsignature\"\xa8\a\n" +
+	"\tsignature\x18\x04 \x01(\fR\tsignature\"\xe4\n" +
+	"\n" +
 	"\x06TxBody\x12\x19\n" +
 	"\bchain_id\x18\x01 \x01(\tR\achainId\x12\x14\n" +
 	"\x05nonce\x18\x02 \x01(\x04R\x05nonce\x12<\n" +
@@ -3195,7 +4509,13 @@ const file_govchain_proto_rawDesc = "" +
 	"\x0eauthorize_pipe\x18\x13 \x01(\v2\".ccgp.govchain.v1.MsgAuthorizePipeH\x00R\rauthorizePipe\x12E\n" +
 	"\fsuspend_pipe\x18\x14 \x01(\v2 .ccgp.govchain.v1.MsgSuspendPipeH\x00R\vsuspendPipe\x12B\n" +
 	"\vresume_pipe\x18\x15 \x01(\v2\x1f.ccgp.govchain.v1.MsgResumePipeH\x00R\n" +
-	"resumePipeB\x05\n" +
+	"resumePipe\x12R\n" +
+	"\x11propose_pipe_mode\x18\x16 \x01(\v2$.ccgp.govchain.v1.MsgProposePipeModeH\x00R\x0fproposePipeMode\x12E\n" +
+	"\fopen_batches\x18\x17 \x01(\v2 .ccgp.govchain.v1.MsgOpenBatchesH\x00R\vopenBatches\x12N\n" +
+	"\x0fanchor_receipts\x18\x18 \x01(\v2#.ccgp.govchain.v1.MsgAnchorReceiptsH\x00R\x0eanchorReceipts\x12N\n" +
+	"\x0fconfirm_batches\x18\x19 \x01(\v2#.ccgp.govchain.v1.MsgConfirmBatchesH\x00R\x0econfirmBatches\x12E\n" +
+	"\ftx_exception\x18\x1a \x01(\v2 .ccgp.govchain.v1.MsgTxExceptionH\x00R\vtxException\x128\n" +
+	"\aresolve\x18\x1b \x01(\v2\x1c.ccgp.govchain.v1.MsgResolveH\x00R\aresolveB\x05\n" +
 	"\x03msg\"T\n" +
 	"\vMsgApplyOrg\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
@@ -3248,7 +4568,102 @@ const file_govchain_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x1f\n" +
 	"\rMsgResumePipe\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\",\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"_\n" +
+	"\x12MsgProposePipeMode\x12\x12\n" +
+	"\x04pipe\x18\x01 \x01(\tR\x04pipe\x125\n" +
+	"\x04mode\x18\x02 \x01(\x0e2!.ccgp.govchain.v1.ConsistencyModeR\x04mode\"a\n" +
+	"\tPipeRange\x12\x12\n" +
+	"\x04pipe\x18\x01 \x01(\tR\x04pipe\x12\x14\n" +
+	"\x05first\x18\x02 \x01(\x04R\x05first\x12\x12\n" +
+	"\x04last\x18\x03 \x01(\x04R\x04last\x12\x16\n" +
+	"\x06offset\x18\x04 \x01(\rR\x06offset\"\xce\x01\n" +
+	"\tBatchOpen\x12\x1d\n" +
+	"\n" +
+	"from_relay\x18\x01 \x01(\tR\tfromRelay\x12\x19\n" +
+	"\bto_relay\x18\x02 \x01(\tR\atoRelay\x12\x1b\n" +
+	"\tbatch_seq\x18\x03 \x01(\x04R\bbatchSeq\x12\x1f\n" +
+	"\vmerkle_root\x18\x04 \x01(\fR\n" +
+	"merkleRoot\x12\x14\n" +
+	"\x05count\x18\x05 \x01(\rR\x05count\x123\n" +
+	"\x06ranges\x18\x06 \x03(\v2\x1b.ccgp.govchain.v1.PipeRangeR\x06ranges\"G\n" +
+	"\x0eMsgOpenBatches\x125\n" +
+	"\abatches\x18\x01 \x03(\v2\x1b.ccgp.govchain.v1.BatchOpenR\abatches\"\x8a\x01\n" +
+	"\rBatchReceipts\x12\x1d\n" +
+	"\n" +
+	"from_relay\x18\x01 \x01(\tR\tfromRelay\x12\x1b\n" +
+	"\tbatch_seq\x18\x02 \x01(\x04R\bbatchSeq\x12!\n" +
+	"\freceipt_root\x18\x03 \x01(\fR\vreceiptRoot\x12\x1a\n" +
+	"\bstatuses\x18\x04 \x01(\fR\bstatuses\"N\n" +
+	"\x11MsgAnchorReceipts\x129\n" +
+	"\abatches\x18\x01 \x03(\v2\x1f.ccgp.govchain.v1.BatchReceiptsR\abatches\"F\n" +
+	"\bBatchRef\x12\x1d\n" +
+	"\n" +
+	"from_relay\x18\x01 \x01(\tR\tfromRelay\x12\x1b\n" +
+	"\tbatch_seq\x18\x02 \x01(\x04R\bbatchSeq\"I\n" +
+	"\x11MsgConfirmBatches\x124\n" +
+	"\abatches\x18\x01 \x03(\v2\x1a.ccgp.govchain.v1.BatchRefR\abatches\"1\n" +
+	"\tPacketRef\x12\x12\n" +
+	"\x04pipe\x18\x01 \x01(\tR\x04pipe\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"\x94\x01\n" +
+	"\x0eMsgTxException\x125\n" +
+	"\apackets\x18\x01 \x03(\v2\x1b.ccgp.govchain.v1.PacketRefR\apackets\x123\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x1d.ccgp.govchain.v1.PacketStateR\x05state\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"o\n" +
+	"\n" +
+	"MsgResolve\x125\n" +
+	"\apackets\x18\x01 \x03(\v2\x1b.ccgp.govchain.v1.PacketRefR\apackets\x12\x16\n" +
+	"\x06action\x18\x02 \x01(\tR\x06action\x12\x12\n" +
+	"\x04note\x18\x03 \x01(\tR\x04note\"\x8a\x03\n" +
+	"\vBatchAnchor\x12\x1d\n" +
+	"\n" +
+	"from_relay\x18\x01 \x01(\tR\tfromRelay\x12\x19\n" +
+	"\bto_relay\x18\x02 \x01(\tR\atoRelay\x12\x1b\n" +
+	"\tbatch_seq\x18\x03 \x01(\x04R\bbatchSeq\x12\x1f\n" +
+	"\vmerkle_root\x18\x04 \x01(\fR\n" +
+	"merkleRoot\x12\x14\n" +
+	"\x05count\x18\x05 \x01(\rR\x05count\x123\n" +
+	"\x06ranges\x18\x06 \x03(\v2\x1b.ccgp.govchain.v1.PipeRangeR\x06ranges\x12#\n" +
+	"\ropened_height\x18\a \x01(\x04R\fopenedHeight\x12!\n" +
+	"\freceipt_root\x18\b \x01(\fR\vreceiptRoot\x12\x1a\n" +
+	"\bstatuses\x18\t \x01(\fR\bstatuses\x12)\n" +
+	"\x10receipted_height\x18\n" +
+	" \x01(\x04R\x0freceiptedHeight\x12)\n" +
+	"\x10confirmed_height\x18\v \x01(\x04R\x0fconfirmedHeight\"\xbb\x01\n" +
+	"\vLedgerEntry\x12\x12\n" +
+	"\x04pipe\x18\x01 \x01(\tR\x04pipe\x12\x14\n" +
+	"\x05first\x18\x02 \x01(\x04R\x05first\x12\x12\n" +
+	"\x04last\x18\x03 \x01(\x04R\x04last\x12\x16\n" +
+	"\x06offset\x18\x04 \x01(\rR\x06offset\x12\x1d\n" +
+	"\n" +
+	"from_relay\x18\x05 \x01(\tR\tfromRelay\x12\x1b\n" +
+	"\tbatch_seq\x18\x06 \x01(\x04R\bbatchSeq\x12\x1a\n" +
+	"\bstatuses\x18\a \x01(\fR\bstatuses\"\x81\x01\n" +
+	"\n" +
+	"Transition\x123\n" +
+	"\x05state\x18\x01 \x01(\x0e2\x1d.ccgp.govchain.v1.PacketStateR\x05state\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x16\n" +
+	"\x06height\x18\x03 \x01(\x04R\x06height\x12\x0e\n" +
+	"\x02by\x18\x04 \x01(\fR\x02by\"\xa9\x02\n" +
+	"\vTxException\x12\x12\n" +
+	"\x04pipe\x18\x01 \x01(\tR\x04pipe\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1b\n" +
+	"\tpacket_id\x18\x03 \x01(\fR\bpacketId\x123\n" +
+	"\x05state\x18\x04 \x01(\x0e2\x1d.ccgp.govchain.v1.PacketStateR\x05state\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12\x1a\n" +
+	"\battempts\x18\x06 \x01(\rR\battempts\x12\x16\n" +
+	"\x06height\x18\a \x01(\x04R\x06height\x126\n" +
+	"\ahistory\x18\b \x03(\v2\x1c.ccgp.govchain.v1.TransitionR\ahistory\x12\x1e\n" +
+	"\n" +
+	"resolution\x18\t \x01(\tR\n" +
+	"resolution\"\xb1\x02\n" +
+	"\fPacketStatus\x12\x12\n" +
+	"\x04pipe\x18\x01 \x01(\tR\x04pipe\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1b\n" +
+	"\tpacket_id\x18\x03 \x01(\fR\bpacketId\x123\n" +
+	"\x05state\x18\x04 \x01(\x0e2\x1d.ccgp.govchain.v1.PacketStateR\x05state\x125\n" +
+	"\x06ledger\x18\x05 \x01(\v2\x1d.ccgp.govchain.v1.LedgerEntryR\x06ledger\x125\n" +
+	"\x06anchor\x18\x06 \x01(\v2\x1d.ccgp.govchain.v1.BatchAnchorR\x06anchor\x12;\n" +
+	"\texception\x18\a \x01(\v2\x1d.ccgp.govchain.v1.TxExceptionR\texception\",\n" +
 	"\x02KV\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\"V\n" +
@@ -3286,12 +4701,13 @@ const file_govchain_proto_rawDesc = "" +
 	"\x17NODE_STATUS_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fNODE_PENDING\x10\x01\x12\x0f\n" +
 	"\vNODE_ACTIVE\x10\x02\x12\x11\n" +
-	"\rNODE_REJECTED\x10\x03*{\n" +
+	"\rNODE_REJECTED\x10\x03*\x93\x01\n" +
 	"\fProposalKind\x12\x1d\n" +
 	"\x19PROPOSAL_KIND_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12PROPOSAL_ADMIT_ORG\x10\x01\x12\x18\n" +
 	"\x14PROPOSAL_ADD_ACCOUNT\x10\x02\x12\x1a\n" +
-	"\x16PROPOSAL_ADD_VALIDATOR\x10\x03*\x88\x01\n" +
+	"\x16PROPOSAL_ADD_VALIDATOR\x10\x03\x12\x16\n" +
+	"\x12PROPOSAL_PIPE_MODE\x10\x04*\x88\x01\n" +
 	"\x0eProposalStatus\x12\x1f\n" +
 	"\x1bPROPOSAL_STATUS_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fPROPOSAL_VOTING\x10\x01\x12\x13\n" +
@@ -3307,7 +4723,17 @@ const file_govchain_proto_rawDesc = "" +
 	"\x0fConsistencyMode\x12 \n" +
 	"\x1cCONSISTENCY_MODE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fMODE_OPTIMISTIC\x10\x01\x12\x0f\n" +
-	"\vMODE_STRICT\x10\x02B,Z*github.com/ccgpmesh/ccgp/govchain;govchainb\x06proto3"
+	"\vMODE_STRICT\x10\x02*\xd0\x01\n" +
+	"\vPacketState\x12\x1c\n" +
+	"\x18PACKET_STATE_UNSPECIFIED\x10\x00\x12\x0f\n" +
+	"\vPACKET_OPEN\x10\x01\x12\x14\n" +
+	"\x10PACKET_DELIVERED\x10\x02\x12\x14\n" +
+	"\x10PACKET_CONFIRMED\x10\x03\x12\x11\n" +
+	"\rPACKET_FAILED\x10\x04\x12\x13\n" +
+	"\x0fPACKET_RETRYING\x10\x05\x12\x16\n" +
+	"\x12PACKET_ROLLED_BACK\x10\x06\x12\x11\n" +
+	"\rPACKET_MANUAL\x10\a\x12\x13\n" +
+	"\x0fPACKET_RESOLVED\x10\bB,Z*github.com/ccgpmesh/ccgp/govchain;govchainb\x06proto3"
 
 var (
 	file_govchain_proto_rawDescOnce sync.Once
@@ -3321,8 +4747,8 @@ func file_govchain_proto_rawDescGZIP() []byte {
 	return file_govchain_proto_rawDescData
 }
 
-var file_govchain_proto_enumTypes = make([]protoimpl.EnumInfo, 9)
-var file_govchain_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_govchain_proto_enumTypes = make([]protoimpl.EnumInfo, 10)
+var file_govchain_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_govchain_proto_goTypes = []any{
 	(Role)(0),                   // 0: ccgp.govchain.v1.Role
 	(OrgStatus)(0),              // 1: ccgp.govchain.v1.OrgStatus
@@ -3333,39 +4759,56 @@ var file_govchain_proto_goTypes = []any{
 	(ProposalStatus)(0),         // 6: ccgp.govchain.v1.ProposalStatus
 	(PipeStatus)(0),             // 7: ccgp.govchain.v1.PipeStatus
 	(ConsistencyMode)(0),        // 8: ccgp.govchain.v1.ConsistencyMode
-	(*Params)(nil),              // 9: ccgp.govchain.v1.Params
-	(*Org)(nil),                 // 10: ccgp.govchain.v1.Org
-	(*Account)(nil),             // 11: ccgp.govchain.v1.Account
-	(*Vote)(nil),                // 12: ccgp.govchain.v1.Vote
-	(*Proposal)(nil),            // 13: ccgp.govchain.v1.Proposal
-	(*Node)(nil),                // 14: ccgp.govchain.v1.Node
-	(*Service)(nil),             // 15: ccgp.govchain.v1.Service
-	(*Subchain)(nil),            // 16: ccgp.govchain.v1.Subchain
-	(*App)(nil),                 // 17: ccgp.govchain.v1.App
-	(*Contract)(nil),            // 18: ccgp.govchain.v1.Contract
-	(*PipeEndpoint)(nil),        // 19: ccgp.govchain.v1.PipeEndpoint
-	(*PipeLimits)(nil),          // 20: ccgp.govchain.v1.PipeLimits
-	(*Pipe)(nil),                // 21: ccgp.govchain.v1.Pipe
-	(*GenesisOrg)(nil),          // 22: ccgp.govchain.v1.GenesisOrg
-	(*GenesisAccount)(nil),      // 23: ccgp.govchain.v1.GenesisAccount
-	(*GenesisNode)(nil),         // 24: ccgp.govchain.v1.GenesisNode
-	(*GenesisState)(nil),        // 25: ccgp.govchain.v1.GenesisState
-	(*Tx)(nil),                  // 26: ccgp.govchain.v1.Tx
-	(*TxBody)(nil),              // 27: ccgp.govchain.v1.TxBody
-	(*MsgApplyOrg)(nil),         // 28: ccgp.govchain.v1.MsgApplyOrg
-	(*MsgVote)(nil),             // 29: ccgp.govchain.v1.MsgVote
-	(*MsgProposeAccount)(nil),   // 30: ccgp.govchain.v1.MsgProposeAccount
-	(*MsgRegisterNode)(nil),     // 31: ccgp.govchain.v1.MsgRegisterNode
-	(*MsgRegisterService)(nil),  // 32: ccgp.govchain.v1.MsgRegisterService
-	(*MsgRegisterSubchain)(nil), // 33: ccgp.govchain.v1.MsgRegisterSubchain
-	(*MsgRegisterApp)(nil),      // 34: ccgp.govchain.v1.MsgRegisterApp
-	(*MsgRegisterContract)(nil), // 35: ccgp.govchain.v1.MsgRegisterContract
-	(*MsgApplyPipe)(nil),        // 36: ccgp.govchain.v1.MsgApplyPipe
-	(*MsgAuthorizePipe)(nil),    // 37: ccgp.govchain.v1.MsgAuthorizePipe
-	(*MsgSuspendPipe)(nil),      // 38: ccgp.govchain.v1.MsgSuspendPipe
-	(*MsgResumePipe)(nil),       // 39: ccgp.govchain.v1.MsgResumePipe
-	(*KV)(nil),                  // 40: ccgp.govchain.v1.KV
-	(*ListResult)(nil),          // 41: ccgp.govchain.v1.ListResult
+	(PacketState)(0),            // 9: ccgp.govchain.v1.PacketState
+	(*Params)(nil),              // 10: ccgp.govchain.v1.Params
+	(*Org)(nil),                 // 11: ccgp.govchain.v1.Org
+	(*Account)(nil),             // 12: ccgp.govchain.v1.Account
+	(*Vote)(nil),                // 13: ccgp.govchain.v1.Vote
+	(*Proposal)(nil),            // 14: ccgp.govchain.v1.Proposal
+	(*Node)(nil),                // 15: ccgp.govchain.v1.Node
+	(*Service)(nil),             // 16: ccgp.govchain.v1.Service
+	(*Subchain)(nil),            // 17: ccgp.govchain.v1.Subchain
+	(*App)(nil),                 // 18: ccgp.govchain.v1.App
+	(*Contract)(nil),            // 19: ccgp.govchain.v1.Contract
+	(*PipeEndpoint)(nil),        // 20: ccgp.govchain.v1.PipeEndpoint
+	(*PipeLimits)(nil),          // 21: ccgp.govchain.v1.PipeLimits
+	(*Pipe)(nil),                // 22: ccgp.govchain.v1.Pipe
+	(*GenesisOrg)(nil),          // 23: ccgp.govchain.v1.GenesisOrg
+	(*GenesisAccount)(nil),      // 24: ccgp.govchain.v1.GenesisAccount
+	(*GenesisNode)(nil),         // 25: ccgp.govchain.v1.GenesisNode
+	(*GenesisState)(nil),        // 26: ccgp.govchain.v1.GenesisState
+	(*Tx)(nil),                  // 27: ccgp.govchain.v1.Tx
+	(*TxBody)(nil),              // 28: ccgp.govchain.v1.TxBody
+	(*MsgApplyOrg)(nil),         // 29: ccgp.govchain.v1.MsgApplyOrg
+	(*MsgVote)(nil),             // 30: ccgp.govchain.v1.MsgVote
+	(*MsgProposeAccount)(nil),   // 31: ccgp.govchain.v1.MsgProposeAccount
+	(*MsgRegisterNode)(nil),     // 32: ccgp.govchain.v1.MsgRegisterNode
+	(*MsgRegisterService)(nil),  // 33: ccgp.govchain.v1.MsgRegisterService
+	(*MsgRegisterSubchain)(nil), // 34: ccgp.govchain.v1.MsgRegisterSubchain
+	(*MsgRegisterApp)(nil),      // 35: ccgp.govchain.v1.MsgRegisterApp
+	(*MsgRegisterContract)(nil), // 36: ccgp.govchain.v1.MsgRegisterContract
+	(*MsgApplyPipe)(nil),        // 37: ccgp.govchain.v1.MsgApplyPipe
+	(*MsgAuthorizePipe)(nil),    // 38: ccgp.govchain.v1.MsgAuthorizePipe
+	(*MsgSuspendPipe)(nil),      // 39: ccgp.govchain.v1.MsgSuspendPipe
+	(*MsgResumePipe)(nil),       // 40: ccgp.govchain.v1.MsgResumePipe
+	(*MsgProposePipeMode)(nil),  // 41: ccgp.govchain.v1.MsgProposePipeMode
+	(*PipeRange)(nil),           // 42: ccgp.govchain.v1.PipeRange
+	(*BatchOpen)(nil),           // 43: ccgp.govchain.v1.BatchOpen
+	(*MsgOpenBatches)(nil),      // 44: ccgp.govchain.v1.MsgOpenBatches
+	(*BatchReceipts)(nil),       // 45: ccgp.govchain.v1.BatchReceipts
+	(*MsgAnchorReceipts)(nil),   // 46: ccgp.govchain.v1.MsgAnchorReceipts
+	(*BatchRef)(nil),            // 47: ccgp.govchain.v1.BatchRef
+	(*MsgConfirmBatches)(nil),   // 48: ccgp.govchain.v1.MsgConfirmBatches
+	(*PacketRef)(nil),           // 49: ccgp.govchain.v1.PacketRef
+	(*MsgTxException)(nil),      // 50: ccgp.govchain.v1.MsgTxException
+	(*MsgResolve)(nil),          // 51: ccgp.govchain.v1.MsgResolve
+	(*BatchAnchor)(nil),         // 52: ccgp.govchain.v1.BatchAnchor
+	(*LedgerEntry)(nil),         // 53: ccgp.govchain.v1.LedgerEntry
+	(*Transition)(nil),          // 54: ccgp.govchain.v1.Transition
+	(*TxException)(nil),         // 55: ccgp.govchain.v1.TxException
+	(*PacketStatus)(nil),        // 56: ccgp.govchain.v1.PacketStatus
+	(*KV)(nil),                  // 57: ccgp.govchain.v1.KV
+	(*ListResult)(nil),          // 58: ccgp.govchain.v1.ListResult
 }
 var file_govchain_proto_depIdxs = []int32{
 	1,  // 0: ccgp.govchain.v1.Org.status:type_name -> ccgp.govchain.v1.OrgStatus
@@ -3373,41 +4816,64 @@ var file_govchain_proto_depIdxs = []int32{
 	2,  // 2: ccgp.govchain.v1.Account.status:type_name -> ccgp.govchain.v1.AccountStatus
 	5,  // 3: ccgp.govchain.v1.Proposal.kind:type_name -> ccgp.govchain.v1.ProposalKind
 	6,  // 4: ccgp.govchain.v1.Proposal.status:type_name -> ccgp.govchain.v1.ProposalStatus
-	12, // 5: ccgp.govchain.v1.Proposal.votes:type_name -> ccgp.govchain.v1.Vote
-	3,  // 6: ccgp.govchain.v1.Node.kind:type_name -> ccgp.govchain.v1.NodeKind
-	4,  // 7: ccgp.govchain.v1.Node.status:type_name -> ccgp.govchain.v1.NodeStatus
-	19, // 8: ccgp.govchain.v1.Pipe.source:type_name -> ccgp.govchain.v1.PipeEndpoint
-	19, // 9: ccgp.govchain.v1.Pipe.destination:type_name -> ccgp.govchain.v1.PipeEndpoint
-	7,  // 10: ccgp.govchain.v1.Pipe.status:type_name -> ccgp.govchain.v1.PipeStatus
-	20, // 11: ccgp.govchain.v1.Pipe.limits:type_name -> ccgp.govchain.v1.PipeLimits
-	8,  // 12: ccgp.govchain.v1.Pipe.mode:type_name -> ccgp.govchain.v1.ConsistencyMode
-	0,  // 13: ccgp.govchain.v1.GenesisAccount.role:type_name -> ccgp.govchain.v1.Role
-	9,  // 14: ccgp.govchain.v1.GenesisState.params:type_name -> ccgp.govchain.v1.Params
-	22, // 15: ccgp.govchain.v1.GenesisState.orgs:type_name -> ccgp.govchain.v1.GenesisOrg
-	23, // 16: ccgp.govchain.v1.GenesisState.accounts:type_name -> ccgp.govchain.v1.GenesisAccount
-	24, // 17: ccgp.govchain.v1.GenesisState.nodes:type_name -> ccgp.govchain.v1.GenesisNode
-	28, // 18: ccgp.govchain.v1.TxBody.apply_org:type_name -> ccgp.govchain.v1.MsgApplyOrg
-	29, // 19: ccgp.govchain.v1.TxBody.vote:type_name -> ccgp.govchain.v1.MsgVote
-	30, // 20: ccgp.govchain.v1.TxBody.propose_account:type_name -> ccgp.govchain.v1.MsgProposeAccount
-	31, // 21: ccgp.govchain.v1.TxBody.register_node:type_name -> ccgp.govchain.v1.MsgRegisterNode
-	32, // 22: ccgp.govchain.v1.TxBody.register_service:type_name -> ccgp.govchain.v1.MsgRegisterService
-	33, // 23: ccgp.govchain.v1.TxBody.register_subchain:type_name -> ccgp.govchain.v1.MsgRegisterSubchain
-	34, // 24: ccgp.govchain.v1.TxBody.register_app:type_name -> ccgp.govchain.v1.MsgRegisterApp
-	35, // 25: ccgp.govchain.v1.TxBody.register_contract:type_name -> ccgp.govchain.v1.MsgRegisterContract
-	36, // 26: ccgp.govchain.v1.TxBody.apply_pipe:type_name -> ccgp.govchain.v1.MsgApplyPipe
-	37, // 27: ccgp.govchain.v1.TxBody.authorize_pipe:type_name -> ccgp.govchain.v1.MsgAuthorizePipe
-	38, // 28: ccgp.govchain.v1.TxBody.suspend_pipe:type_name -> ccgp.govchain.v1.MsgSuspendPipe
-	39, // 29: ccgp.govchain.v1.TxBody.resume_pipe:type_name -> ccgp.govchain.v1.MsgResumePipe
-	0,  // 30: ccgp.govchain.v1.MsgProposeAccount.role:type_name -> ccgp.govchain.v1.Role
-	3,  // 31: ccgp.govchain.v1.MsgRegisterNode.kind:type_name -> ccgp.govchain.v1.NodeKind
-	20, // 32: ccgp.govchain.v1.MsgApplyPipe.limits:type_name -> ccgp.govchain.v1.PipeLimits
-	8,  // 33: ccgp.govchain.v1.MsgApplyPipe.mode:type_name -> ccgp.govchain.v1.ConsistencyMode
-	40, // 34: ccgp.govchain.v1.ListResult.items:type_name -> ccgp.govchain.v1.KV
-	35, // [35:35] is the sub-list for method output_type
-	35, // [35:35] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	13, // 5: ccgp.govchain.v1.Proposal.votes:type_name -> ccgp.govchain.v1.Vote
+	8,  // 6: ccgp.govchain.v1.Proposal.mode:type_name -> ccgp.govchain.v1.ConsistencyMode
+	3,  // 7: ccgp.govchain.v1.Node.kind:type_name -> ccgp.govchain.v1.NodeKind
+	4,  // 8: ccgp.govchain.v1.Node.status:type_name -> ccgp.govchain.v1.NodeStatus
+	20, // 9: ccgp.govchain.v1.Pipe.source:type_name -> ccgp.govchain.v1.PipeEndpoint
+	20, // 10: ccgp.govchain.v1.Pipe.destination:type_name -> ccgp.govchain.v1.PipeEndpoint
+	7,  // 11: ccgp.govchain.v1.Pipe.status:type_name -> ccgp.govchain.v1.PipeStatus
+	21, // 12: ccgp.govchain.v1.Pipe.limits:type_name -> ccgp.govchain.v1.PipeLimits
+	8,  // 13: ccgp.govchain.v1.Pipe.mode:type_name -> ccgp.govchain.v1.ConsistencyMode
+	0,  // 14: ccgp.govchain.v1.GenesisAccount.role:type_name -> ccgp.govchain.v1.Role
+	10, // 15: ccgp.govchain.v1.GenesisState.params:type_name -> ccgp.govchain.v1.Params
+	23, // 16: ccgp.govchain.v1.GenesisState.orgs:type_name -> ccgp.govchain.v1.GenesisOrg
+	24, // 17: ccgp.govchain.v1.GenesisState.accounts:type_name -> ccgp.govchain.v1.GenesisAccount
+	25, // 18: ccgp.govchain.v1.GenesisState.nodes:type_name -> ccgp.govchain.v1.GenesisNode
+	29, // 19: ccgp.govchain.v1.TxBody.apply_org:type_name -> ccgp.govchain.v1.MsgApplyOrg
+	30, // 20: ccgp.govchain.v1.TxBody.vote:type_name -> ccgp.govchain.v1.MsgVote
+	31, // 21: ccgp.govchain.v1.TxBody.propose_account:type_name -> ccgp.govchain.v1.MsgProposeAccount
+	32, // 22: ccgp.govchain.v1.TxBody.register_node:type_name -> ccgp.govchain.v1.MsgRegisterNode
+	33, // 23: ccgp.govchain.v1.TxBody.register_service:type_name -> ccgp.govchain.v1.MsgRegisterService
+	34, // 24: ccgp.govchain.v1.TxBody.register_subchain:type_name -> ccgp.govchain.v1.MsgRegisterSubchain
+	35, // 25: ccgp.govchain.v1.TxBody.register_app:type_name -> ccgp.govchain.v1.MsgRegisterApp
+	36, // 26: ccgp.govchain.v1.TxBody.register_contract:type_name -> ccgp.govchain.v1.MsgRegisterContract
+	37, // 27: ccgp.govchain.v1.TxBody.apply_pipe:type_name -> ccgp.govchain.v1.MsgApplyPipe
+	38, // 28: ccgp.govchain.v1.TxBody.authorize_pipe:type_name -> ccgp.govchain.v1.MsgAuthorizePipe
+	39, // 29: ccgp.govchain.v1.TxBody.suspend_pipe:type_name -> ccgp.govchain.v1.MsgSuspendPipe
+	40, // 30: ccgp.govchain.v1.TxBody.resume_pipe:type_name -> ccgp.govchain.v1.MsgResumePipe
+	41, // 31: ccgp.govchain.v1.TxBody.propose_pipe_mode:type_name -> ccgp.govchain.v1.MsgProposePipeMode
+	44, // 32: ccgp.govchain.v1.TxBody.open_batches:type_name -> ccgp.govchain.v1.MsgOpenBatches
+	46, // 33: ccgp.govchain.v1.TxBody.anchor_receipts:type_name -> ccgp.govchain.v1.MsgAnchorReceipts
+	48, // 34: ccgp.govchain.v1.TxBody.confirm_batches:type_name -> ccgp.govchain.v1.MsgConfirmBatches
+	50, // 35: ccgp.govchain.v1.TxBody.tx_exception:type_name -> ccgp.govchain.v1.MsgTxException
+	51, // 36: ccgp.govchain.v1.TxBody.resolve:type_name -> ccgp.govchain.v1.MsgResolve
+	0,  // 37: ccgp.govchain.v1.MsgProposeAccount.role:type_name -> ccgp.govchain.v1.Role
+	3,  // 38: ccgp.govchain.v1.MsgRegisterNode.kind:type_name -> ccgp.govchain.v1.NodeKind
+	21, // 39: ccgp.govchain.v1.MsgApplyPipe.limits:type_name -> ccgp.govchain.v1.PipeLimits
+	8,  // 40: ccgp.govchain.v1.MsgApplyPipe.mode:type_name -> ccgp.govchain.v1.ConsistencyMode
+	8,  // 41: ccgp.govchain.v1.MsgProposePipeMode.mode:type_name -> ccgp.govchain.v1.ConsistencyMode
+	42, // 42: ccgp.govchain.v1.BatchOpen.ranges:type_name -> ccgp.govchain.v1.PipeRange
+	43, // 43: ccgp.govchain.v1.MsgOpenBatches.batches:type_name -> ccgp.govchain.v1.BatchOpen
+	45, // 44: ccgp.govchain.v1.MsgAnchorReceipts.batches:type_name -> ccgp.govchain.v1.BatchReceipts
+	47, // 45: ccgp.govchain.v1.MsgConfirmBatches.batches:type_name -> ccgp.govchain.v1.BatchRef
+	49, // 46: ccgp.govchain.v1.MsgTxException.packets:type_name -> ccgp.govchain.v1.PacketRef
+	9,  // 47: ccgp.govchain.v1.MsgTxException.state:type_name -> ccgp.govchain.v1.PacketState
+	49, // 48: ccgp.govchain.v1.MsgResolve.packets:type_name -> ccgp.govchain.v1.PacketRef
+	42, // 49: ccgp.govchain.v1.BatchAnchor.ranges:type_name -> ccgp.govchain.v1.PipeRange
+	9,  // 50: ccgp.govchain.v1.Transition.state:type_name -> ccgp.govchain.v1.PacketState
+	9,  // 51: ccgp.govchain.v1.TxException.state:type_name -> ccgp.govchain.v1.PacketState
+	54, // 52: ccgp.govchain.v1.TxException.history:type_name -> ccgp.govchain.v1.Transition
+	9,  // 53: ccgp.govchain.v1.PacketStatus.state:type_name -> ccgp.govchain.v1.PacketState
+	53, // 54: ccgp.govchain.v1.PacketStatus.ledger:type_name -> ccgp.govchain.v1.LedgerEntry
+	52, // 55: ccgp.govchain.v1.PacketStatus.anchor:type_name -> ccgp.govchain.v1.BatchAnchor
+	55, // 56: ccgp.govchain.v1.PacketStatus.exception:type_name -> ccgp.govchain.v1.TxException
+	57, // 57: ccgp.govchain.v1.ListResult.items:type_name -> ccgp.govchain.v1.KV
+	58, // [58:58] is the sub-list for method output_type
+	58, // [58:58] is the sub-list for method input_type
+	58, // [58:58] is the sub-list for extension type_name
+	58, // [58:58] is the sub-list for extension extendee
+	0,  // [0:58] is the sub-list for field type_name
 }
 
 func init() { file_govchain_proto_init() }
@@ -3428,14 +4894,20 @@ func file_govchain_proto_init() {
 		(*TxBody_AuthorizePipe)(nil),
 		(*TxBody_SuspendPipe)(nil),
 		(*TxBody_ResumePipe)(nil),
+		(*TxBody_ProposePipeMode)(nil),
+		(*TxBody_OpenBatches)(nil),
+		(*TxBody_AnchorReceipts)(nil),
+		(*TxBody_ConfirmBatches)(nil),
+		(*TxBody_TxException)(nil),
+		(*TxBody_Resolve)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_govchain_proto_rawDesc), len(file_govchain_proto_rawDesc)),
-			NumEnums:      9,
-			NumMessages:   33,
+			NumEnums:      10,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -2,12 +2,14 @@ package govchain
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	rpcclient "github.com/cometbft/cometbft/rpc/client"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ccgpmesh/ccgp/crypto"
+	"github.com/ccgpmesh/ccgp/mesh/amdp"
 )
 
 // Typed, proven reads. Each returns ErrNoRecord (wrapped with what was
@@ -73,6 +75,126 @@ func List[T proto.Message](ctx context.Context, c *Client, prefix string, newT f
 			return nil, fmt.Errorf("govchain: list %q: record %q: %w", prefix, kv.Key, err)
 		}
 		out = append(out, m)
+	}
+	return out, nil
+}
+
+// PacketStatus derives a packet's state from the chain with every record
+// proven at one height: its exception record (or its proven absence), how
+// far its pipe is anchored, the ledger entry that holds it and its batch
+// anchor. A packet the chain has not seen has state unspecified.
+func (c *Client) PacketStatus(ctx context.Context, pipe string, seq uint64) (*PacketStatus, int64, error) {
+	id := amdp.PacketID(pipe, seq)
+	out := &PacketStatus{Pipe: pipe, Seq: seq, PacketId: id[:]}
+	ex := &TxException{}
+	h, err := c.Get(ctx, KeyException(pipe, seq), ex)
+	switch {
+	case err == nil:
+		out.Exception = ex
+	case !errors.Is(err, ErrNoRecord):
+		return nil, 0, err
+	}
+	thr, _, err := c.GetRaw(ctx, h, KeyThrough(pipe))
+	if err != nil && !errors.Is(err, ErrNoRecord) {
+		return nil, 0, err
+	}
+	if len(thr) == 8 && seq <= beUint64(thr) {
+		q := append(append([]byte(pipe), 0), be64(seq)...)
+		res, err := c.rpc.ABCIQueryWithOptions(ctx, QueryLedgerFind, q, rpcclient.ABCIQueryOptions{Height: h})
+		if err != nil {
+			return nil, 0, fmt.Errorf("govchain: ledger: %w", err)
+		}
+		if res.Response.Code != CodeOK {
+			return nil, 0, fmt.Errorf("govchain: ledger: %s", res.Response.Log)
+		}
+		e := &LedgerEntry{}
+		if _, err := c.GetAt(ctx, h, res.Response.Value, e); err != nil {
+			return nil, 0, fmt.Errorf("ledger entry: %w", err)
+		}
+		if e.Pipe != pipe || seq < e.First || seq > e.Last {
+			return nil, 0, fmt.Errorf("%w: ledger entry %d-%d of %s does not hold seq %d", ErrProof, e.First, e.Last, e.Pipe, seq)
+		}
+		out.Ledger = e
+		a := &BatchAnchor{}
+		if _, err := c.GetAt(ctx, h, KeyBatch(e.FromRelay, e.BatchSeq), a); err != nil {
+			return nil, 0, fmt.Errorf("batch anchor: %w", err)
+		}
+		out.Anchor = a
+	}
+	out.State = DeriveState(out)
+	return out, h, nil
+}
+
+// DeriveState is the state the records imply: an exception governs; else
+// the ledger's receipt status; else OPEN once anchored.
+func DeriveState(s *PacketStatus) PacketState {
+	if s.Exception != nil {
+		return s.Exception.State
+	}
+	if s.Ledger == nil {
+		return PacketState_PACKET_STATE_UNSPECIFIED
+	}
+	st := s.Ledger.Statuses[s.Seq-s.Ledger.First]
+	switch {
+	case st == 0:
+		return PacketState_PACKET_OPEN
+	case st&0x7f == statusDelivered && st&StatusConfirmed != 0:
+		return PacketState_PACKET_CONFIRMED
+	case st&0x7f == statusDelivered:
+		return PacketState_PACKET_DELIVERED
+	default:
+		return PacketState_PACKET_FAILED
+	}
+}
+
+// LedgerRow is one packet of a pipe's ledger.
+type LedgerRow struct {
+	Seq       uint64
+	State     PacketState
+	FromRelay string
+	BatchSeq  uint64
+}
+
+// Ledger lists pipe's packets from..to (at most 10000) with their derived
+// states, from the ledger and exception records (not proven; use
+// PacketStatus for one packet with proofs).
+func (c *Client) Ledger(ctx context.Context, pipe string, from, to uint64) ([]LedgerRow, error) {
+	if from == 0 || to < from || to-from >= 10000 {
+		return nil, fmt.Errorf("govchain: ledger range must be 1 <= from <= to, at most 10000 packets")
+	}
+	entries, err := List(ctx, c, ListLedger(pipe), func() *LedgerEntry { return &LedgerEntry{} })
+	if err != nil {
+		return nil, err
+	}
+	exs, err := List(ctx, c, prefixExcept+pipe+"/", func() *TxException { return &TxException{} })
+	if err != nil {
+		return nil, err
+	}
+	byseq := map[uint64]*TxException{}
+	for _, e := range exs {
+		byseq[e.Seq] = e
+	}
+	var rows []LedgerRow
+	for _, e := range entries {
+		for seq := max(e.First, from); seq <= min(e.Last, to); seq++ {
+			st := &PacketStatus{Seq: seq, Ledger: e, Exception: byseq[seq]}
+			rows = append(rows, LedgerRow{Seq: seq, State: DeriveState(st), FromRelay: e.FromRelay, BatchSeq: e.BatchSeq})
+		}
+	}
+	return rows, nil
+}
+
+// Exceptions lists every exception record (optionally only those in state).
+func (c *Client) Exceptions(ctx context.Context, state PacketState) ([]*TxException, error) {
+	all, err := List(ctx, c, ListExceptions, func() *TxException { return &TxException{} })
+	if err != nil || state == PacketState_PACKET_STATE_UNSPECIFIED {
+		return all, err
+	}
+	var out []*TxException
+	for _, e := range all {
+		if e.State == state {
+			out = append(out, e)
+		}
 	}
 	return out, nil
 }

@@ -25,7 +25,29 @@ const (
 	prefixContract = "k/"
 	prefixPipe     = "i/"
 	keyNextProp    = "G"
+	prefixBatch    = "b/" // b/<from relay>/<batch seq be64>
+	prefixLedger   = "l/" // l/<pipe>/<first seq be64>
+	prefixThrough  = "w/" // w/<pipe>: the highest sequence anchored
+	prefixExcept   = "e/" // e/<pipe>/<seq be64>
 )
+
+// KeyBatch is the key of a batch anchor.
+func KeyBatch(fromRelay string, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte(prefixBatch+fromRelay+"/"), seq)
+}
+
+// KeyLedger is the key of the ledger entry of pipe that starts at first.
+func KeyLedger(pipe string, first uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte(prefixLedger+pipe+"/"), first)
+}
+
+// KeyThrough is the key of the highest sequence of pipe anchored so far.
+func KeyThrough(pipe string) []byte { return []byte(prefixThrough + pipe) }
+
+// KeyException is the key of a packet's exception record.
+func KeyException(pipe string, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte(prefixExcept+pipe+"/"), seq)
+}
 
 // Keys of single records, exported so that clients can ask for proofs.
 func KeyParams() []byte                  { return []byte(prefixParams) }
@@ -46,16 +68,20 @@ func keyOpenProp(deadline, id uint64) []byte {
 
 // Record prefixes for list queries.
 const (
-	ListOrgs      = prefixOrg
-	ListAccounts  = prefixAccount
-	ListProposals = prefixProposal
-	ListNodes     = prefixNode
-	ListServices  = prefixService
-	ListSubchains = prefixSubchain
-	ListApps      = prefixApp
-	ListContracts = prefixContract
-	ListPipes     = prefixPipe
+	ListOrgs       = prefixOrg
+	ListAccounts   = prefixAccount
+	ListProposals  = prefixProposal
+	ListNodes      = prefixNode
+	ListServices   = prefixService
+	ListSubchains  = prefixSubchain
+	ListApps       = prefixApp
+	ListContracts  = prefixContract
+	ListPipes      = prefixPipe
+	ListExceptions = prefixExcept
 )
+
+// ListLedger is the list prefix of one pipe's ledger.
+func ListLedger(pipe string) string { return prefixLedger + pipe + "/" }
 
 // reader is read access to a version of the state.
 type reader interface {

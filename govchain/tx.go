@@ -138,6 +138,18 @@ func Wrap(m proto.Message) *TxBody {
 		b.Msg = &TxBody_SuspendPipe{SuspendPipe: m}
 	case *MsgResumePipe:
 		b.Msg = &TxBody_ResumePipe{ResumePipe: m}
+	case *MsgProposePipeMode:
+		b.Msg = &TxBody_ProposePipeMode{ProposePipeMode: m}
+	case *MsgOpenBatches:
+		b.Msg = &TxBody_OpenBatches{OpenBatches: m}
+	case *MsgAnchorReceipts:
+		b.Msg = &TxBody_AnchorReceipts{AnchorReceipts: m}
+	case *MsgConfirmBatches:
+		b.Msg = &TxBody_ConfirmBatches{ConfirmBatches: m}
+	case *MsgTxException:
+		b.Msg = &TxBody_TxException{TxException: m}
+	case *MsgResolve:
+		b.Msg = &TxBody_Resolve{Resolve: m}
 	default:
 		panic(fmt.Sprintf("govchain.Wrap: %T is not a governance message", m))
 	}
