@@ -9,18 +9,21 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/ccgpmesh/ccgp/compensator"
 	"github.com/ccgpmesh/ccgp/crypto"
 	"github.com/ccgpmesh/ccgp/govchain"
 	"github.com/ccgpmesh/ccgp/ingest/simchain"
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
 	"github.com/ccgpmesh/ccgp/relay"
 	"github.com/ccgpmesh/ccgp/router"
+	"github.com/ccgpmesh/ccgp/verifier"
 )
 
 // ClusterOptions configures an in-process mesh.
@@ -34,6 +37,9 @@ type ClusterOptions struct {
 	Logger        *slog.Logger
 	Step          func(string) // told of each set-up step
 	ShardOpt      func(*router.Config)
+	// Compensation and SendBudget tune the relays' compensators.
+	Compensation compensator.Policy
+	SendBudget   time.Duration
 	// Brokers, if set, is a real Kafka cluster to use instead of the
 	// embedded kfake broker (its topics must exist or be auto-created).
 	Brokers []string
@@ -235,7 +241,12 @@ func (c *Cluster) newRelay(ctx context.Context, p govchain.Participant, addr str
 	r, err := relay.New(ctx, relay.Config{RelayID: p.Relay, Signer: p.RelayKey, Chain: c.Chains[p.Org], Gov: c.Gov,
 		Brokers: c.brokers, Topic: eventsTopic(p.Relay), ListenAddr: addr, Certificate: cert, CAs: c.CA.Pool(),
 		DataDir: filepath.Join(c.dir, "relays", p.Org), Shards: c.opts.Shards, Logger: c.opts.Logger,
-		OnReceipts: c.Tracker.receipts, OnReject: c.Tracker.reject, ShardOpt: c.opts.ShardOpt})
+		OnReceipts: c.Tracker.receipts, OnReject: c.Tracker.reject, ShardOpt: c.opts.ShardOpt,
+		Compensation: c.opts.Compensation, SendBudget: c.opts.SendBudget,
+		Destinations: func(relayID string) (verifier.Finder, bool) {
+			ch, ok := c.Chains[strings.TrimPrefix(relayID, "relay-")]
+			return ch, ok
+		}})
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -23,6 +24,9 @@ type Cache struct {
 	snap atomic.Pointer[cacheSnap]
 	// refreshes counts reloads, for tests and metrics.
 	refreshes atomic.Uint64
+
+	anchorsMu sync.Mutex // guards anchors
+	anchors   map[string]*BatchAnchor
 }
 
 type cacheSnap struct {
@@ -37,7 +41,7 @@ func NewCache(ctx context.Context, c *Client, log *slog.Logger) (*Cache, error) 
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	k := &Cache{c: c, log: log}
+	k := &Cache{c: c, log: log, anchors: map[string]*BatchAnchor{}}
 	if err := k.Refresh(ctx); err != nil {
 		return nil, err
 	}
@@ -159,4 +163,30 @@ func (k *Cache) WaitFor(ctx context.Context, cond func(*Cache) bool) error {
 		}
 	}
 	return nil
+}
+
+// BatchAnchor reads an open-batch anchor from the node (committed state;
+// not proven: the cache trusts its node). Anchors never change once their
+// receipts are anchored, and an open anchor's root and count never change,
+// so found anchors are remembered (bounded).
+func (k *Cache) BatchAnchor(ctx context.Context, fromRelay string, batchSeq uint64) (*BatchAnchor, bool, error) {
+	key := string(KeyBatch(fromRelay, batchSeq))
+	k.anchorsMu.Lock()
+	if a, ok := k.anchors[key]; ok {
+		k.anchorsMu.Unlock()
+		return a, true, nil
+	}
+	k.anchorsMu.Unlock()
+	a := &BatchAnchor{}
+	found, err := k.c.getUnproven(ctx, []byte(key), a)
+	if err != nil || !found {
+		return nil, false, err
+	}
+	k.anchorsMu.Lock()
+	if len(k.anchors) >= 100_000 {
+		k.anchors = map[string]*BatchAnchor{}
+	}
+	k.anchors[key] = a
+	k.anchorsMu.Unlock()
+	return a, true, nil
 }

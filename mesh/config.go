@@ -116,6 +116,21 @@ type Config struct {
 	// StreamTimeout bounds how long a receiving stream may take to bring
 	// its batch, and to take the reply. Default 30 s.
 	StreamTimeout time.Duration
+	// Anchors looks up the governance chain's open-batch anchors: a batch
+	// carrying packets of a strict pipe is delivered only once its anchor is
+	// committed with the batch's Merkle root and count (DESIGN §5). Nil
+	// refuses strict packets.
+	Anchors AnchorView
+	// OnReceipts, if set, is told of every receipt batch this endpoint
+	// signs, after the receipts are stored (the relay anchors them on the
+	// governance chain). It must not block for long.
+	OnReceipts func(b *amdp.Batch, rb *amdp.ReceiptBatch)
+}
+
+// AnchorView reads open-batch anchors; found is false while the anchor is
+// not committed yet.
+type AnchorView interface {
+	BatchAnchor(ctx context.Context, fromRelay string, batchSeq uint64) (a *govchain.BatchAnchor, found bool, err error)
 }
 
 // withDefaults fills the zero fields and checks the rest.

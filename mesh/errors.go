@@ -85,6 +85,11 @@ var (
 	ErrDeliver = errors.New("delivery failed")
 	// ErrStore is the reason of a batch that the dedupe store failed.
 	ErrStore = errors.New("dedupe store failed")
+	// ErrNotAnchored: a batch with strict-pipe packets whose open-batch
+	// anchor is not committed (yet): the sender retries.
+	ErrNotAnchored = errors.New("strict batch not anchored")
+	// ErrAnchorMismatch: the committed anchor has another root or count.
+	ErrAnchorMismatch = errors.New("batch differs from its anchor")
 )
 
 // AuthError reports a failed mutual TLS authentication: who the peer
@@ -162,6 +167,10 @@ func Reason(err error) string {
 		return "wrong_from_relay"
 	case errors.Is(err, ErrBadFrameOrder):
 		return "unexpected_frame"
+	case errors.Is(err, ErrNotAnchored):
+		return "not_anchored"
+	case errors.Is(err, ErrAnchorMismatch):
+		return "anchor_mismatch"
 	case errors.Is(err, ErrUnknownPipe):
 		return "unknown_pipe"
 	case errors.Is(err, ErrPipeInactive):

@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -176,6 +177,9 @@ func (e *Endpoint) receive(ctx context.Context, peerID string, b *amdp.Batch) (*
 	if err := amdp.VerifyBatch(b, suite, pub, e.cfg.Limits); err != nil {
 		return nil, err
 	}
+	if err := e.checkAnchor(ctx, b); err != nil {
+		return nil, err
+	}
 
 	verdicts := e.checkPackets(peerID, b.Packets)
 	receipts, err := e.deliver(ctx, b.Packets, verdicts)
@@ -189,7 +193,42 @@ func (e *Endpoint) receive(ctx context.Context, peerID string, b *amdp.Batch) (*
 	if err := amdp.SealReceiptBatch(rb, e.cfg.Signer); err != nil {
 		return nil, &transient{err}
 	}
+	if e.cfg.OnReceipts != nil {
+		e.cfg.OnReceipts(b, rb)
+	}
 	return rb, nil
+}
+
+// checkAnchor holds back a batch that carries packets of a strict pipe
+// until the source relay's open-batch anchor is committed with the batch's
+// root and count: a missing anchor is transient (the sender retries), a
+// different one refuses the batch.
+func (e *Endpoint) checkAnchor(ctx context.Context, b *amdp.Batch) error {
+	strict := false
+	for _, p := range b.Packets {
+		if pipe, ok := e.cfg.Registry.Pipe(p.PipeId); ok && pipe.GetMode() == govchain.ConsistencyMode_MODE_STRICT {
+			strict = true
+			break
+		}
+	}
+	if !strict {
+		return nil
+	}
+	h := b.Header
+	if e.cfg.Anchors == nil {
+		return fmt.Errorf("%w: batch %d carries strict-pipe packets and this relay has no anchor view", ErrNotAnchored, h.BatchSeq)
+	}
+	a, found, err := e.cfg.Anchors.BatchAnchor(ctx, h.FromRelay, h.BatchSeq)
+	switch {
+	case err != nil:
+		return &transient{fmt.Errorf("%w: batch %d: %v", ErrNotAnchored, h.BatchSeq, err)}
+	case !found:
+		e.m.rejected.WithLabelValues("not_anchored_yet").Inc()
+		return &transient{fmt.Errorf("%w: batch %d of strict pipes is not anchored yet", ErrNotAnchored, h.BatchSeq)}
+	case !bytes.Equal(a.MerkleRoot, h.MerkleRoot) || a.Count != h.PacketCount || a.ToRelay != h.ToRelay:
+		return fmt.Errorf("%w: batch %d differs from its anchor", ErrAnchorMismatch, h.BatchSeq)
+	}
+	return nil
 }
 
 // packetsPerWorker is the smallest share of a batch worth a goroutine:

@@ -10,17 +10,20 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/ccgpmesh/ccgp/compensator"
 	"github.com/ccgpmesh/ccgp/crypto"
 	"github.com/ccgpmesh/ccgp/govchain"
 	"github.com/ccgpmesh/ccgp/ingest"
 	"github.com/ccgpmesh/ccgp/mesh"
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
 	"github.com/ccgpmesh/ccgp/router"
+	"github.com/ccgpmesh/ccgp/verifier"
 )
 
 // Config configures a Relay.
@@ -51,6 +54,19 @@ type Config struct {
 	OnReceipts func(b *amdp.Batch, rb *amdp.ReceiptBatch)
 	// OnReject observes every packet a shard rejected; it must not block.
 	OnReject func(p *amdp.Packet, err error)
+
+	// Destinations returns the chain behind a destination relay, for the
+	// verifier to confirm receipts against; nil or false leaves batches
+	// proven against their anchors but unconfirmed.
+	Destinations func(relayID string) (verifier.Finder, bool)
+	// Compensation bounds the compensator's resends before MANUAL.
+	Compensation compensator.Policy
+	// SendBudget is how long a shard retries a batch before the
+	// compensator takes it (default 30s).
+	SendBudget time.Duration
+	// GovTxEvery is how often the relay packs its governance txs
+	// (anchors, confirmations, exceptions). Default 50ms.
+	GovTxEvery time.Duration
 }
 
 // Relay is one running relay.
@@ -61,6 +77,11 @@ type Relay struct {
 	ep    *mesh.Endpoint
 	prod  *kgo.Client
 	lis   *ingest.Listener
+	txq   *txq
+	ver   *verifier.Verifier
+	comp  *compensator.Compensator
+
+	runCtx atomic.Pointer[context.Context] // set by Run: bounds callbacks from the mesh
 
 	mu     sync.Mutex // guards shards
 	shards []*router.Shard
@@ -99,14 +120,28 @@ func New(ctx context.Context, cfg Config) (*Relay, error) {
 	if r.cache, err = govchain.NewCache(ctx, cfg.Gov, r.log); err != nil {
 		return nil, fmt.Errorf("relay: governance view: %w", err)
 	}
+	r.txq = newTxq(cfg.Gov, cfg.Signer, r.log, cfg.GovTxEvery)
 	r.ep, err = mesh.New(mesh.Config{RelayID: cfg.RelayID, ListenAddr: cfg.ListenAddr, Certificate: cfg.Certificate, CAs: cfg.CAs,
 		Signer: cfg.Signer, Registry: r.cache, Deliverer: cfg.Chain, DedupeDir: filepath.Join(cfg.DataDir, "delivered"),
-		Limits: cfg.Limits, Logger: cfg.Logger, Metrics: cfg.Metrics}) // the mesh labels its own logs
+		Limits: cfg.Limits, Logger: cfg.Logger, Metrics: cfg.Metrics, // the mesh labels its own logs
+		Anchors: r.cache, OnReceipts: r.anchorReceipts})
 	if err != nil {
 		return nil, fmt.Errorf("relay: mesh endpoint: %w", err)
 	}
+	if r.ver, err = verifier.New(verifier.Config{Gov: cfg.Gov, Destination: cfg.Destinations, Recorder: r.txq, Logger: r.log}); err != nil {
+		r.ep.Close()
+		return nil, err
+	}
+	r.comp, err = compensator.New(compensator.Config{RelayID: cfg.RelayID, Signer: cfg.Signer, Sender: r.ep, Anchors: r.txq,
+		Recorder: r.txq, Source: cfg.Chain, Gov: cfg.Gov, Dir: filepath.Join(cfg.DataDir, "compensator"),
+		Policy: cfg.Compensation, Logger: r.log})
+	if err != nil {
+		r.ep.Close()
+		return nil, err
+	}
 	if r.prod, err = ingest.NewKafkaClient(cfg.Brokers); err != nil {
 		r.ep.Close()
+		r.comp.Close()
 		return nil, fmt.Errorf("relay: kafka: %w", err)
 	}
 	r.lis, err = ingest.NewListener(cfg.Chain, r.prod, ingest.FileCheckpoint(filepath.Join(cfg.DataDir, "listener.checkpoint")),
@@ -132,37 +167,50 @@ func (r *Relay) Cache() *govchain.Cache { return r.cache }
 func (r *Relay) ListenerStats() ingest.ListenerStats { return r.lis.Stats() }
 
 // Run runs every part until ctx ends or one fails, then stops them all and
-// releases the relay. It returns nil after a clean stop.
+// releases the relay. It returns nil after a clean stop. The traffic parts
+// (listener, shards) stop first; the services they lean on (governance
+// txs, verifier, compensator, mesh, cache) stop after them, so a shard
+// finishing its last cycle still gets its anchors committed.
 func (r *Relay) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var wg sync.WaitGroup
-	errs := make(chan error, 3+r.cfg.Shards)
-	run := func(name string, f func(context.Context) error) {
+	core, cancelCore := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelCore()
+	var trafficWG, coreWG sync.WaitGroup
+	errs := make(chan error, 8+r.cfg.Shards)
+	run := func(wg *sync.WaitGroup, runCtx context.Context, name string, f func(context.Context) error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := f(ctx); err != nil && ctx.Err() == nil {
+			if err := f(runCtx); err != nil && runCtx.Err() == nil {
 				errs <- fmt.Errorf("relay %s: %s: %w", r.cfg.RelayID, name, err)
 				cancel()
 			}
 		}()
 	}
-	run("governance cache", r.cache.Run)
-	run("mesh", r.ep.Run)
-	run("listener", r.lis.Run)
+	r.runCtx.Store(&core)
+	run(&coreWG, core, "governance cache", r.cache.Run)
+	run(&coreWG, core, "governance txs", r.txq.Run)
+	run(&coreWG, core, "verifier", r.ver.Run)
+	run(&coreWG, core, "compensator", r.comp.Run)
+	run(&coreWG, core, "mesh", r.ep.Run)
+	run(&trafficWG, ctx, "listener", r.lis.Run)
 	for i := 0; i < r.cfg.Shards; i++ {
 		s, err := r.newShard(i)
 		if err != nil {
 			cancel()
-			wg.Wait()
+			trafficWG.Wait()
+			cancelCore()
+			coreWG.Wait()
 			r.release()
 			return err
 		}
-		run(fmt.Sprintf("shard %d", i), s.Run)
+		run(&trafficWG, ctx, fmt.Sprintf("shard %d", i), s.Run)
 	}
 	<-ctx.Done()
-	wg.Wait()
+	trafficWG.Wait()
+	cancelCore()
+	coreWG.Wait()
 	close(errs)
 	var all []error
 	for err := range errs {
@@ -175,7 +223,7 @@ func (r *Relay) release() error {
 	var err error
 	r.closeOnce.Do(func() {
 		r.prod.Close()
-		err = r.ep.Close()
+		err = errors.Join(r.ep.Close(), r.comp.Close())
 	})
 	return err
 }
@@ -220,7 +268,8 @@ func (r *Relay) newShard(i int) (*router.Shard, error) {
 		reg = prometheus.WrapRegistererWith(prometheus.Labels{"relay": r.cfg.RelayID, "shard": fmt.Sprint(i)}, r.cfg.Metrics)
 	}
 	rc := router.Config{RelayID: r.cfg.RelayID, Signer: r.cfg.Signer, Registry: r.cache, Sender: r.ep,
-		Receipts: &receiptLog{r: r}, Brokers: r.cfg.Brokers, Topic: r.cfg.Topic, Limits: r.cfg.Limits,
+		Receipts: &receiptLog{r: r}, Anchors: r.txq, Comp: r.comp, SendBudget: r.cfg.SendBudget,
+		Brokers: r.cfg.Brokers, Topic: r.cfg.Topic, Limits: r.cfg.Limits,
 		OnReject: r.cfg.OnReject, Logger: r.log.With("shard", i), Metrics: reg}
 	if r.cfg.ShardOpt != nil {
 		r.cfg.ShardOpt(&rc)
@@ -241,6 +290,10 @@ func (r *Relay) newShard(i int) (*router.Shard, error) {
 type receiptLog struct{ r *Relay }
 
 func (l *receiptLog) Receipts(ctx context.Context, b *amdp.Batch, rb *amdp.ReceiptBatch) error {
+	// Refusals go to the compensator (durably) before anything is committed.
+	if err := l.r.comp.Receipts(ctx, b, rb); err != nil {
+		return err
+	}
 	v, err := amdp.EncodeReceiptBatch(nil, rb)
 	if err != nil {
 		return err
@@ -251,8 +304,48 @@ func (l *receiptLog) Receipts(ctx context.Context, b *amdp.Batch, rb *amdp.Recei
 	if err := l.r.prod.ProduceSync(ctx, rec).FirstErr(); err != nil {
 		return fmt.Errorf("record receipts: %w", err)
 	}
+	if err := l.r.ver.Enqueue(ctx, b, rb); err != nil {
+		return err
+	}
 	if l.r.cfg.OnReceipts != nil {
 		l.r.cfg.OnReceipts(b, rb)
 	}
 	return nil
 }
+
+// anchorReceipts is the mesh's hook on the destination side: every receipt
+// batch this relay signs is anchored on the governance chain.
+func (r *Relay) anchorReceipts(b *amdp.Batch, rb *amdp.ReceiptBatch) {
+	ctxp := r.runCtx.Load()
+	if ctxp == nil {
+		return
+	}
+	st := make([]byte, len(rb.Receipts))
+	for i, rc := range rb.Receipts {
+		st[i] = byte(rc.Status)
+		if rc.Status == amdp.ReceiptStatus_RECEIPT_STATUS_UNSPECIFIED {
+			st[i] = byte(amdp.StatusRejected) // refused by validation
+		}
+	}
+	err := r.txq.AnchorReceipts(*ctxp, &govchain.BatchReceipts{FromRelay: b.Header.FromRelay, BatchSeq: b.Header.BatchSeq,
+		ReceiptRoot: rb.Header.MerkleRoot, Statuses: st})
+	if err != nil && (*ctxp).Err() == nil {
+		r.log.Warn("receipt anchor not queued", "batch_seq", b.Header.BatchSeq, "err", err)
+	}
+}
+
+// Stats are a relay's counters.
+type Stats struct {
+	Router      router.Stats
+	Gov         TxStats
+	Verifier    verifier.Stats
+	Compensator compensator.Stats
+}
+
+// Stats returns the relay's counters.
+func (r *Relay) Stats() Stats {
+	return Stats{Router: r.ShardStats(), Gov: r.txq.stats(), Verifier: r.ver.Stats(), Compensator: r.comp.Stats()}
+}
+
+// Compensator exposes the packets under compensation.
+func (r *Relay) Compensator() *compensator.Compensator { return r.comp }

@@ -127,7 +127,9 @@ type sink struct {
 	failUntil time.Time
 }
 
-func newSink(relayKey crypto.Signer) *sink { return &sink{applied: map[[32]byte]int{}, relayKey: relayKey} }
+func newSink(relayKey crypto.Signer) *sink {
+	return &sink{applied: map[[32]byte]int{}, relayKey: relayKey}
+}
 
 func (s *sink) Send(ctx context.Context, to string, b *amdp.Batch) (*amdp.ReceiptBatch, error) {
 	if err := amdp.VerifyBatch(b, s.relayKey.Suite(), s.relayKey.PublicKey(), amdp.DefaultLimits()); err != nil {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"runtime"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,6 +35,29 @@ type ReceiptSink interface {
 	Receipts(ctx context.Context, b *amdp.Batch, rb *amdp.ReceiptBatch) error
 }
 
+// Anchorer records a batch's open anchor on the governance chain and
+// returns once it is committed (an anchor that already exists counts as
+// committed).
+type Anchorer interface {
+	OpenBatch(ctx context.Context, open *govchain.BatchOpen) error
+}
+
+// Rejection is a packet refused at stage 1.
+type Rejection struct {
+	Packet *amdp.Packet
+	Err    error
+}
+
+// Compensator takes over what the shard cannot finish. Both calls happen
+// before the shard commits the records' offsets and must be durable when
+// they return nil; an error stops the shard.
+type Compensator interface {
+	// Rejected takes the packets refused at stage 1 in one cycle.
+	Rejected(ctx context.Context, rs []Rejection) error
+	// Undeliverable takes a batch whose send budget is spent.
+	Undeliverable(ctx context.Context, b *amdp.Batch, cause error) error
+}
+
 // Config configures a Shard.
 type Config struct {
 	RelayID  string        // this relay, the pipes' source relay
@@ -41,6 +65,8 @@ type Config struct {
 	Registry Registry
 	Sender   Sender
 	Receipts ReceiptSink // optional
+	Anchors  Anchorer    // optional: without it nothing is anchored and strict pipes wait forever
+	Comp     Compensator // optional: without it rejections are only counted and sends retry forever
 
 	Brokers []string
 	Topic   string // default "ccgp.events"
@@ -52,7 +78,10 @@ type Config struct {
 	Linger          time.Duration // wait for more records after the first, default 5ms
 	SendTimeout     time.Duration // one send attempt, default 30s; then it is retried
 	DrainTimeout    time.Duration // finishing the cycle in progress on stop, default 10s
-	Limits          amdp.Limits
+	// SendBudget bounds how long one batch is retried before it goes to
+	// the compensator (when there is one). Default 30s.
+	SendBudget time.Duration
+	Limits     amdp.Limits
 
 	// OnReject, if set, is told of every rejected packet (p is nil for
 	// malformed bytes). It must not block.
@@ -117,6 +146,9 @@ func NewShard(cfg Config) (*Shard, error) {
 	}
 	if cfg.Linger == 0 {
 		cfg.Linger = 5 * time.Millisecond
+	}
+	if cfg.SendBudget <= 0 {
+		cfg.SendBudget = 30 * time.Second
 	}
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 10 * time.Second
@@ -276,6 +308,7 @@ func (s *Shard) cycle(ctx context.Context, recs []*kgo.Record) error {
 
 	b := newBatcher(s.cfg.MaxBatchPackets, s.cfg.MaxBatchBytes)
 	var ready []*pending
+	var rejections []Rejection
 	for i := range cands {
 		c := &cands[i]
 		if c.err == nil {
@@ -283,6 +316,11 @@ func (s *Shard) cycle(ctx context.Context, recs []*kgo.Record) error {
 		}
 		if c.err != nil {
 			s.reject(c.p, c.err)
+			// A replay was handled when it was first routed; the others
+			// are the compensator's to roll back and record.
+			if c.p != nil && !errors.Is(c.err, ErrSequenceReplay) {
+				rejections = append(rejections, Rejection{Packet: c.p, Err: c.err})
+			}
 			continue
 		}
 		if full := b.add(c.pipe.Destination.RelayId, c.p, c.size); full != nil {
@@ -290,6 +328,11 @@ func (s *Shard) cycle(ctx context.Context, recs []*kgo.Record) error {
 		}
 	}
 	ready = append(ready, b.drain()...)
+	if len(rejections) > 0 && s.cfg.Comp != nil {
+		if err := s.cfg.Comp.Rejected(ctx, rejections); err != nil {
+			return fmt.Errorf("router: hand rejections to the compensator: %w", err)
+		}
+	}
 	return s.sendAll(ctx, ready)
 }
 
@@ -353,6 +396,12 @@ func (s *Shard) sendAll(ctx context.Context, ready []*pending) error {
 }
 
 func (s *Shard) send(ctx context.Context, pb *pending) error {
+	// Sorted by (pipe, sequence), each pipe's packets form one contiguous
+	// range of the batch: the anchor names ranges, not packets.
+	sort.SliceStable(pb.packets, func(i, j int) bool {
+		a, b := pb.packets[i], pb.packets[j]
+		return a.PipeId < b.PipeId || (a.PipeId == b.PipeId && a.Sequence < b.Sequence)
+	})
 	b := &amdp.Batch{
 		Header: &amdp.BatchHeader{FromRelay: s.cfg.RelayID, ToRelay: pb.to, BatchSeq: s.batchSeq.Add(1),
 			CreatedUnixMs: uint64(time.Now().UnixMilli())},
@@ -361,11 +410,89 @@ func (s *Shard) send(ctx context.Context, pb *pending) error {
 	if err := amdp.SealBatch(b, s.cfg.Signer); err != nil {
 		return fmt.Errorf("router: seal batch: %w", err)
 	}
+	// Strict pipes: the anchor is committed before the batch leaves.
+	// Optimistic: anchor while sending; the offsets wait for both.
+	var anchored chan error
+	if s.cfg.Anchors != nil {
+		open := OpenRecord(b)
+		if s.strict(b) {
+			if err := s.anchor(ctx, open); err != nil {
+				return err
+			}
+		} else {
+			anchored = make(chan error, 1)
+			go func() { anchored <- s.anchor(ctx, open) }()
+		}
+	}
+	err := s.deliver(ctx, b)
+	if anchored != nil {
+		if aerr := <-anchored; aerr != nil && err == nil {
+			err = aerr
+		}
+	}
+	return err
+}
+
+// strict reports whether b carries packets of a strict pipe.
+func (s *Shard) strict(b *amdp.Batch) bool {
+	for _, p := range b.Packets {
+		if pipe, ok := s.cfg.Registry.Pipe(p.PipeId); ok && pipe.Mode == govchain.ConsistencyMode_MODE_STRICT {
+			return true
+		}
+	}
+	return false
+}
+
+// OpenRecord is the open-batch anchor of a sealed batch whose packets are
+// sorted by (pipe, sequence).
+func OpenRecord(b *amdp.Batch) *govchain.BatchOpen {
+	o := &govchain.BatchOpen{FromRelay: b.Header.FromRelay, ToRelay: b.Header.ToRelay, BatchSeq: b.Header.BatchSeq,
+		MerkleRoot: b.Header.MerkleRoot, Count: b.Header.PacketCount}
+	var cur *govchain.PipeRange
+	for i, p := range b.Packets {
+		if cur != nil && cur.Pipe == p.PipeId && cur.Last+1 == p.Sequence {
+			cur.Last = p.Sequence
+			continue
+		}
+		cur = &govchain.PipeRange{Pipe: p.PipeId, First: p.Sequence, Last: p.Sequence, Offset: uint32(i)}
+		o.Ranges = append(o.Ranges, cur)
+	}
+	return o
+}
+
+// anchor retries the open anchor until it is committed or ctx ends.
+func (s *Shard) anchor(ctx context.Context, open *govchain.BatchOpen) error {
+	backoff := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := s.cfg.Anchors.OpenBatch(ctx, open)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if attempt == 1 || attempt%20 == 0 {
+			s.log.Warn("batch anchor not committed; retrying", "batch_seq", open.BatchSeq, "attempt", attempt, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// deliver sends b until its peer acknowledges, ctx ends, or (with a
+// compensator) the send budget is spent and the batch is handed over.
+func (s *Shard) deliver(ctx context.Context, b *amdp.Batch) error {
+	to := b.Header.ToRelay
+	budget := time.Now().Add(s.cfg.SendBudget)
 	backoff := 50 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		start := time.Now()
-		actx, cancel := context.WithTimeout(ctx, s.cfg.SendTimeout)
-		rb, err := s.cfg.Sender.Send(actx, pb.to, b)
+		actx, cancel := context.WithTimeout(ctx, min(s.cfg.SendTimeout, time.Until(budget)+time.Millisecond))
+		rb, err := s.cfg.Sender.Send(actx, to, b)
 		cancel()
 		if err == nil {
 			s.m.sendSeconds.Observe(time.Since(start).Seconds())
@@ -385,8 +512,15 @@ func (s *Shard) send(ctx context.Context, pb *pending) error {
 			return ctx.Err()
 		}
 		s.m.sendErrors.Inc()
+		if s.cfg.Comp != nil && time.Now().After(budget) {
+			s.log.Warn("send budget spent; batch handed to the compensator", "to", to, "packets", len(b.Packets), "attempts", attempt, "err", err)
+			if err := s.cfg.Comp.Undeliverable(ctx, b, err); err != nil {
+				return fmt.Errorf("router: hand batch to the compensator: %w", err)
+			}
+			return nil
+		}
 		if attempt == 1 || attempt%20 == 0 {
-			s.log.Warn("batch not acknowledged; retrying", "to", pb.to, "packets", len(b.Packets), "attempt", attempt, "err", err)
+			s.log.Warn("batch not acknowledged; retrying", "to", to, "packets", len(b.Packets), "attempt", attempt, "err", err)
 		}
 		// Exponential backoff with full jitter, capped: a peer that is down
 		// slows this shard instead of growing a queue.

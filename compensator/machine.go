@@ -1,0 +1,239 @@
+package compensator
+
+import (
+	"sort"
+	"time"
+
+	"github.com/ccgpmesh/ccgp/govchain"
+)
+
+// Item is one packet under compensation.
+type Item struct {
+	ID       [32]byte             `json:"id"`
+	Pipe     string               `json:"pipe"`
+	Seq      uint64               `json:"seq"`
+	To       string               `json:"to"`     // destination relay
+	Packet   []byte               `json:"packet"` // encoded amdp.Packet
+	State    govchain.PacketState `json:"state"`
+	Attempts int                  `json:"attempts"`
+	NextAt   time.Time            `json:"next_at"`
+	Reason   string               `json:"reason"`
+}
+
+// Policy bounds retries.
+type Policy struct {
+	MaxAttempts int           // resends before MANUAL; default 3
+	Base        time.Duration // first backoff; default 1s
+	Max         time.Duration // backoff cap; default 30s
+	// Jitter maps a backoff to the actual wait (full jitter by default is
+	// the wrapper's choice; the core stays deterministic given Jitter).
+	Jitter func(time.Duration) time.Duration
+}
+
+func (p Policy) withDefaults() Policy {
+	if p.MaxAttempts < 0 {
+		p.MaxAttempts = 0
+	} else if p.MaxAttempts == 0 {
+		p.MaxAttempts = 3
+	}
+	if p.Base <= 0 {
+		p.Base = time.Second
+	}
+	if p.Max <= 0 {
+		p.Max = 30 * time.Second
+	}
+	if p.Jitter == nil {
+		p.Jitter = func(d time.Duration) time.Duration { return d }
+	}
+	return p
+}
+
+// ActionKind says what the wrapper must do.
+type ActionKind int
+
+const (
+	// Record a transition of Items to State on the governance chain.
+	Record ActionKind = iota + 1
+	// Rollback the Items' requests on the source chain.
+	Rollback
+	// Resend the Items (one destination relay) as a new batch.
+	Resend
+	// Forget the Items: they reached a final state.
+	Forget
+	// Save the Items' new state to the store.
+	Save
+)
+
+// Action is one step for the wrapper.
+type Action struct {
+	Kind   ActionKind
+	Items  []*Item
+	State  govchain.PacketState
+	Reason string
+}
+
+// Machine is the compensator's deterministic core. Not safe for
+// concurrent use.
+type Machine struct {
+	p     Policy
+	items map[[32]byte]*Item
+}
+
+// NewMachine makes a machine holding items (restored from the store).
+func NewMachine(p Policy, items []*Item) *Machine {
+	m := &Machine{p: p.withDefaults(), items: map[[32]byte]*Item{}}
+	for _, it := range items {
+		m.items[it.ID] = it
+	}
+	return m
+}
+
+// Items returns the packets under compensation, by (pipe, seq).
+func (m *Machine) Items() []*Item {
+	out := make([]*Item, 0, len(m.items))
+	for _, it := range m.items {
+		out = append(out, it)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].Pipe < out[j].Pipe || (out[i].Pipe == out[j].Pipe && out[i].Seq < out[j].Seq)
+	})
+	return out
+}
+
+// Refused: the destination (or stage 1) refused the items
+// deterministically. They are recorded as failed, rolled back on the
+// source chain, recorded as rolled back, and forgotten.
+func (m *Machine) Refused(items []*Item, reason string) []Action {
+	for _, it := range items {
+		it.State, it.Reason = govchain.PacketState_PACKET_FAILED, reason
+		m.items[it.ID] = it
+	}
+	return []Action{
+		{Kind: Save, Items: items},
+		{Kind: Record, Items: items, State: govchain.PacketState_PACKET_FAILED, Reason: reason},
+		{Kind: Rollback, Items: items, Reason: reason},
+		{Kind: Record, Items: items, State: govchain.PacketState_PACKET_ROLLED_BACK, Reason: reason},
+		{Kind: Forget, Items: items},
+	}
+}
+
+// Undelivered: the router's send budget is spent for items (one
+// destination). They are recorded as failed and scheduled for a resend.
+func (m *Machine) Undelivered(items []*Item, reason string, now time.Time) []Action {
+	acts := []Action{{Kind: Record, Items: items, State: govchain.PacketState_PACKET_FAILED, Reason: reason}}
+	for _, it := range items {
+		it.State, it.Reason = govchain.PacketState_PACKET_FAILED, reason
+		m.items[it.ID] = it
+	}
+	return append(acts, m.schedule(items, now)...)
+}
+
+// schedule plans the next resend of items, or sends them to a person.
+func (m *Machine) schedule(items []*Item, now time.Time) []Action {
+	var later, manual []*Item
+	for _, it := range items {
+		if it.Attempts >= m.p.MaxAttempts {
+			it.State = govchain.PacketState_PACKET_MANUAL
+			manual = append(manual, it)
+			continue
+		}
+		d := m.p.Base << it.Attempts
+		if d > m.p.Max || d <= 0 {
+			d = m.p.Max
+		}
+		it.NextAt = now.Add(m.p.Jitter(d))
+		later = append(later, it)
+	}
+	var acts []Action
+	if len(manual) > 0 {
+		acts = append(acts, Action{Kind: Record, Items: manual, State: govchain.PacketState_PACKET_MANUAL,
+			Reason: "retry budget spent: " + manual[0].Reason})
+	}
+	return append(acts, Action{Kind: Save, Items: append(later, manual...)})
+}
+
+// Due resends the items whose backoff ended, grouped by destination.
+func (m *Machine) Due(now time.Time) []Action {
+	groups := map[string][]*Item{}
+	for _, it := range m.Items() {
+		retryable := it.State == govchain.PacketState_PACKET_FAILED || it.State == govchain.PacketState_PACKET_RETRYING
+		if retryable && !it.NextAt.After(now) {
+			groups[it.To] = append(groups[it.To], it)
+		}
+	}
+	return m.resend(groups)
+}
+
+func (m *Machine) resend(groups map[string][]*Item) []Action {
+	tos := make([]string, 0, len(groups))
+	for to := range groups {
+		tos = append(tos, to)
+	}
+	sort.Strings(tos)
+	var acts []Action
+	for _, to := range tos {
+		items := groups[to]
+		for _, it := range items {
+			it.State = govchain.PacketState_PACKET_RETRYING
+			it.Attempts++
+			it.NextAt = time.Time{} // in flight
+		}
+		acts = append(acts,
+			Action{Kind: Record, Items: items, State: govchain.PacketState_PACKET_RETRYING, Reason: "resending"},
+			Action{Kind: Save, Items: items},
+			Action{Kind: Resend, Items: items})
+	}
+	return acts
+}
+
+// Resent reports a resend's outcome for items: delivered, refused by the
+// destination, or failed again (err != "").
+func (m *Machine) Resent(delivered, refused, failed []*Item, reason string, now time.Time) []Action {
+	var acts []Action
+	if len(delivered) > 0 {
+		acts = append(acts,
+			Action{Kind: Record, Items: delivered, State: govchain.PacketState_PACKET_DELIVERED, Reason: "delivered on retry"},
+			Action{Kind: Forget, Items: delivered})
+	}
+	if len(refused) > 0 {
+		acts = append(acts,
+			Action{Kind: Rollback, Items: refused, Reason: reason},
+			Action{Kind: Record, Items: refused, State: govchain.PacketState_PACKET_ROLLED_BACK, Reason: reason},
+			Action{Kind: Forget, Items: refused})
+	}
+	if len(failed) > 0 {
+		for _, it := range failed {
+			it.Reason = reason
+		}
+		acts = append(acts, m.schedule(failed, now)...)
+	}
+	return acts
+}
+
+// Resolved carries out a person's decision on an item in MANUAL.
+func (m *Machine) Resolved(id [32]byte, action string) []Action {
+	it, ok := m.items[id]
+	if !ok || it.State != govchain.PacketState_PACKET_MANUAL {
+		return nil
+	}
+	it.State = govchain.PacketState_PACKET_RESOLVED
+	switch action {
+	case "retry":
+		it.Attempts = 0
+		return m.resend(map[string][]*Item{it.To: {it}})
+	case "rollback":
+		return []Action{
+			{Kind: Rollback, Items: []*Item{it}, Reason: "resolved: rollback"},
+			{Kind: Record, Items: []*Item{it}, State: govchain.PacketState_PACKET_ROLLED_BACK, Reason: "resolved: rollback"},
+			{Kind: Forget, Items: []*Item{it}}}
+	default: // accept: the person took responsibility; nothing more to do
+		return []Action{{Kind: Forget, Items: []*Item{it}}}
+	}
+}
+
+// Forget drops items from the machine (after their Forget action ran).
+func (m *Machine) Forget(items []*Item) {
+	for _, it := range items {
+		delete(m.items, it.ID)
+	}
+}

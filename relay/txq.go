@@ -1,0 +1,299 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ccgpmesh/ccgp/crypto"
+	"github.com/ccgpmesh/ccgp/govchain"
+)
+
+// txq is the relay's only sender of governance txs: anchors, confirmations
+// and exceptions from the router, the mesh, the verifier and the
+// compensator go through it, so one account's nonces never race. Each
+// round it packs what is waiting into one tx per kind (many batches per
+// anchor tx: no per-packet chain tx) and waits for them to commit.
+type txq struct {
+	gov    *govchain.Client
+	signer crypto.Signer
+	log    *slog.Logger
+	in     chan *txItem
+	every  time.Duration
+
+	opens, receipts, confirms, exceptions *counter
+}
+
+type counter struct{ txs, items atomic.Uint64 }
+
+type txItem struct {
+	open      *govchain.BatchOpen
+	receipts  *govchain.BatchReceipts
+	confirm   *govchain.BatchRef
+	exception *govchain.MsgTxException
+	done      chan error // nil: nobody waits
+	tries     int
+	notBefore time.Time
+	solo      bool // goes in a tx of its own (after its group was refused)
+}
+
+// maxTries bounds retries of an item whose precondition is not met yet
+// (receipts before the open anchor): ~2 minutes at the retry spacing.
+const (
+	maxTries   = 600
+	retryAfter = 200 * time.Millisecond
+	maxPerTx   = 512
+)
+
+func newTxq(gov *govchain.Client, signer crypto.Signer, log *slog.Logger, every time.Duration) *txq {
+	if every <= 0 {
+		every = 50 * time.Millisecond
+	}
+	return &txq{gov: gov, signer: signer, log: log, in: make(chan *txItem, 4096), every: every,
+		opens: &counter{}, receipts: &counter{}, confirms: &counter{}, exceptions: &counter{}}
+}
+
+// submit queues it; it blocks while the queue is full (backpressure).
+func (q *txq) submit(ctx context.Context, it *txItem) error {
+	select {
+	case q.in <- it:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (q *txq) wait(ctx context.Context, it *txItem) error {
+	it.done = make(chan error, 1)
+	if err := q.submit(ctx, it); err != nil {
+		return err
+	}
+	select {
+	case err := <-it.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// OpenBatch anchors a batch and returns once committed (router.Anchorer).
+func (q *txq) OpenBatch(ctx context.Context, o *govchain.BatchOpen) error {
+	return q.wait(ctx, &txItem{open: o})
+}
+
+// Exception records a transition and returns once committed.
+func (q *txq) Exception(ctx context.Context, m *govchain.MsgTxException) error {
+	return q.wait(ctx, &txItem{exception: m})
+}
+
+// Run packs and submits until ctx ends.
+func (q *txq) Run(ctx context.Context) error {
+	var pending []*txItem
+	t := time.NewTicker(q.every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			for _, it := range pending {
+				it.finish(ctx.Err())
+			}
+			return nil
+		case it := <-q.in:
+			pending = append(pending, it)
+			continue
+		case <-t.C:
+		}
+		// Drain what else is waiting, without blocking.
+		for more := true; more; {
+			select {
+			case it := <-q.in:
+				pending = append(pending, it)
+			default:
+				more = false
+			}
+		}
+		if len(pending) == 0 {
+			continue
+		}
+		pending = q.round(ctx, pending)
+	}
+}
+
+func (it *txItem) finish(err error) {
+	if it.done != nil {
+		it.done <- err
+	}
+}
+
+// round submits one tx per kind of the due items and returns the items to
+// keep for later rounds.
+func (q *txq) round(ctx context.Context, pending []*txItem) []*txItem {
+	now := time.Now()
+	var keep []*txItem
+	var opens, receipts, confirms, excs, solos []*txItem
+	for _, it := range pending {
+		switch {
+		case now.Before(it.notBefore):
+			keep = append(keep, it)
+		case it.solo:
+			solos = append(solos, it)
+		case it.open != nil && len(opens) < maxPerTx:
+			opens = append(opens, it)
+		case it.receipts != nil && len(receipts) < maxPerTx:
+			receipts = append(receipts, it)
+		case it.confirm != nil && len(confirms) < maxPerTx:
+			confirms = append(confirms, it)
+		case it.exception != nil && len(excs) < 1:
+			excs = append(excs, it) // exceptions carry their own packet lists
+		default:
+			keep = append(keep, it)
+		}
+	}
+	type group struct {
+		items []*txItem
+		msg   govchain.Signed
+		kind  *counter
+	}
+	var groups []group
+	if len(opens) > 0 {
+		m := &govchain.MsgOpenBatches{}
+		for _, it := range opens {
+			m.Batches = append(m.Batches, it.open)
+		}
+		groups = append(groups, group{opens, govchain.Signed{Signer: q.signer, Msg: m}, q.opens})
+	}
+	if len(receipts) > 0 {
+		m := &govchain.MsgAnchorReceipts{}
+		for _, it := range receipts {
+			m.Batches = append(m.Batches, it.receipts)
+		}
+		groups = append(groups, group{receipts, govchain.Signed{Signer: q.signer, Msg: m}, q.receipts})
+	}
+	if len(confirms) > 0 {
+		m := &govchain.MsgConfirmBatches{}
+		for _, it := range confirms {
+			m.Batches = append(m.Batches, it.confirm)
+		}
+		groups = append(groups, group{confirms, govchain.Signed{Signer: q.signer, Msg: m}, q.confirms})
+	}
+	for _, it := range append(excs, solos...) {
+		groups = append(groups, group{[]*txItem{it}, govchain.Signed{Signer: q.signer, Msg: it.msg()}, it.kind(q)})
+	}
+	if len(groups) == 0 {
+		return keep
+	}
+	// Broadcast all (in nonce order), then wait for each.
+	hashes := make([][]byte, len(groups))
+	errs := make([]error, len(groups))
+	for i, g := range groups {
+		hashes[i], errs[i] = q.gov.Broadcast(ctx, g.msg.Signer, g.msg.Msg)
+	}
+	for i, g := range groups {
+		if errs[i] == nil {
+			_, errs[i] = q.gov.WaitTx(ctx, hashes[i])
+		}
+		if errs[i] == nil {
+			g.kind.txs.Add(1)
+			g.kind.items.Add(uint64(len(g.items)))
+			for _, it := range g.items {
+				it.finish(nil)
+			}
+			continue
+		}
+		keep = append(keep, q.failed(g.items, errs[i])...)
+	}
+	return keep
+}
+
+// failed decides what happens to the items of a refused tx: a refusal of
+// several is retried one by one (so one bad item cannot block the rest);
+// "exists" means done; "not found" waits for its precondition.
+func (q *txq) failed(items []*txItem, err error) []*txItem {
+	var te *govchain.TxError
+	if !errors.As(err, &te) {
+		// Infrastructure: try again next round.
+		if !errors.Is(err, context.Canceled) {
+			q.log.Warn("governance tx failed; retrying", "err", err)
+		}
+		for _, it := range items {
+			it.notBefore = time.Now().Add(retryAfter)
+		}
+		return items
+	}
+	if len(items) > 1 {
+		for _, it := range items {
+			it.solo = true // each goes alone from now on
+		}
+		return items
+	}
+	it := items[0]
+	switch {
+	case errors.Is(te, govchain.ErrExists):
+		it.finish(nil)
+		return nil
+	case (errors.Is(te, govchain.ErrNotFound) || errors.Is(te, govchain.ErrBadState)) && it.tries < maxTries:
+		it.tries++
+		it.notBefore = time.Now().Add(retryAfter)
+		return []*txItem{it}
+	}
+	q.log.Error("governance refused a relay tx", "err", te)
+	it.finish(fmt.Errorf("governance refused: %w", te))
+	return nil
+}
+
+// msg is the tx message of one item on its own.
+func (it *txItem) msg() proto.Message {
+	switch {
+	case it.open != nil:
+		return &govchain.MsgOpenBatches{Batches: []*govchain.BatchOpen{it.open}}
+	case it.receipts != nil:
+		return &govchain.MsgAnchorReceipts{Batches: []*govchain.BatchReceipts{it.receipts}}
+	case it.confirm != nil:
+		return &govchain.MsgConfirmBatches{Batches: []*govchain.BatchRef{it.confirm}}
+	}
+	return it.exception
+}
+
+func (it *txItem) kind(q *txq) *counter {
+	switch {
+	case it.open != nil:
+		return q.opens
+	case it.receipts != nil:
+		return q.receipts
+	case it.confirm != nil:
+		return q.confirms
+	}
+	return q.exceptions
+}
+
+// Confirm queues a batch confirmation (verifier.Recorder); nobody waits.
+func (q *txq) Confirm(ref *govchain.BatchRef) {
+	select {
+	case q.in <- &txItem{confirm: ref}:
+	default:
+		// A full queue drops a confirmation rather than stall a verifier:
+		// the batch stays delivered, and reconciliation can confirm it.
+		q.log.Warn("governance queue full; confirmation dropped", "batch_seq", ref.BatchSeq)
+	}
+}
+
+// AnchorReceipts queues a destination receipt anchor; it blocks while the
+// queue is full, which slows the receiving side (backpressure).
+func (q *txq) AnchorReceipts(ctx context.Context, r *govchain.BatchReceipts) error {
+	return q.submit(ctx, &txItem{receipts: r})
+}
+
+// TxStats are the governance txs a relay sent, by kind.
+type TxStats struct {
+	OpenTxs, OpenBatches, ReceiptTxs, ReceiptBatches, ConfirmTxs, ConfirmBatches, ExceptionTxs uint64
+}
+
+func (q *txq) stats() TxStats {
+	return TxStats{q.opens.txs.Load(), q.opens.items.Load(), q.receipts.txs.Load(), q.receipts.items.Load(),
+		q.confirms.txs.Load(), q.confirms.items.Load(), q.exceptions.txs.Load()}
+}

@@ -1,0 +1,243 @@
+package verifier
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ccgpmesh/ccgp/govchain"
+	"github.com/ccgpmesh/ccgp/ingest"
+	"github.com/ccgpmesh/ccgp/mesh/amdp"
+)
+
+// Finder looks a delivery up on a destination chain; ingest.Chain
+// satisfies it.
+type Finder interface {
+	FindDelivery(ctx context.Context, packetID [32]byte) (ingest.Delivery, bool, error)
+}
+
+// Mismatch is a packet whose receipt the anchor or the chain contradicts.
+type Mismatch struct {
+	Pipe   string
+	Seq    uint64
+	Reason string
+}
+
+// Check compares a batch's receipts with their committed anchor and with
+// the destination chain's records (find). It returns the mismatches; none
+// means the batch may be confirmed. It does no I/O.
+func Check(b *amdp.Batch, rb *amdp.ReceiptBatch, a *govchain.BatchAnchor, find func(id [32]byte) (ingest.Delivery, bool)) []Mismatch {
+	var out []Mismatch
+	all := func(reason string) []Mismatch {
+		for _, p := range b.Packets {
+			out = append(out, Mismatch{p.PipeId, p.Sequence, reason})
+		}
+		return out
+	}
+	switch {
+	case !bytes.Equal(a.ReceiptRoot, rb.Header.MerkleRoot):
+		return all("the receipt anchor commits to other receipts than the relay returned")
+	case len(rb.Receipts) != len(b.Packets) || len(a.Statuses) != len(b.Packets):
+		return all("receipts, anchor statuses and packets differ in number")
+	}
+	for i, p := range b.Packets {
+		r := rb.Receipts[i]
+		id := p.ID()
+		switch {
+		case !bytes.Equal(r.PacketId, id[:]):
+			out = append(out, Mismatch{p.PipeId, p.Sequence, "receipt is for another packet"})
+			continue
+		case byte(r.Status) != a.Statuses[i]:
+			out = append(out, Mismatch{p.PipeId, p.Sequence, "anchored status differs from the receipt"})
+			continue
+		case r.Status != amdp.StatusDelivered:
+			continue // refusals are the compensator's, not a verification question
+		}
+		d, ok := find(id)
+		switch {
+		case !ok:
+			out = append(out, Mismatch{p.PipeId, p.Sequence, "destination chain has no such delivery"})
+		case d.Status != amdp.StatusDelivered:
+			out = append(out, Mismatch{p.PipeId, p.Sequence, "destination chain recorded a refusal"})
+		case !bytes.Equal(d.TxHash, r.DestTxHash) || d.Height != r.DestHeight:
+			out = append(out, Mismatch{p.PipeId, p.Sequence, fmt.Sprintf("destination tx differs: chain has height %d", d.Height)})
+		case !bytes.Equal(d.ResultHash[:], r.ResultHash):
+			out = append(out, Mismatch{p.PipeId, p.Sequence, "result hash differs from the chain's"})
+		}
+	}
+	return out
+}
+
+// Recorder records the verifier's findings on the governance chain.
+type Recorder interface {
+	Confirm(ref *govchain.BatchRef)
+	Exception(ctx context.Context, m *govchain.MsgTxException) error
+}
+
+// Config configures a Verifier.
+type Config struct {
+	Gov *govchain.Client
+	// Destination returns the chain behind a destination relay; false
+	// means this verifier cannot reach it (anchors are still proven, and
+	// the batch stays delivered, unconfirmed).
+	Destination func(relayID string) (Finder, bool)
+	Recorder    Recorder
+	Logger      *slog.Logger
+	// AnchorTimeout bounds the wait for a receipt anchor. Default 2 min.
+	AnchorTimeout time.Duration
+	Workers       int // default 4
+}
+
+// Verifier checks batches in the background.
+type Verifier struct {
+	cfg Config
+	in  chan item
+	log *slog.Logger
+
+	confirmed, confirmedPackets, mismatched, unreachable atomic.Uint64
+	warnOnce                                             sync.Once
+}
+
+type item struct {
+	b  *amdp.Batch
+	rb *amdp.ReceiptBatch
+}
+
+// Stats are a verifier's counters: batches confirmed and the delivered
+// packets in them, packets contradicted, batches it could not check.
+type Stats struct{ Confirmed, ConfirmedPackets, Mismatched, Unverifiable uint64 }
+
+// New makes a verifier.
+func New(cfg Config) (*Verifier, error) {
+	if cfg.Gov == nil || cfg.Recorder == nil {
+		return nil, errors.New("verifier: Gov and Recorder are required")
+	}
+	if cfg.Destination == nil {
+		cfg.Destination = func(string) (Finder, bool) { return nil, false }
+	}
+	if cfg.AnchorTimeout <= 0 {
+		cfg.AnchorTimeout = 2 * time.Minute
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 4
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Verifier{cfg: cfg, in: make(chan item, 1024), log: cfg.Logger}, nil
+}
+
+// Stats returns the counters.
+func (v *Verifier) Stats() Stats {
+	return Stats{v.confirmed.Load(), v.confirmedPackets.Load(), v.mismatched.Load(), v.unreachable.Load()}
+}
+
+// Enqueue hands over a receipted batch; it blocks while the queue is full.
+func (v *Verifier) Enqueue(ctx context.Context, b *amdp.Batch, rb *amdp.ReceiptBatch) error {
+	select {
+	case v.in <- item{b, rb}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Run verifies until ctx ends.
+func (v *Verifier) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for range v.cfg.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case it := <-v.in:
+					if err := v.verify(ctx, it); err != nil && ctx.Err() == nil {
+						v.log.Warn("verification incomplete", "batch_seq", it.b.Header.BatchSeq, "err", err)
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+func (v *Verifier) verify(ctx context.Context, it item) error {
+	h := it.b.Header
+	a, err := v.waitAnchor(ctx, h.FromRelay, h.BatchSeq)
+	if err != nil {
+		return err
+	}
+	dest, ok := v.cfg.Destination(h.ToRelay)
+	if !ok {
+		v.unreachable.Add(1)
+		v.warnOnce.Do(func() {
+			v.log.Warn("destination chain not reachable from this verifier: receipts proven against anchors, not confirmed", "to", h.ToRelay)
+		})
+		return nil
+	}
+	found := map[[32]byte]ingest.Delivery{}
+	for i, p := range it.b.Packets {
+		if i < len(it.rb.Receipts) && it.rb.Receipts[i].Status == amdp.StatusDelivered {
+			d, ok, err := dest.FindDelivery(ctx, p.ID())
+			if err != nil {
+				return fmt.Errorf("destination lookup: %w", err)
+			}
+			if ok {
+				found[p.ID()] = d
+			}
+		}
+	}
+	mism := Check(it.b, it.rb, a, func(id [32]byte) (ingest.Delivery, bool) { d, ok := found[id]; return d, ok })
+	if len(mism) == 0 {
+		v.confirmed.Add(1)
+		v.confirmedPackets.Add(uint64(len(found)))
+		v.cfg.Recorder.Confirm(&govchain.BatchRef{FromRelay: h.FromRelay, BatchSeq: h.BatchSeq})
+		return nil
+	}
+	v.mismatched.Add(uint64(len(mism)))
+	v.log.Error("receipts contradicted; packets go to a person", "batch_seq", h.BatchSeq, "packets", len(mism), "first", mism[0].Reason)
+	byReason := map[string][]*govchain.PacketRef{}
+	for _, m := range mism {
+		byReason[m.Reason] = append(byReason[m.Reason], &govchain.PacketRef{Pipe: m.Pipe, Seq: m.Seq})
+	}
+	for reason, refs := range byReason {
+		err := v.cfg.Recorder.Exception(ctx, &govchain.MsgTxException{Packets: refs, State: govchain.PacketState_PACKET_MANUAL,
+			Reason: "verification: " + reason})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitAnchor polls, with proofs, until the batch's receipts are anchored.
+func (v *Verifier) waitAnchor(ctx context.Context, from string, seq uint64) (*govchain.BatchAnchor, error) {
+	ctx, cancel := context.WithTimeout(ctx, v.cfg.AnchorTimeout)
+	defer cancel()
+	for delay := 50 * time.Millisecond; ; delay = min(2*delay, time.Second) {
+		a := &govchain.BatchAnchor{}
+		_, err := v.cfg.Gov.Get(ctx, govchain.KeyBatch(from, seq), a)
+		if err == nil && a.ReceiptedHeight > 0 {
+			return a, nil
+		}
+		if err != nil && !errors.Is(err, govchain.ErrNoRecord) {
+			if errors.Is(err, govchain.ErrProof) {
+				return nil, err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("receipt anchor of batch %s/%d: %w", from, seq, ctx.Err())
+		case <-time.After(delay):
+		}
+	}
+}
