@@ -19,6 +19,7 @@ import (
 	"github.com/ccgpmesh/ccgp/compensator"
 	"github.com/ccgpmesh/ccgp/crypto"
 	"github.com/ccgpmesh/ccgp/govchain"
+	"github.com/ccgpmesh/ccgp/ingest"
 	"github.com/ccgpmesh/ccgp/ingest/simchain"
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
 	"github.com/ccgpmesh/ccgp/relay"
@@ -30,6 +31,7 @@ import (
 type ClusterOptions struct {
 	Dir           string        // state directory; empty: a temporary one, removed by Close
 	ChainInterval time.Duration // simchain block interval, default 50ms
+	Validators    int           // governance validators, default 1 (3 genesis orgs either way)
 	GovInterval   time.Duration // governance block interval, default 100ms
 	Shards        int           // router shards per relay, default 1
 	Pipes         []govchain.PipeSpec
@@ -37,12 +39,24 @@ type ClusterOptions struct {
 	Logger        *slog.Logger
 	Step          func(string) // told of each set-up step
 	ShardOpt      func(*router.Config)
+	// WrapChain, if set, wraps each org's chain as its relay sees it
+	// (tests put probes on the delivery path).
+	WrapChain func(org string, ch ingest.Chain, gov *govchain.Client) ingest.Chain
 	// Compensation and SendBudget tune the relays' compensators.
 	Compensation compensator.Policy
 	SendBudget   time.Duration
 	// Brokers, if set, is a real Kafka cluster to use instead of the
 	// embedded kfake broker (its topics must exist or be auto-created).
 	Brokers []string
+	// KafkaOpts are added to the embedded broker's options (the benchmark
+	// sets a retention so that long runs stay in bounded memory).
+	KafkaOpts []kfake.Opt
+	// OnReceipts, if set, also observes every receipted batch at its
+	// source relay, after the Tracker; it must not block.
+	OnReceipts func(b *amdp.Batch, rb *amdp.ReceiptBatch)
+	// GovTxEvery is how often each relay packs its governance txs
+	// (relay.Config.GovTxEvery); zero takes the relay's default.
+	GovTxEvery time.Duration
 }
 
 // Participants of the in-process mesh: two genesis orgs and one admitted by
@@ -66,7 +80,8 @@ type Cluster struct {
 	opts       ClusterOptions
 	dir        string
 	ownDir     bool
-	Node       *govchain.LocalNode
+	Node       *govchain.LocalNode   // validator 0: the cluster client talks to it
+	Nodes      []*govchain.LocalNode // every validator
 	Gov        *govchain.Client
 	Kafka      *kfake.Cluster // nil when a real cluster is used
 	brokers    []string
@@ -122,14 +137,22 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster, err err
 		}
 	}()
 
-	tn, err := govchain.GenerateTestnet(govchain.TestnetOptions{Dir: filepath.Join(c.dir, "gov"), ChainID: "ccgp-demo", Validators: 1,
-		GenesisOrgs: 3, BlockInterval: opts.GovInterval})
+	if opts.Validators <= 0 {
+		opts.Validators = 1
+	}
+	tn, err := govchain.GenerateTestnet(govchain.TestnetOptions{Dir: filepath.Join(c.dir, "gov"), ChainID: "ccgp-demo",
+		Validators: opts.Validators, GenesisOrgs: 3, BlockInterval: opts.GovInterval})
 	if err != nil {
 		return nil, err
 	}
-	if c.Node, err = govchain.StartNode(ctx, tn.Nodes[0].Home, nil); err != nil {
-		return nil, err
+	for _, n := range tn.Nodes {
+		ln, err := govchain.StartNode(ctx, n.Home, nil)
+		if err != nil {
+			return nil, err
+		}
+		c.Nodes = append(c.Nodes, ln)
 	}
+	c.Node = c.Nodes[0]
 	if c.Gov, err = c.Node.Client(); err != nil {
 		return nil, err
 	}
@@ -137,7 +160,7 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster, err err
 		return nil, err
 	}
 	c.TestnetRPC = tn.Nodes[0].RPC
-	opts.Step(fmt.Sprintf("governance chain up: 1 validator, genesis orgs %v", tn.Orgs))
+	opts.Step(fmt.Sprintf("governance chain up: %d validator(s), genesis orgs %v", opts.Validators, tn.Orgs))
 
 	c.brokers = opts.Brokers
 	if len(c.brokers) == 0 {
@@ -145,8 +168,9 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster, err err
 		for _, o := range clusterOrgs {
 			topics = append(topics, eventsTopic("relay-"+o.org))
 		}
-		if c.Kafka, err = kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(8, topics...), kfake.SeedTopics(4, "ccgp.receipts"),
-			kfake.AllowAutoTopicCreation()); err != nil {
+		kopts := append([]kfake.Opt{kfake.NumBrokers(1), kfake.SeedTopics(8, topics...), kfake.SeedTopics(4, "ccgp.receipts"),
+			kfake.AllowAutoTopicCreation()}, opts.KafkaOpts...)
+		if c.Kafka, err = kfake.NewCluster(kopts...); err != nil {
 			return nil, fmt.Errorf("kafka: %w", err)
 		}
 		c.brokers = c.Kafka.ListenAddrs()
@@ -238,10 +262,14 @@ func (c *Cluster) newRelay(ctx context.Context, p govchain.Participant, addr str
 		}
 		c.certs[p.Org] = cert
 	}
-	r, err := relay.New(ctx, relay.Config{RelayID: p.Relay, Signer: p.RelayKey, Chain: c.Chains[p.Org], Gov: c.Gov,
+	var ch ingest.Chain = c.Chains[p.Org]
+	if c.opts.WrapChain != nil {
+		ch = c.opts.WrapChain(p.Org, ch, c.Gov)
+	}
+	r, err := relay.New(ctx, relay.Config{RelayID: p.Relay, Signer: p.RelayKey, Chain: ch, Gov: c.Gov,
 		Brokers: c.brokers, Topic: eventsTopic(p.Relay), ListenAddr: addr, Certificate: cert, CAs: c.CA.Pool(),
 		DataDir: filepath.Join(c.dir, "relays", p.Org), Shards: c.opts.Shards, Logger: c.opts.Logger,
-		OnReceipts: c.Tracker.receipts, OnReject: c.Tracker.reject, ShardOpt: c.opts.ShardOpt,
+		OnReceipts: c.onReceipts(), OnReject: c.Tracker.reject, ShardOpt: c.opts.ShardOpt, GovTxEvery: c.opts.GovTxEvery,
 		Compensation: c.opts.Compensation, SendBudget: c.opts.SendBudget,
 		Destinations: func(relayID string) (verifier.Finder, bool) {
 			ch, ok := c.Chains[strings.TrimPrefix(relayID, "relay-")]
@@ -251,6 +279,17 @@ func (c *Cluster) newRelay(ctx context.Context, p govchain.Participant, addr str
 		return nil, err
 	}
 	return &runningRelay{r: r, addr: r.Addr()}, nil
+}
+
+// onReceipts is the relays' receipt hook: the Tracker, then the option's.
+func (c *Cluster) onReceipts() func(b *amdp.Batch, rb *amdp.ReceiptBatch) {
+	if c.opts.OnReceipts == nil {
+		return c.Tracker.receipts
+	}
+	return func(b *amdp.Batch, rb *amdp.ReceiptBatch) {
+		c.Tracker.receipts(b, rb)
+		c.opts.OnReceipts(b, rb)
+	}
 }
 
 func (c *Cluster) run(ctx context.Context, rr *runningRelay) {
@@ -319,8 +358,8 @@ func (c *Cluster) Close() error {
 	if c.Kafka != nil {
 		c.Kafka.Close()
 	}
-	if c.Node != nil {
-		errs = append(errs, c.Node.Stop())
+	for _, n := range c.Nodes {
+		errs = append(errs, n.Stop())
 	}
 	if c.ownDir {
 		os.RemoveAll(c.dir)

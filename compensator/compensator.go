@@ -49,18 +49,21 @@ type Resolutions interface {
 
 // Config configures a Compensator.
 type Config struct {
-	RelayID   string
-	Signer    crypto.Signer
-	Sender    Sender
-	Anchors   Anchorer
-	Recorder  Recorder
-	Source    SourceChain
-	Gov       Resolutions
-	Dir       string // pebble store of packets under compensation
-	Policy    Policy
-	Logger    *slog.Logger
-	Tick      time.Duration // default 200ms
-	PollEvery time.Duration // resolutions; default 1s
+	RelayID  string
+	Signer   crypto.Signer
+	Sender   Sender
+	Anchors  Anchorer
+	Recorder Recorder
+	Source   SourceChain
+	Gov      Resolutions
+	Dir      string // pebble store of packets under compensation
+	Policy   Policy
+	Logger   *slog.Logger
+	Tick     time.Duration // default 200ms
+	// SendTimeout bounds one resend (mesh sends retry a dead peer until
+	// their deadline). Default 30s.
+	SendTimeout time.Duration
+	PollEvery   time.Duration // resolutions; default 1s
 }
 
 // Compensator is the I/O wrapper around Machine.
@@ -92,6 +95,9 @@ func New(cfg Config) (*Compensator, error) {
 	}
 	if cfg.Tick <= 0 {
 		cfg.Tick = 200 * time.Millisecond
+	}
+	if cfg.SendTimeout <= 0 {
+		cfg.SendTimeout = 30 * time.Second
 	}
 	if cfg.PollEvery <= 0 {
 		cfg.PollEvery = time.Second
@@ -125,7 +131,7 @@ func New(cfg Config) (*Compensator, error) {
 		db.Close()
 		return nil, err
 	}
-	c := &Compensator{cfg: cfg, db: db, log: cfg.Logger.With("relay", cfg.RelayID), kick: make(chan struct{}, 1),
+	c := &Compensator{cfg: cfg, db: db, log: cfg.Logger, kick: make(chan struct{}, 1),
 		m: NewMachine(cfg.Policy, items)}
 	c.batchSeq.Store(uint64(time.Now().UnixNano()) | 1<<63) // disjoint from the router's
 	if len(items) > 0 {
@@ -414,7 +420,7 @@ func (c *Compensator) resend(ctx context.Context, items []*Item) []Action {
 	if err := amdp.SealBatch(b, c.cfg.Signer); err != nil {
 		return fail(err)
 	}
-	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	sctx, cancel := context.WithTimeout(ctx, c.cfg.SendTimeout)
 	defer cancel()
 	if c.cfg.Anchors != nil {
 		if err := c.cfg.Anchors.OpenBatch(sctx, router.OpenRecord(b)); err != nil {

@@ -198,3 +198,16 @@ func (c *Client) Exceptions(ctx context.Context, state PacketState) ([]*TxExcept
 	}
 	return out, nil
 }
+
+// AnchoredThrough is the highest sequence of pipe anchored so far, read
+// from the node without a proof (cheap; for relays and tests).
+func (c *Client) AnchoredThrough(ctx context.Context, pipe string) (uint64, error) {
+	res, err := c.rpc.ABCIQueryWithOptions(ctx, QueryKey, KeyThrough(pipe), rpcclient.ABCIQueryOptions{})
+	if err != nil {
+		return 0, fmt.Errorf("govchain: query: %w", err)
+	}
+	if len(res.Response.Value) != 8 {
+		return 0, nil
+	}
+	return beUint64(res.Response.Value), nil
+}

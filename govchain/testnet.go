@@ -26,8 +26,9 @@ type TestnetOptions struct {
 	ChainID    string
 	Validators int
 	AuditNodes int
-	// GenesisOrgs is how many genesis orgs to create (at least Validators;
-	// zero means one per validator). Validator i belongs to org i.
+	// GenesisOrgs is how many genesis orgs to create (zero: one per
+	// validator). Validator i belongs to org i mod GenesisOrgs, so an org
+	// may run several validators.
 	GenesisOrgs int
 	// BasePort is node i's P2P port base+10*i and RPC port base+10*i+1.
 	// Zero picks free ports (for tests).
@@ -90,8 +91,8 @@ func GenerateTestnet(opts TestnetOptions) (*Testnet, error) {
 	if opts.GenesisOrgs == 0 {
 		opts.GenesisOrgs = opts.Validators
 	}
-	if opts.GenesisOrgs < opts.Validators || opts.GenesisOrgs > 64 {
-		return nil, fmt.Errorf("testnet: genesis orgs must be %d-64 (at least one per validator), got %d", opts.Validators, opts.GenesisOrgs)
+	if opts.GenesisOrgs < 1 || opts.GenesisOrgs > 64 {
+		return nil, fmt.Errorf("testnet: genesis orgs must be 1-64, got %d", opts.GenesisOrgs)
 	}
 	if opts.Dir == "" {
 		return nil, errors.New("testnet: an output directory is required")
@@ -121,7 +122,7 @@ func GenerateTestnet(opts TestnetOptions) (*Testnet, error) {
 		n := &TestnetNode{Validator: i < opts.Validators}
 		if n.Validator {
 			n.Name = fmt.Sprintf("validator%d", i)
-			n.Org = OrgName(i)
+			n.Org = OrgName(i % opts.GenesisOrgs)
 		} else {
 			n.Name = fmt.Sprintf("audit%d", i-opts.Validators)
 		}

@@ -134,7 +134,7 @@ func New(ctx context.Context, cfg Config) (*Relay, error) {
 	}
 	r.comp, err = compensator.New(compensator.Config{RelayID: cfg.RelayID, Signer: cfg.Signer, Sender: r.ep, Anchors: r.txq,
 		Recorder: r.txq, Source: cfg.Chain, Gov: cfg.Gov, Dir: filepath.Join(cfg.DataDir, "compensator"),
-		Policy: cfg.Compensation, Logger: r.log})
+		Policy: cfg.Compensation, Logger: r.log, SendTimeout: cfg.SendBudget})
 	if err != nil {
 		r.ep.Close()
 		return nil, err

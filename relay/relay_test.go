@@ -12,16 +12,19 @@ import (
 	"github.com/ccgpmesh/ccgp/bench"
 )
 
-func startCluster(t *testing.T) *bench.Cluster {
+func startCluster(t *testing.T, opts ...func(*bench.ClusterOptions)) *bench.Cluster {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	lvl := slog.LevelError
 	if testing.Verbose() {
 		lvl = slog.LevelWarn
 	}
-	c, err := bench.StartCluster(ctx, bench.ClusterOptions{Dir: t.TempDir(),
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))})
+	o := bench.ClusterOptions{Dir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))}
+	for _, f := range opts {
+		f(&o)
+	}
+	c, err := bench.StartCluster(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
