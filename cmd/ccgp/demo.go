@@ -91,4 +91,3 @@ own delivery records. --keep-running sends until Ctrl-C.`,
 	f.StringVar(&kafka, "kafka", "", "Kafka brokers host:port,... (default: an embedded kfake broker)")
 	return cmd
 }
-

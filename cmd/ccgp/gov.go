@@ -51,6 +51,17 @@ Pipe flow:
   ccgp gov pipe apply p1 --source-contract ct-a --dest-org org-b --dest-subchain chain-b --from gov-org-1
   ccgp gov pipe authorize p1 --dest-contract ct-b --from gov-org-2`,
 	}
+	f.addFlags(cmd)
+
+	cmd.AddCommand(f.voteCmd(), f.paramsCmd())
+	for _, k := range kinds {
+		cmd.AddCommand(f.kindCmd(k))
+	}
+	return cmd
+}
+
+// addFlags puts the shared governance flags on cmd (and its children).
+func (f *govFlags) addFlags(cmd *cobra.Command) {
 	pf := cmd.PersistentFlags()
 	nodeDefault := os.Getenv("CCGP_NODE")
 	if nodeDefault == "" {
@@ -60,12 +71,6 @@ Pipe flow:
 	pf.StringVar(&f.from, "from", "", "name of the signing key in HOME/keys (txs only)")
 	pf.StringVarP(&f.output, "output", "o", "table", "output format: table or json")
 	pf.DurationVar(&f.timeout, "timeout", 30*time.Second, "how long to wait for a tx to commit")
-
-	cmd.AddCommand(f.voteCmd(), f.paramsCmd())
-	for _, k := range kinds {
-		cmd.AddCommand(f.kindCmd(k))
-	}
-	return cmd
 }
 
 // submit signs and sends m, then prints the outcome.

@@ -280,5 +280,23 @@ func pipeTxs(f *govFlags) []*cobra.Command {
 			return f.submit(c, &govchain.MsgResumePipe{Id: args[0]})
 		},
 	}
-	return []*cobra.Command{apply, auth, suspend, resume}
+	modeCmd := &cobra.Command{
+		Use:     "mode PIPE_ID strict|optimistic",
+		Short:   "Propose a new consistency mode for a pipe (the genesis orgs vote)",
+		Example: "  ccgp gov pipe mode p1 strict --from gov-org-1",
+		Args:    exactArgs("PIPE_ID", "strict|optimistic"),
+		RunE: func(c *cobra.Command, args []string) error {
+			m := &govchain.MsgProposePipeMode{Pipe: args[0]}
+			switch args[1] {
+			case "strict":
+				m.Mode = govchain.ConsistencyMode_MODE_STRICT
+			case "optimistic":
+				m.Mode = govchain.ConsistencyMode_MODE_OPTIMISTIC
+			default:
+				return usagef("mode must be strict or optimistic, not %q", args[1])
+			}
+			return f.submit(c, m)
+		},
+	}
+	return []*cobra.Command{apply, auth, suspend, resume, modeCmd}
 }

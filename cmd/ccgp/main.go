@@ -81,7 +81,7 @@ Start here:
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError{fmt.Errorf("%w\nSee '%s --help'.", err, c.CommandPath())}
 	})
-	root.AddCommand(newKeysCmd(g), newTestnetCmd(g), newNodeCmd(g), newGovCmd(g), newRelayCmd(g), newKafkaCmd(g), newDemoCmd(g), newBenchCmd(g))
+	root.AddCommand(newKeysCmd(g), newTestnetCmd(g), newNodeCmd(g), newGovCmd(g), newRelayCmd(g), newKafkaCmd(g), newTxCmd(g), newManualCmd(g), newDemoCmd(g), newBenchCmd(g))
 	return root
 }
 

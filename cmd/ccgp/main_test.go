@@ -173,6 +173,17 @@ func TestCLIGovernance(t *testing.T) {
 	run(t, env, "gov", "account", "show", "zz").must(t, 2, "malformed address")
 	run(t, []string{"CCGP_HOME=" + dir, "CCGP_NODE=127.0.0.1:1"}, "gov", "org", "list").must(t, 1, "cannot reach node")
 	run(t, env, "node", "start", "--home", filepath.Join(dir, "nope")).must(t, 2, "node home")
+
+	// Transaction control commands.
+	run(t, env, "tx", "show", "nonsense").must(t, 2, "PIPE/SEQ")
+	run(t, env, "tx", "show", "pipe-x/0").must(t, 2, "from 1")
+	run(t, env, "tx", "show", "pipe-x/1").must(t, 0, "unknown to the chain", "proven")
+	run(t, env, "tx", "ledger", "--pipe", "pipe-x", "--from", "5", "--to", "1").must(t, 2, "--from")
+	run(t, env, "tx", "ledger", "--pipe", "pipe-x").must(t, 0, "nothing anchored")
+	run(t, env, "manual", "list").must(t, 0, "no packets wait")
+	run(t, env, "manual", "resolve", "p/1", "--action", "ignore", "--from", "gov-org-1", dev).must(t, 2, "--action must be")
+	run(t, env, "manual", "resolve", "p/1", "--action", "retry", "--from", "gov-org-1", dev).must(t, 1, "rejected: resolve: pipe p does not exist")
+	run(t, env, "gov", "pipe", "mode", "p", "eventual", "--from", "gov-org-1", dev).must(t, 2, "strict or optimistic")
 }
 
 func freeUDP(t *testing.T) string {
