@@ -513,3 +513,28 @@ func (t *Tracker) Percentiles(qs ...float64) []float64 {
 	}
 	return out
 }
+
+// Totals sums the relays' transaction-control counters.
+type Totals struct {
+	ConfirmedPackets int // packets in batches the verifiers confirmed
+	RolledBack       int
+	Manual           int // transitions to MANUAL recorded
+	AnchorTxs        int // governance txs the relays sent: open, receipt and confirm anchors, exceptions
+	AnchoredBatches  int
+}
+
+// Totals reads every running relay's counters.
+func (c *Cluster) Totals() Totals {
+	var t Totals
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, rr := range c.relays {
+		st := rr.r.Stats()
+		t.ConfirmedPackets += int(st.Verifier.ConfirmedPackets)
+		t.RolledBack += int(st.Compensator.RolledBack)
+		t.Manual += int(st.Compensator.Manual)
+		t.AnchorTxs += int(st.Gov.OpenTxs + st.Gov.ReceiptTxs + st.Gov.ConfirmTxs + st.Gov.ExceptionTxs)
+		t.AnchoredBatches += int(st.Gov.OpenBatches)
+	}
+	return t
+}

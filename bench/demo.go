@@ -37,6 +37,11 @@ type DemoSummary struct {
 	Lost             int     `json:"lost"`
 	Duplicated       int     `json:"duplicated"`
 	Rejected         int     `json:"rejected"`
+	Confirmed        int     `json:"confirmed"`
+	RolledBack       int     `json:"rolled_back"`
+	Manual           int     `json:"manual"`
+	Anchors          int     `json:"anchors"`
+	PacketsPerAnchor float64 `json:"packets_per_anchor"`
 	P50Ms            float64 `json:"p50_ms"`
 	P99Ms            float64 `json:"p99_ms"`
 	DurationS        float64 `json:"duration_s"`
@@ -146,7 +151,8 @@ loop:
 	var acc Accounting
 	for {
 		acc, err = c.Account(dctx)
-		if err == nil && acc.Delivered+acc.Rejected == acc.Sent && c.Tracker.Receipted() >= acc.Sent {
+		if err == nil && acc.Delivered+acc.Rejected == acc.Sent && c.Tracker.Receipted() >= acc.Sent &&
+			c.Totals().ConfirmedPackets >= acc.Delivered {
 			break
 		}
 		select {
@@ -170,6 +176,12 @@ done:
 		sum.ThroughputPerS = float64(acc.Delivered) / sum.DurationS
 	}
 	sum.SendS = sendEnd.Sub(trafficStart).Seconds()
+	tot := c.Totals()
+	sum.Confirmed, sum.RolledBack, sum.Manual = tot.ConfirmedPackets, tot.RolledBack, tot.Manual
+	sum.Anchors = tot.AnchorTxs
+	if tot.AnchorTxs > 0 {
+		sum.PacketsPerAnchor = float64(acc.Sent) / float64(tot.AnchorTxs)
+	}
 	sum.GovHeight = c.Node.Height()
 	sum.TotalS = time.Since(start).Seconds()
 	return sum, nil

@@ -25,6 +25,12 @@ type txq struct {
 	log    *slog.Logger
 	in     chan *txItem
 	every  time.Duration
+	// slowEvery paces the anchors nobody waits for (receipts,
+	// confirmations): packing more batches per tx is what keeps the chain
+	// out of the per-packet business. Opens go every round: strict
+	// batches wait for them.
+	slowEvery time.Duration
+	lastSlow  time.Time
 
 	opens, receipts, confirms, exceptions *counter
 }
@@ -40,6 +46,7 @@ type txItem struct {
 	tries     int
 	notBefore time.Time
 	solo      bool // goes in a tx of its own (after its group was refused)
+	urgent    bool // goes in the next round
 }
 
 // maxTries bounds retries of an item whose precondition is not met yet
@@ -54,7 +61,7 @@ func newTxq(gov *govchain.Client, signer crypto.Signer, log *slog.Logger, every 
 	if every <= 0 {
 		every = 50 * time.Millisecond
 	}
-	return &txq{gov: gov, signer: signer, log: log, in: make(chan *txItem, 4096), every: every,
+	return &txq{gov: gov, signer: signer, log: log, in: make(chan *txItem, 4096), every: every, slowEvery: 10 * every,
 		opens: &counter{}, receipts: &counter{}, confirms: &counter{}, exceptions: &counter{}}
 }
 
@@ -82,8 +89,8 @@ func (q *txq) wait(ctx context.Context, it *txItem) error {
 }
 
 // OpenBatch anchors a batch and returns once committed (router.Anchorer).
-func (q *txq) OpenBatch(ctx context.Context, o *govchain.BatchOpen) error {
-	return q.wait(ctx, &txItem{open: o})
+func (q *txq) OpenBatch(ctx context.Context, o *govchain.BatchOpen, urgent bool) error {
+	return q.wait(ctx, &txItem{open: o, urgent: urgent})
 }
 
 // Exception records a transition and returns once committed.
@@ -134,6 +141,11 @@ func (it *txItem) finish(err error) {
 // keep for later rounds.
 func (q *txq) round(ctx context.Context, pending []*txItem) []*txItem {
 	now := time.Now()
+	slow := now.Sub(q.lastSlow) >= q.slowEvery
+	if slow {
+		q.lastSlow = now
+	}
+	urgent := hasUrgent(pending)
 	var keep []*txItem
 	var opens, receipts, confirms, excs, solos []*txItem
 	for _, it := range pending {
@@ -142,11 +154,11 @@ func (q *txq) round(ctx context.Context, pending []*txItem) []*txItem {
 			keep = append(keep, it)
 		case it.solo:
 			solos = append(solos, it)
-		case it.open != nil && len(opens) < maxPerTx:
+		case it.open != nil && (slow || urgent) && len(opens) < maxPerTx:
 			opens = append(opens, it)
-		case it.receipts != nil && len(receipts) < maxPerTx:
+		case it.receipts != nil && slow && len(receipts) < maxPerTx:
 			receipts = append(receipts, it)
-		case it.confirm != nil && len(confirms) < maxPerTx:
+		case it.confirm != nil && slow && len(confirms) < maxPerTx:
 			confirms = append(confirms, it)
 		case it.exception != nil && len(excs) < 1:
 			excs = append(excs, it) // exceptions carry their own packet lists
@@ -296,4 +308,15 @@ type TxStats struct {
 func (q *txq) stats() TxStats {
 	return TxStats{q.opens.txs.Load(), q.opens.items.Load(), q.receipts.txs.Load(), q.receipts.items.Load(),
 		q.confirms.txs.Load(), q.confirms.items.Load(), q.exceptions.txs.Load()}
+}
+
+// hasUrgent reports whether a strict batch waits in pending: then every
+// open goes now, since the tx is paid for anyway.
+func hasUrgent(pending []*txItem) bool {
+	for _, it := range pending {
+		if it.urgent && it.open != nil {
+			return true
+		}
+	}
+	return false
 }

@@ -50,6 +50,12 @@ own delivery records. --keep-running sends until Ctrl-C.`,
 				o.Out = os.Stderr
 			}
 			o.Logger = g.logger()
+			if !c.Flags().Changed("log-level") {
+				// The components' own info lines would drown the progress.
+				gg := *g
+				gg.logLevel = "warn"
+				o.Logger = gg.logger()
+			}
 			sum, err := bench.RunDemo(c.Context(), o)
 			if err != nil {
 				return err
@@ -63,7 +69,9 @@ own delivery records. --keep-running sends until Ctrl-C.`,
 			t.row("packets sent", fmt.Sprint(sum.PacketsSent))
 			t.row("delivered", fmt.Sprintf("%d (each exactly once: %d lost, %d duplicated)", sum.PacketsDelivered, sum.Lost, sum.Duplicated))
 			t.row("receipts", fmt.Sprint(sum.Receipts))
-			t.row("rejected", fmt.Sprint(sum.Rejected))
+			t.row("rejected", fmt.Sprintf("%d (%d rolled back on the source chain, %d waiting for a person)", sum.Rejected, sum.RolledBack, sum.Manual))
+			t.row("confirmed", fmt.Sprintf("%d (receipts proven against anchors and found on the destination chains)", sum.Confirmed))
+			t.row("anchors", fmt.Sprintf("%d governance txs, %.1f packets per anchor tx", sum.Anchors, sum.PacketsPerAnchor))
 			t.row("latency", fmt.Sprintf("p50 %.1f ms, p99 %.1f ms (app send to source receipt)", sum.P50Ms, sum.P99Ms))
 			t.row("throughput", fmt.Sprintf("%.0f packets/s delivered over %.1fs (target %d/s)", sum.ThroughputPerS, sum.DurationS, sum.RateTarget))
 			t.row("mesh", fmt.Sprintf("%d relays, %d pipes, %d orgs", sum.Relays, sum.Pipes, sum.Orgs))
