@@ -42,6 +42,9 @@ type ClusterOptions struct {
 	// WrapChain, if set, wraps each org's chain as its relay sees it
 	// (tests put probes on the delivery path).
 	WrapChain func(org string, ch ingest.Chain, gov *govchain.Client) ingest.Chain
+	// Proxies puts a UDP proxy in front of every relay and registers the
+	// proxy's address, so tests can cut and heal the QUIC paths.
+	Proxies bool
 	// Compensation and SendBudget tune the relays' compensators.
 	Compensation compensator.Policy
 	SendBudget   time.Duration
@@ -90,6 +93,7 @@ type Cluster struct {
 	Chains     map[string]*simchain.Chain // by org
 	Apps       map[string]*simchain.App   // by pipe
 	Tracker    *Tracker
+	Proxies    map[string]*UDPProxy // by org, with ClusterOptions.Proxies
 	TestnetRPC string
 	SetupTxs   int
 
@@ -124,7 +128,7 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster, err err
 		opts.Step = func(string) {}
 	}
 	c := &Cluster{opts: opts, dir: opts.Dir, Chains: map[string]*simchain.Chain{}, Apps: map[string]*simchain.App{},
-		relays: map[string]*runningRelay{}, certs: map[string]tls.Certificate{}, Tracker: NewTracker()}
+		relays: map[string]*runningRelay{}, Proxies: map[string]*UDPProxy{}, certs: map[string]tls.Certificate{}, Tracker: NewTracker()}
 	if c.dir == "" {
 		if c.dir, err = os.MkdirTemp("", "ccgp-cluster-"); err != nil {
 			return nil, err
@@ -203,6 +207,14 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster, err err
 			return nil, err
 		}
 		p.Address = rr.addr
+		if opts.Proxies {
+			px, err := NewUDPProxy(rr.addr)
+			if err != nil {
+				return nil, err
+			}
+			c.Proxies[o.org] = px
+			p.Address = px.Addr()
+		}
 		fp := rr.r.Fingerprint()
 		p.TLSCert = fp[:]
 		c.relays[o.org] = rr
@@ -351,6 +363,9 @@ func (c *Cluster) Close() error {
 		} else if rr.done == nil {
 			errs = append(errs, rr.r.Close()) // bound but never run
 		}
+	}
+	for _, px := range c.Proxies {
+		errs = append(errs, px.Close())
 	}
 	for _, ch := range c.Chains {
 		errs = append(errs, ch.Close())

@@ -17,6 +17,7 @@ import (
 	"github.com/ccgpmesh/ccgp/govchain"
 	"github.com/ccgpmesh/ccgp/ingest/simchain"
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
+	"github.com/ccgpmesh/ccgp/router"
 )
 
 // RunOptions configures Run, the benchmark behind `ccgp bench`. Zero
@@ -34,6 +35,9 @@ type RunOptions struct {
 	Shards  int          // router shards per relay, default 1
 	Suite   crypto.Suite // the apps' signing suite, default ed25519
 	Strict  bool         // pipes in strict mode (default optimistic)
+	// NoAnchors runs the routers without open-batch anchoring (a
+	// diagnostic: the data path alone; strict pipes then never deliver).
+	NoAnchors bool
 
 	// SkipCeilings leaves the ceilings (verify, Kafka, QUIC) unmeasured:
 	// `ccgp bench --shards 1,2,4` measures them once in the parent.
@@ -225,10 +229,15 @@ func Run(ctx context.Context, opts RunOptions) (*Result, error) {
 		}
 	}
 	specs := benchPipes(opts.Pipes, opts.Strict)
+	var shardOpt func(*router.Config)
+	if opts.NoAnchors {
+		shardOpt = func(rc *router.Config) { rc.Anchors = nil }
+		res.note("diagnostic run: routers do not anchor batches (--no-anchors)")
+	}
 	c, err := StartCluster(ctx, ClusterOptions{
 		ChainInterval: opts.ChainInterval, GovInterval: opts.GovInterval, Shards: opts.Shards,
 		Pipes:  append(specs, govchain.PipeSpec{ID: baselinePipe, From: "org-1", To: "org-2", Mode: govchain.ConsistencyMode_MODE_OPTIMISTIC}),
-		Logger: opts.Logger, Brokers: opts.Brokers, OnReceipts: hook, GovTxEvery: opts.GovTxEvery,
+		Logger: opts.Logger, Brokers: opts.Brokers, OnReceipts: hook, GovTxEvery: opts.GovTxEvery, ShardOpt: shardOpt,
 		// Records older than two minutes are long consumed; dropping them
 		// keeps the embedded broker's memory flat over long runs.
 		KafkaOpts: []kfake.Opt{kfake.BrokerConfigs(map[string]string{"log.retention.ms": "120000"})},

@@ -211,3 +211,34 @@ func confirmed(c *bench.Cluster) int {
 	}
 	return n
 }
+
+func TestPartitionHeals(t *testing.T) {
+	if testing.Short() {
+		t.Skip("holds a partition for 30 s")
+	}
+	c := startCluster(t, func(o *bench.ClusterOptions) {
+		o.Proxies = true
+		o.SendBudget = 2 * time.Minute // the router rides the partition out
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 40; i++ { // 4 s of traffic on the pipe into org-2
+			sendOn(ctx, t, c, "pipe-1-2", 10, func(j int) string { return fmt.Sprintf("p #%d.%d", i, j) })
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	time.Sleep(time.Second)
+	c.Proxies["org-2"].Pause()
+	before := c.Chains["org-2"].Stats().Delivered
+	time.Sleep(30 * time.Second)
+	if during := c.Chains["org-2"].Stats().Delivered; during-before > 20 {
+		t.Fatalf("%d delivered through a cut path", during-before)
+	}
+	c.Proxies["org-2"].Resume()
+	<-done
+	a := settle(t, c)
+	t.Logf("partition healed: %+v", a)
+}
