@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -42,6 +43,10 @@ type ClusterOptions struct {
 	// WrapChain, if set, wraps each org's chain as its relay sees it
 	// (tests put probes on the delivery path).
 	WrapChain func(org string, ch ingest.Chain, gov *govchain.Client) ingest.Chain
+	// External names an org whose relay (and subchain) run in another
+	// process: the cluster registers it and writes its relay.yaml, keys
+	// and certificates (Cluster.External), and starts neither.
+	External string
 	// Proxies puts a UDP proxy in front of every relay and registers the
 	// proxy's address, so tests can cut and heal the QUIC paths.
 	Proxies bool
@@ -94,6 +99,7 @@ type Cluster struct {
 	Apps       map[string]*simchain.App   // by pipe
 	Tracker    *Tracker
 	Proxies    map[string]*UDPProxy // by org, with ClusterOptions.Proxies
+	External   *ExternalRelay       // with ClusterOptions.External
 	TestnetRPC string
 	SetupTxs   int
 
@@ -189,6 +195,17 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster, err err
 	opts.Step(fmt.Sprintf("%s at %v; development CA for mTLS", kind, c.brokers))
 
 	for _, o := range clusterOrgs {
+		if o.org == opts.External {
+			p := participant(o.org, o.name)
+			ext, err := c.writeExternal(p)
+			if err != nil {
+				return nil, err
+			}
+			p.Address, p.TLSCert = ext.Addr, ext.fingerprint[:]
+			c.External = ext
+			c.Parts = append(c.Parts, p)
+			continue
+		}
 		admin := crypto.DevSigner("gov-" + o.org)
 		if o.name != "" {
 			admin = crypto.DevSigner("admin-" + o.org)
@@ -231,6 +248,9 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster, err err
 		c.run(ctx, rr)
 	}
 	for _, ps := range opts.Pipes {
+		if ps.From == opts.External {
+			continue // its source chain lives in the other process
+		}
 		from := c.part(ps.From)
 		c.Apps[ps.ID] = &simchain.App{Chain: c.Chains[ps.From], Signer: from.AppKey, Pipe: ps.ID}
 	}
@@ -552,4 +572,67 @@ func (c *Cluster) Totals() Totals {
 		t.AnchoredBatches += int(st.Gov.OpenBatches)
 	}
 	return t
+}
+
+func participant(org, name string) govchain.Participant {
+	admin := crypto.DevSigner("gov-" + org)
+	if name != "" {
+		admin = crypto.DevSigner("admin-" + org)
+	}
+	return govchain.Participant{Org: org, OrgName: name, Admin: admin, Relay: "relay-" + org,
+		RelayKey: crypto.DevSigner("relay-" + org), Subchain: "chain-" + org, Kind: "simchain",
+		App: "app-" + org, AppKey: crypto.DevSigner("app-" + org), Contract: "ct-" + org}
+}
+
+// ExternalRelay is what another process needs to run an org's relay in
+// the cluster: `ccgp relay start --config Config --insecure-dev-keys`.
+type ExternalRelay struct {
+	Org, Dir, Config, Addr string
+	ChainDir               string
+	fingerprint            [32]byte
+}
+
+func (c *Cluster) writeExternal(p govchain.Participant) (*ExternalRelay, error) {
+	dir := filepath.Join(c.dir, "external", p.Org)
+	ks, err := crypto.OpenKeystore(filepath.Join(dir, "keys"), nil, true)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := ks.Import(p.Relay, crypto.DevSigner(p.Relay)); err != nil {
+		return nil, err
+	}
+	cert, err := c.CA.Issue(p.Relay, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := crypto.SaveCertificate(filepath.Join(dir, "relay.crt"), filepath.Join(dir, "relay.key"), cert); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ca.crt"), c.CA.CertificatePEM(), 0o644); err != nil {
+		return nil, err
+	}
+	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	addr := udp.LocalAddr().String()
+	udp.Close()
+	cfg := fmt.Sprintf(`relay_id: %s
+key: %s
+home: %s
+governance: %s
+kafka: [%s]
+topic: %s
+listen: %s
+tls: {ca: ca.crt, cert: relay.crt, key: relay.key}
+data_dir: data
+shards: 1
+chain: {kind: simchain, id: %s, dir: chain, block_interval: %s}
+`, p.Relay, p.Relay, dir, c.TestnetRPC, strings.Join(c.brokers, ", "), eventsTopic(p.Relay), addr, p.Subchain, c.opts.ChainInterval)
+	path := filepath.Join(dir, "relay.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		return nil, err
+	}
+	return &ExternalRelay{Org: p.Org, Dir: dir, Config: path, Addr: addr, ChainDir: filepath.Join(dir, "chain"),
+		fingerprint: crypto.Fingerprint(cert)}, nil
 }

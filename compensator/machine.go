@@ -77,11 +77,16 @@ type Action struct {
 type Machine struct {
 	p     Policy
 	items map[[32]byte]*Item
+	// inflight holds the items a Resend action is out for: Due must not
+	// send them again until Resent reports. It is not persisted, so after
+	// a restart a packet that was mid-resend is due again (the
+	// destination's dedupe makes the second copy harmless).
+	inflight map[[32]byte]bool
 }
 
 // NewMachine makes a machine holding items (restored from the store).
 func NewMachine(p Policy, items []*Item) *Machine {
-	m := &Machine{p: p.withDefaults(), items: map[[32]byte]*Item{}}
+	m := &Machine{p: p.withDefaults(), items: map[[32]byte]*Item{}, inflight: map[[32]byte]bool{}}
 	for _, it := range items {
 		m.items[it.ID] = it
 	}
@@ -104,6 +109,7 @@ func (m *Machine) Items() []*Item {
 // deterministically. They are recorded as failed, rolled back on the
 // source chain, recorded as rolled back, and forgotten.
 func (m *Machine) Refused(items []*Item, reason string) []Action {
+	reason = clip(reason)
 	for _, it := range items {
 		it.State, it.Reason = govchain.PacketState_PACKET_FAILED, reason
 		m.items[it.ID] = it
@@ -120,6 +126,7 @@ func (m *Machine) Refused(items []*Item, reason string) []Action {
 // Undelivered: the router's send budget is spent for items (one
 // destination). They are recorded as failed and scheduled for a resend.
 func (m *Machine) Undelivered(items []*Item, reason string, now time.Time) []Action {
+	reason = clip(reason)
 	acts := []Action{{Kind: Record, Items: items, State: govchain.PacketState_PACKET_FAILED, Reason: reason}}
 	for _, it := range items {
 		it.State, it.Reason = govchain.PacketState_PACKET_FAILED, reason
@@ -147,7 +154,7 @@ func (m *Machine) schedule(items []*Item, now time.Time) []Action {
 	var acts []Action
 	if len(manual) > 0 {
 		acts = append(acts, Action{Kind: Record, Items: manual, State: govchain.PacketState_PACKET_MANUAL,
-			Reason: "retry budget spent: " + manual[0].Reason})
+			Reason: clip("retry budget spent: " + manual[0].Reason)})
 	}
 	return append(acts, Action{Kind: Save, Items: append(later, manual...)})
 }
@@ -157,7 +164,7 @@ func (m *Machine) Due(now time.Time) []Action {
 	groups := map[string][]*Item{}
 	for _, it := range m.Items() {
 		retryable := it.State == govchain.PacketState_PACKET_FAILED || it.State == govchain.PacketState_PACKET_RETRYING
-		if retryable && !it.NextAt.After(now) {
+		if retryable && !m.inflight[it.ID] && !it.NextAt.After(now) {
 			groups[it.To] = append(groups[it.To], it)
 		}
 	}
@@ -176,7 +183,8 @@ func (m *Machine) resend(groups map[string][]*Item) []Action {
 		for _, it := range items {
 			it.State = govchain.PacketState_PACKET_RETRYING
 			it.Attempts++
-			it.NextAt = time.Time{} // in flight
+			it.NextAt = time.Time{}
+			m.inflight[it.ID] = true
 		}
 		acts = append(acts,
 			Action{Kind: Record, Items: items, State: govchain.PacketState_PACKET_RETRYING, Reason: "resending"},
@@ -189,6 +197,12 @@ func (m *Machine) resend(groups map[string][]*Item) []Action {
 // Resent reports a resend's outcome for items: delivered, refused by the
 // destination, or failed again (err != "").
 func (m *Machine) Resent(delivered, refused, failed []*Item, reason string, now time.Time) []Action {
+	for _, l := range [][]*Item{delivered, refused, failed} {
+		for _, it := range l {
+			delete(m.inflight, it.ID)
+		}
+	}
+	reason = clip(reason)
 	var acts []Action
 	if len(delivered) > 0 {
 		acts = append(acts,
@@ -235,5 +249,17 @@ func (m *Machine) Resolved(id [32]byte, action string) []Action {
 func (m *Machine) Forget(items []*Item) {
 	for _, it := range items {
 		delete(m.items, it.ID)
+		delete(m.inflight, it.ID)
 	}
+}
+
+// maxReason keeps recorded reasons inside the governance chain's bound
+// (256 bytes) whatever prefix an error gets.
+const maxReason = 200
+
+func clip(s string) string {
+	if len(s) > maxReason {
+		return s[:maxReason]
+	}
+	return s
 }

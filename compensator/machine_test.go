@@ -1,6 +1,7 @@
 package compensator
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strconv"
@@ -171,9 +172,7 @@ func (h *harness) render(acts []Action) []string {
 					h.t.Errorf("one Resend for destinations %s and %s", a.Items[0].To, it.To)
 				}
 			}
-			if !slices.IsSortedFunc(a.Items, func(x, y *Item) int {
-				return cmpItem(x, y)
-			}) {
+			if !slices.IsSortedFunc(a.Items, cmpItem) {
 				h.t.Errorf("Resend items not by (pipe, seq): %s", names(a.Items))
 			}
 			out = append(out, fmt.Sprintf("Resend %s -> %s", names(a.Items), a.Items[0].To))
@@ -192,7 +191,7 @@ func cmpItem(x, y *Item) int {
 	if c := strings.Compare(x.Pipe, y.Pipe); c != 0 {
 		return c
 	}
-	return int(x.Seq) - int(y.Seq)
+	return cmp.Compare(x.Seq, y.Seq)
 }
 
 type step struct {
@@ -255,7 +254,20 @@ func TestMachine(t *testing.T) {
 					},
 				},
 				{
-					do: func(h *harness) []Action { return h.m.Due(at(2 * time.Second)) },
+					do: func(h *harness) []Action {
+						return h.m.Resent(h.list("", "a/2 b/1"), nil, nil, "", at(time.Second))
+					},
+					want: []string{
+						"Record DELIVERED a/2 b/1: delivered on retry",
+						"Forget a/2 b/1",
+					},
+				},
+				{
+					do:   func(h *harness) []Action { return h.m.Due(at(1500*time.Millisecond - time.Nanosecond)) },
+					want: nil,
+				},
+				{
+					do: func(h *harness) []Action { return h.m.Due(at(1500 * time.Millisecond)) },
 					want: []string{
 						"Record RETRYING a/1: resending",
 						"Save a/1{RETRYING n=1 next=-}",
@@ -263,7 +275,7 @@ func TestMachine(t *testing.T) {
 					},
 				},
 			},
-			held: "a/1{RETRYING n=1 next=-} a/2{RETRYING n=1 next=-} b/1{RETRYING n=1 next=-}",
+			held: "a/1{RETRYING n=1 next=-}",
 		},
 		{
 			name:   "due groups every destination in one call, sorted by destination",
@@ -339,7 +351,9 @@ func TestMachine(t *testing.T) {
 				},
 				{
 					// attempt 2 failed: Base<<2 = 4s, capped at 3s
-					do:   func(h *harness) []Action { return h.m.Resent(nil, nil, h.list("", "a/1"), "timeout", at(3*time.Second)) },
+					do: func(h *harness) []Action {
+						return h.m.Resent(nil, nil, h.list("", "a/1"), "timeout", at(3*time.Second))
+					},
 					want: []string{"Save a/1{RETRYING n=2 next=+6s}"},
 				},
 				{
@@ -352,7 +366,9 @@ func TestMachine(t *testing.T) {
 				},
 				{
 					// attempt 3 (= MaxAttempts) failed: a person decides
-					do: func(h *harness) []Action { return h.m.Resent(nil, nil, h.list("", "a/1"), "timeout", at(6*time.Second)) },
+					do: func(h *harness) []Action {
+						return h.m.Resent(nil, nil, h.list("", "a/1"), "timeout", at(6*time.Second))
+					},
 					want: []string{
 						"Record MANUAL a/1: retry budget spent: timeout",
 						"Save a/1{MANUAL n=3 next=-}",
@@ -368,16 +384,18 @@ func TestMachine(t *testing.T) {
 		{
 			name:   "backoff cap holds for large attempt counts",
 			policy: Policy{MaxAttempts: 100, Base: time.Second, Max: 30 * time.Second, Jitter: identity},
+			restore: func() []*Item {
+				var out []*Item
+				for _, n := range []int{34, 40, 63, 64, 70} { // Base<<n overflows
+					it := newItem(fmt.Sprint("a/", n), "y")
+					it.State, it.Attempts = govchain.PacketState_PACKET_RETRYING, n
+					out = append(out, it)
+				}
+				return out
+			},
 			steps: []step{{
 				do: func(h *harness) []Action {
-					its := h.list("y", "a/34 a/40 a/63 a/64 a/70")
-					for _, it := range its {
-						it.Attempts = int(it.Seq)
-						h.m.items[it.ID] = it
-						h.chain[it.ID] = govchain.PacketState_PACKET_RETRYING
-						it.State = govchain.PacketState_PACKET_RETRYING
-					}
-					return h.m.Resent(nil, nil, its, "timeout", t0)
+					return h.m.Resent(nil, nil, h.list("", "a/34 a/40 a/63 a/64 a/70"), "timeout", t0)
 				},
 				want: []string{"Save a/34{RETRYING n=34 next=+30s} a/40{RETRYING n=40 next=+30s} " +
 					"a/63{RETRYING n=63 next=+30s} a/64{RETRYING n=64 next=+30s} a/70{RETRYING n=70 next=+30s}"},
@@ -411,7 +429,7 @@ func TestMachine(t *testing.T) {
 				{
 					do: func(h *harness) []Action {
 						it := h.items["a/1"]
-						it.Attempts = 3 // as after three resends
+						it.Attempts, it.NextAt = 3, time.Time{} // as after a third resend
 						it.State = govchain.PacketState_PACKET_RETRYING
 						h.chain[it.ID] = govchain.PacketState_PACKET_RETRYING
 						return h.m.Resent(nil, nil, []*Item{it}, "timeout", t0)
@@ -483,13 +501,15 @@ func TestMachine(t *testing.T) {
 			policy: Policy{Jitter: identity},
 			steps: []step{
 				{
-					do: func(h *harness) []Action {
-						acts := h.m.Undelivered(h.list("y", "a/1 a/2"), "unreachable", t0)
-						return append(acts, h.m.Due(at(time.Second))...)
-					},
+					do: func(h *harness) []Action { return h.m.Undelivered(h.list("y", "a/1 a/2"), "unreachable", t0) },
 					want: []string{
 						"Record FAILED a/1 a/2: unreachable",
 						"Save a/1{FAILED n=0 next=+1s} a/2{FAILED n=0 next=+1s}",
+					},
+				},
+				{
+					do: func(h *harness) []Action { return h.m.Due(at(time.Second)) },
+					want: []string{
 						"Record RETRYING a/1 a/2: resending",
 						"Save a/1{RETRYING n=1 next=-} a/2{RETRYING n=1 next=-}",
 						"Resend a/1 a/2 -> y",
@@ -509,13 +529,15 @@ func TestMachine(t *testing.T) {
 			policy: Policy{Jitter: identity},
 			steps: []step{
 				{
-					do: func(h *harness) []Action {
-						acts := h.m.Undelivered(h.list("y", "a/1"), "unreachable", t0)
-						return append(acts, h.m.Due(at(time.Second))...)
-					},
+					do: func(h *harness) []Action { return h.m.Undelivered(h.list("y", "a/1"), "unreachable", t0) },
 					want: []string{
 						"Record FAILED a/1: unreachable",
 						"Save a/1{FAILED n=0 next=+1s}",
+					},
+				},
+				{
+					do: func(h *harness) []Action { return h.m.Due(at(time.Second)) },
+					want: []string{
 						"Record RETRYING a/1: resending",
 						"Save a/1{RETRYING n=1 next=-}",
 						"Resend a/1 -> y",
@@ -536,23 +558,37 @@ func TestMachine(t *testing.T) {
 			policy: Policy{MaxAttempts: 2, Base: time.Second, Jitter: identity},
 			steps: []step{
 				{
-					do: func(h *harness) []Action {
-						acts := h.m.Undelivered(h.list("y", "a/1"), "unreachable", t0)
-						acts = append(acts, h.m.Due(at(time.Second))...)
-						acts = append(acts, h.m.Resent(nil, nil, h.list("", "a/1"), "timeout", at(time.Second))...)
-						acts = append(acts, h.m.Due(at(3*time.Second))...)
-						return append(acts, h.m.Resent(nil, nil, h.list("", "a/1"), "timeout", at(3*time.Second))...)
-					},
+					do: func(h *harness) []Action { return h.m.Undelivered(h.list("y", "a/1"), "unreachable", t0) },
 					want: []string{
 						"Record FAILED a/1: unreachable",
 						"Save a/1{FAILED n=0 next=+1s}",
+					},
+				},
+				{
+					do: func(h *harness) []Action { return h.m.Due(at(time.Second)) },
+					want: []string{
 						"Record RETRYING a/1: resending",
 						"Save a/1{RETRYING n=1 next=-}",
 						"Resend a/1 -> y",
-						"Save a/1{RETRYING n=1 next=+3s}",
+					},
+				},
+				{
+					do:   func(h *harness) []Action { return h.m.Resent(nil, nil, h.list("", "a/1"), "timeout", at(time.Second)) },
+					want: []string{"Save a/1{RETRYING n=1 next=+3s}"},
+				},
+				{
+					do: func(h *harness) []Action { return h.m.Due(at(3 * time.Second)) },
+					want: []string{
 						"Record RETRYING a/1: resending",
 						"Save a/1{RETRYING n=2 next=-}",
 						"Resend a/1 -> y",
+					},
+				},
+				{
+					do: func(h *harness) []Action {
+						return h.m.Resent(nil, nil, h.list("", "a/1"), "timeout", at(3*time.Second))
+					},
+					want: []string{
 						"Record MANUAL a/1: retry budget spent: timeout",
 						"Save a/1{MANUAL n=2 next=-}",
 					},
@@ -754,8 +790,6 @@ func TestMachineRestore(t *testing.T) {
 // action sequence (Record RETRYING on the governance chain) is being
 // retried.
 func TestMachineInFlight(t *testing.T) {
-	t.Skip("BUG: Machine.Due treats an in-flight item (RETRYING, NextAt zero) as due, so every Due before its " +
-		"Resent starts another resend and increments Attempts (duplicate sends, retry budget spent early)")
 	h := newHarness(t, Policy{Base: time.Second, Jitter: identity})
 	h.apply(h.m.Undelivered(h.list("y", "a/1"), "unreachable", t0))
 	if got := h.apply(h.m.Due(at(time.Second))); len(got) != 3 {

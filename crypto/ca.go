@@ -370,3 +370,25 @@ func checkRelayID(id string) error {
 	}
 	return nil
 }
+
+// SaveCertificate writes a leaf certificate chain (PEM) and its private
+// key (PKCS#8 PEM, mode 0600), e.g. for a relay's relay.crt / relay.key.
+func SaveCertificate(certFile, keyFile string, cert tls.Certificate) error {
+	var cb []byte
+	for _, der := range cert.Certificate {
+		cb = append(cb, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
+		return fmt.Errorf("crypto: encode key: %w", err)
+	}
+	if err := writeFileAtomic(certFile, cb, 0o644); err != nil {
+		return err
+	}
+	return writeFileAtomic(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600)
+}
+
+// CertificatePEM is the CA's certificate in PEM, for a relay's CA file.
+func (ca *CA) CertificatePEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw})
+}

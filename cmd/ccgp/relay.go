@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
@@ -222,7 +221,7 @@ relay and its subchain.`,
 			if err := os.MkdirAll(out, 0o700); err != nil {
 				return err
 			}
-			if err := writeCert(filepath.Join(out, "relay.crt"), filepath.Join(out, "relay.key"), cert); err != nil {
+			if err := crypto.SaveCertificate(filepath.Join(out, "relay.crt"), filepath.Join(out, "relay.key"), cert); err != nil {
 				return err
 			}
 			home, _ := filepath.Abs(g.home)
@@ -282,21 +281,6 @@ func loadTLS(certFile, keyFile, caFile string) (tls.Certificate, *x509.CertPool,
 		return cert, nil, fmt.Errorf("relay TLS CA %s holds no PEM certificate", caFile)
 	}
 	return cert, pool, nil
-}
-
-func writeCert(certFile, keyFile string, cert tls.Certificate) error {
-	var cb bytes.Buffer
-	for _, der := range cert.Certificate {
-		pem.Encode(&cb, &pem.Block{Type: "CERTIFICATE", Bytes: der})
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(certFile, cb.Bytes(), 0o644); err != nil {
-		return err
-	}
-	return os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600)
 }
 
 // serveMetrics exposes Prometheus metrics and pprof on addr.

@@ -1,0 +1,273 @@
+package verifier
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"slices"
+	"testing"
+
+	"github.com/ccgpmesh/ccgp/crypto"
+	"github.com/ccgpmesh/ccgp/govchain"
+	"github.com/ccgpmesh/ccgp/ingest"
+	"github.com/ccgpmesh/ccgp/mesh/amdp"
+)
+
+// Keys shared by the tests: deterministic, so failures reproduce.
+var (
+	appKey = crypto.DevSigner("verifier-test-app")
+	relayA = crypto.DevSigner("verifier-test-relay-a")
+	relayB = crypto.DevSigner("verifier-test-relay-b")
+)
+
+// fixture is one batch from relay-a to relay-b, the receipts relay-b
+// returned, relay-b's committed receipt anchor, and what the destination
+// chain recorded. As built, every receipt agrees with both.
+type fixture struct {
+	t      *testing.T
+	b      *amdp.Batch
+	rb     *amdp.ReceiptBatch
+	anchor *govchain.BatchAnchor
+	chain  map[[32]byte]ingest.Delivery
+}
+
+var refs = []struct {
+	pipe string
+	seq  uint64
+}{{"pipe-a", 1}, {"pipe-a", 2}, {"pipe-b", 7}}
+
+func newFixture(t *testing.T) *fixture {
+	f := &fixture{t: t, chain: map[[32]byte]ingest.Delivery{}}
+	f.b = &amdp.Batch{Header: &amdp.BatchHeader{FromRelay: "relay-a", ToRelay: "relay-b", BatchSeq: 5, CreatedUnixMs: 1_700_000_000_000}}
+	f.rb = &amdp.ReceiptBatch{Header: &amdp.ReceiptBatchHeader{FromRelay: "relay-b", ToRelay: "relay-a", BatchSeq: 5}}
+	for i, r := range refs {
+		p := &amdp.Packet{PipeId: r.pipe, Sequence: r.seq, Operation: amdp.OpWrite,
+			Payload: fmt.Appendf(nil, `{"transfer":%d}`, i), TimeoutHeight: 1000, TimeoutUnixMs: 1_700_000_060_000}
+		if err := amdp.SignPacket(p, appKey); err != nil {
+			t.Fatal(err)
+		}
+		f.b.Packets = append(f.b.Packets, p)
+		id := p.ID()
+		d := ingest.Delivery{PacketID: id, Status: amdp.StatusDelivered, TxHash: fmt.Appendf(nil, "tx-%d", i),
+			Height: 100 + uint64(i), ResultHash: sha256.Sum256(p.Payload)}
+		f.chain[id] = d
+		f.rb.Receipts = append(f.rb.Receipts, &amdp.Receipt{PacketId: id[:], Status: amdp.StatusDelivered,
+			DestTxHash: d.TxHash, DestHeight: d.Height, ResultHash: d.ResultHash[:]})
+	}
+	if err := amdp.SealBatch(f.b, relayA); err != nil {
+		t.Fatal(err)
+	}
+	f.seal()
+	return f
+}
+
+// seal (re)signs the receipts and anchors them as the governance chain
+// would: the anchor is what relay-b committed for these very receipts.
+func (f *fixture) seal() {
+	f.t.Helper()
+	if err := amdp.SealReceiptBatch(f.rb, relayB); err != nil {
+		f.t.Fatal(err)
+	}
+	statuses := make([]byte, len(f.rb.Receipts))
+	for i, r := range f.rb.Receipts {
+		statuses[i] = byte(r.Status)
+	}
+	h := f.b.Header
+	f.anchor = &govchain.BatchAnchor{FromRelay: h.FromRelay, ToRelay: h.ToRelay, BatchSeq: h.BatchSeq,
+		MerkleRoot: h.MerkleRoot, Count: h.PacketCount, OpenedHeight: 10,
+		ReceiptRoot: f.rb.Header.MerkleRoot, Statuses: statuses, ReceiptedHeight: 12}
+}
+
+func (f *fixture) id(i int) [32]byte { return f.b.Packets[i].ID() }
+
+// refuse makes receipt i a refusal by the destination (relay-b signs and
+// anchors it as such).
+func (f *fixture) refuse(i int, st amdp.ReceiptStatus) {
+	r := f.rb.Receipts[i]
+	r.Status, r.DestTxHash, r.DestHeight, r.ResultHash, r.Reason = st, nil, 0, nil, "contract reverted"
+	f.seal()
+}
+
+func TestCheck(t *testing.T) {
+	const (
+		otherReceipts = "the receipt anchor commits to other receipts than the relay returned"
+		count         = "receipts, anchor statuses and packets differ in number"
+	)
+	all := func(reason string) []Mismatch {
+		var out []Mismatch
+		for _, r := range refs {
+			out = append(out, Mismatch{r.pipe, r.seq, reason})
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(f *fixture)
+		want []Mismatch
+	}{
+		{
+			name: "all delivered and on chain",
+			edit: func(f *fixture) {},
+		},
+		{
+			name: "anchor root differs: every packet",
+			edit: func(f *fixture) { f.anchor.ReceiptRoot = sha256.New().Sum(nil) },
+			want: all(otherReceipts),
+		},
+		{
+			name: "anchor missing its receipt root: every packet",
+			edit: func(f *fixture) { f.anchor.ReceiptRoot = nil },
+			want: all(otherReceipts),
+		},
+		{
+			name: "receipts re-signed after relay-b anchored others: every packet",
+			edit: func(f *fixture) {
+				anchored := f.anchor
+				f.rb.Receipts[1].DestHeight++
+				f.seal()
+				f.anchor = anchored
+			},
+			want: all(otherReceipts),
+		},
+		{
+			name: "anchor lacks a status: every packet",
+			edit: func(f *fixture) { f.anchor.Statuses = f.anchor.Statuses[:2] },
+			want: all(count),
+		},
+		{
+			name: "fewer receipts than packets: every packet",
+			edit: func(f *fixture) {
+				f.rb.Receipts = f.rb.Receipts[:2]
+				f.seal()
+			},
+			want: all(count),
+		},
+		{
+			name: "anchored status differs from the receipt",
+			edit: func(f *fixture) { f.anchor.Statuses[1] = byte(amdp.StatusFailed) },
+			want: []Mismatch{{"pipe-a", 2, "anchored status differs from the receipt"}},
+		},
+		{
+			name: "anchor says delivered, receipt says refused",
+			edit: func(f *fixture) {
+				f.refuse(2, amdp.StatusFailed)
+				f.anchor.Statuses[2] = byte(amdp.StatusDelivered)
+			},
+			want: []Mismatch{{"pipe-b", 7, "anchored status differs from the receipt"}},
+		},
+		{
+			name: "receipt for another packet",
+			edit: func(f *fixture) {
+				other := amdp.PacketID("pipe-z", 9)
+				f.rb.Receipts[1].PacketId = other[:]
+				f.seal()
+			},
+			want: []Mismatch{{"pipe-a", 2, "receipt is for another packet"}},
+		},
+		{
+			name: "receipts in another order than the packets",
+			edit: func(f *fixture) {
+				f.rb.Receipts[0], f.rb.Receipts[2] = f.rb.Receipts[2], f.rb.Receipts[0]
+				f.seal()
+			},
+			want: []Mismatch{{"pipe-a", 1, "receipt is for another packet"}, {"pipe-b", 7, "receipt is for another packet"}},
+		},
+		{
+			name: "destination chain lacks the delivery",
+			edit: func(f *fixture) { delete(f.chain, f.id(2)) },
+			want: []Mismatch{{"pipe-b", 7, "destination chain has no such delivery"}},
+		},
+		{
+			name: "destination chain recorded a refusal",
+			edit: func(f *fixture) {
+				f.chain[f.id(0)] = ingest.Delivery{PacketID: f.id(0), Status: amdp.StatusFailed, Reason: "out of gas"}
+			},
+			want: []Mismatch{{"pipe-a", 1, "destination chain recorded a refusal"}},
+		},
+		{
+			name: "destination chain recorded a rejection",
+			edit: func(f *fixture) {
+				d := f.chain[f.id(1)]
+				d.Status = amdp.StatusRejected
+				f.chain[f.id(1)] = d
+			},
+			want: []Mismatch{{"pipe-a", 2, "destination chain recorded a refusal"}},
+		},
+		{
+			name: "tx hash differs",
+			edit: func(f *fixture) {
+				d := f.chain[f.id(1)]
+				d.TxHash = []byte("tx-forged")
+				f.chain[f.id(1)] = d
+			},
+			want: []Mismatch{{"pipe-a", 2, "destination tx differs: chain has height 101"}},
+		},
+		{
+			name: "height differs",
+			edit: func(f *fixture) {
+				d := f.chain[f.id(2)]
+				d.Height = 999
+				f.chain[f.id(2)] = d
+			},
+			want: []Mismatch{{"pipe-b", 7, "destination tx differs: chain has height 999"}},
+		},
+		{
+			name: "result hash differs",
+			edit: func(f *fixture) {
+				d := f.chain[f.id(0)]
+				d.ResultHash[31] ^= 1
+				f.chain[f.id(0)] = d
+			},
+			want: []Mismatch{{"pipe-a", 1, "result hash differs from the chain's"}},
+		},
+		{
+			name: "several mismatches, in packet order",
+			edit: func(f *fixture) {
+				delete(f.chain, f.id(2))
+				d := f.chain[f.id(0)]
+				d.ResultHash[0] ^= 1
+				f.chain[f.id(0)] = d
+			},
+			want: []Mismatch{
+				{"pipe-a", 1, "result hash differs from the chain's"},
+				{"pipe-b", 7, "destination chain has no such delivery"},
+			},
+		},
+		{
+			name: "a rejected receipt is not checked against the chain",
+			edit: func(f *fixture) {
+				f.refuse(1, amdp.StatusRejected)
+				delete(f.chain, f.id(1))
+			},
+		},
+		{
+			name: "a failed receipt is not checked against the chain",
+			edit: func(f *fixture) {
+				f.refuse(0, amdp.StatusFailed)
+				f.chain[f.id(0)] = ingest.Delivery{PacketID: f.id(0), Status: amdp.StatusFailed, Reason: "contract reverted"}
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			tc.edit(f)
+			var looked [][32]byte
+			find := func(id [32]byte) (ingest.Delivery, bool) {
+				looked = append(looked, id)
+				d, ok := f.chain[id]
+				return d, ok
+			}
+			got := Check(f.b, f.rb, f.anchor, find)
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("Check:\n got %+v\nwant %+v", got, tc.want)
+			}
+			// The chain is asked only about the packets the destination
+			// says it delivered.
+			for _, id := range looked {
+				i := slices.IndexFunc(f.b.Packets, func(p *amdp.Packet) bool { return p.ID() == id })
+				if i < 0 || i >= len(f.rb.Receipts) || f.rb.Receipts[i].Status != amdp.StatusDelivered {
+					t.Errorf("looked up %x, whose receipt is not a delivery", id[:4])
+				}
+			}
+		})
+	}
+}
