@@ -451,6 +451,7 @@ type Tracker struct {
 	sent      map[[32]byte]sentRec
 	latencies []float64 // ms, send -> receipt
 	rejected  map[[32]byte]bool
+	ids       map[[32]byte]bool // packets with a receipt
 
 	sentN, receipted, delivered atomic.Int64
 }
@@ -462,7 +463,7 @@ type sentRec struct {
 
 // NewTracker returns an empty tracker.
 func NewTracker() *Tracker {
-	return &Tracker{sent: map[[32]byte]sentRec{}, rejected: map[[32]byte]bool{}}
+	return &Tracker{sent: map[[32]byte]sentRec{}, rejected: map[[32]byte]bool{}, ids: map[[32]byte]bool{}}
 }
 
 // Sent records that p left its app now.
@@ -480,9 +481,10 @@ func (t *Tracker) receipts(b *amdp.Batch, rb *amdp.ReceiptBatch) {
 	for _, r := range rb.Receipts {
 		var id [32]byte
 		copy(id[:], r.PacketId)
-		if s, ok := t.sent[id]; ok {
+		if s, ok := t.sent[id]; ok && !t.ids[id] {
 			t.latencies = append(t.latencies, float64(now.Sub(s.at).Microseconds())/1000)
 		}
+		t.ids[id] = true
 		if r.Status != amdp.StatusDelivered {
 			t.rejected[id] = true
 		}
@@ -503,6 +505,20 @@ func (t *Tracker) wasRejected(id [32]byte) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.rejected[id]
+}
+
+// ReceiptedDistinct is how many different packets have a receipt.
+func (t *Tracker) ReceiptedDistinct() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.ids)
+}
+
+// SentIDs returns the ids of the packets the apps sent.
+func (t *Tracker) SentIDs() [][32]byte {
+	var out [][32]byte
+	t.eachSent(func(id [32]byte, _ string) { out = append(out, id) })
+	return out
 }
 
 // SentCount is how many packets the apps sent.
