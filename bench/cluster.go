@@ -572,6 +572,7 @@ type Totals struct {
 	Manual           int // transitions to MANUAL recorded
 	AnchorTxs        int // governance txs the relays sent: open, receipt and confirm anchors, exceptions
 	AnchoredBatches  int
+	OpenLatencyMs    float64 // mean, from queueing a batch's open anchor to its commit
 }
 
 // Totals reads every running relay's counters.
@@ -586,6 +587,10 @@ func (c *Cluster) Totals() Totals {
 		t.Manual += int(st.Compensator.Manual)
 		t.AnchorTxs += int(st.Gov.OpenTxs + st.Gov.ReceiptTxs + st.Gov.ConfirmTxs + st.Gov.ExceptionTxs)
 		t.AnchoredBatches += int(st.Gov.OpenBatches)
+		t.OpenLatencyMs += float64(st.Gov.OpenLatencyMicros) / 1000
+	}
+	if t.AnchoredBatches > 0 {
+		t.OpenLatencyMs /= float64(t.AnchoredBatches)
 	}
 	return t
 }

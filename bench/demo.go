@@ -26,6 +26,8 @@ type DemoOptions struct {
 	BulkTxs int
 	Logger  *slog.Logger
 	Brokers []string // a real Kafka cluster instead of the embedded broker
+	// Mode is every pipe's consistency mode: "optimistic" (default) or "strict".
+	Mode string
 }
 
 // DemoSummary is the demo's result; `ccgp demo --json` prints it. Lost and
@@ -42,6 +44,8 @@ type DemoSummary struct {
 	Manual           int     `json:"manual"`
 	Anchors          int     `json:"anchors"`
 	PacketsPerAnchor float64 `json:"packets_per_anchor"`
+	AnchorLatencyMs  float64 `json:"anchor_latency_ms"`
+	Mode             string  `json:"mode"`
 	P50Ms            float64 `json:"p50_ms"`
 	P99Ms            float64 `json:"p99_ms"`
 	DurationS        float64 `json:"duration_s"`
@@ -86,12 +90,21 @@ func RunDemo(ctx context.Context, opts DemoOptions) (*DemoSummary, error) {
 	say := func(format string, args ...any) {
 		fmt.Fprintf(out, "[%5.1fs] "+format+"\n", append([]any{time.Since(start).Seconds()}, args...)...)
 	}
-	c, err := StartCluster(ctx, ClusterOptions{Logger: opts.Logger, Brokers: opts.Brokers, Step: func(s string) { say("%s", s) }})
+	mode := govchain.ConsistencyMode_MODE_OPTIMISTIC
+	if opts.Mode == "strict" {
+		mode = govchain.ConsistencyMode_MODE_STRICT
+	}
+	pipes := DefaultPipes()
+	for i := range pipes {
+		pipes[i].Mode = mode
+	}
+	c, err := StartCluster(ctx, ClusterOptions{Logger: opts.Logger, Brokers: opts.Brokers, Pipes: pipes, Step: func(s string) { say("%s", s) }})
 	if err != nil {
 		return nil, err
 	}
 	defer c.Close()
-	sum := &DemoSummary{Pipes: len(c.Apps), Relays: len(c.Parts), SetupTxs: c.SetupTxs, RateTarget: opts.Rate}
+	sum := &DemoSummary{Pipes: len(c.Apps), Relays: len(c.Parts), SetupTxs: c.SetupTxs, RateTarget: opts.Rate,
+		Mode: short(mode.String())}
 
 	if err := governanceShowcase(ctx, c, sum, say); err != nil {
 		return nil, err
@@ -178,7 +191,7 @@ done:
 	sum.SendS = sendEnd.Sub(trafficStart).Seconds()
 	tot := c.Totals()
 	sum.Confirmed, sum.RolledBack, sum.Manual = tot.ConfirmedPackets, tot.RolledBack, tot.Manual
-	sum.Anchors = tot.AnchorTxs
+	sum.Anchors, sum.AnchorLatencyMs = tot.AnchorTxs, tot.OpenLatencyMs
 	if tot.AnchorTxs > 0 {
 		sum.PacketsPerAnchor = float64(acc.Sent) / float64(tot.AnchorTxs)
 	}

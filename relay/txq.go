@@ -33,6 +33,7 @@ type txq struct {
 	lastSlow  time.Time
 
 	opens, receipts, confirms, exceptions *counter
+	openLatency                           atomic.Uint64 // µs from queueing an open anchor to its commit, summed
 }
 
 type counter struct{ txs, items atomic.Uint64 }
@@ -46,6 +47,7 @@ type txItem struct {
 	tries     int
 	notBefore time.Time
 	solo      bool // goes in a tx of its own (after its group was refused)
+	queued    time.Time
 	urgent    bool // goes in the next round
 }
 
@@ -67,6 +69,7 @@ func newTxq(gov *govchain.Client, signer crypto.Signer, log *slog.Logger, every 
 
 // submit queues it; it blocks while the queue is full (backpressure).
 func (q *txq) submit(ctx context.Context, it *txItem) error {
+	it.queued = time.Now()
 	select {
 	case q.in <- it:
 		return nil
@@ -212,7 +215,11 @@ func (q *txq) round(ctx context.Context, pending []*txItem) []*txItem {
 		if errs[i] == nil {
 			g.kind.txs.Add(1)
 			g.kind.items.Add(uint64(len(g.items)))
+			now := time.Now()
 			for _, it := range g.items {
+				if it.open != nil {
+					q.openLatency.Add(uint64(now.Sub(it.queued).Microseconds()))
+				}
 				it.finish(nil)
 			}
 			continue
@@ -303,11 +310,12 @@ func (q *txq) AnchorReceipts(ctx context.Context, r *govchain.BatchReceipts) err
 // TxStats are the governance txs a relay sent, by kind.
 type TxStats struct {
 	OpenTxs, OpenBatches, ReceiptTxs, ReceiptBatches, ConfirmTxs, ConfirmBatches, ExceptionTxs uint64
+	OpenLatencyMicros                                                                          uint64 // summed over OpenBatches: queued to committed
 }
 
 func (q *txq) stats() TxStats {
 	return TxStats{q.opens.txs.Load(), q.opens.items.Load(), q.receipts.txs.Load(), q.receipts.items.Load(),
-		q.confirms.txs.Load(), q.confirms.items.Load(), q.exceptions.txs.Load()}
+		q.confirms.txs.Load(), q.confirms.items.Load(), q.exceptions.txs.Load(), q.openLatency.Load()}
 }
 
 // hasUrgent reports whether a strict batch waits in pending: then every

@@ -134,6 +134,7 @@ binary again) and prints packets/s per count.`,
 	f.StringVar(&kafka, "kafka", "", "Kafka brokers host:port,... (default: an embedded kfake broker)")
 	f.BoolVar(&child, "child", false, "run one shard count for a parent bench and print JSON")
 	f.BoolVar(&o.SkipCeilings, "skip-ceilings", false, "do not measure the ceilings")
+	f.BoolVar(&o.NoAnchors, "no-anchors", false, "diagnostic: routers do not anchor batches (the data path alone)")
 	_ = f.MarkHidden("child")
 
 	var g1 bench.GovOptions

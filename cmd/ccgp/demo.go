@@ -39,6 +39,8 @@ own delivery records. --keep-running sends until Ctrl-C.`,
 				return usagef("--duration must be between 1s and 24h")
 			case o.Payload < 1 || o.Payload > 64<<10:
 				return usagef("--payload must be 1-65536 bytes (the pipes' default limit)")
+			case o.Mode != "optimistic" && o.Mode != "strict":
+				return usagef("--mode must be optimistic or strict")
 			case o.BulkTxs < 0 || o.BulkTxs > 50000:
 				return usagef("--bulk-txs must be 0-50000")
 			}
@@ -71,7 +73,8 @@ own delivery records. --keep-running sends until Ctrl-C.`,
 			t.row("receipts", fmt.Sprint(sum.Receipts))
 			t.row("rejected", fmt.Sprintf("%d (%d rolled back on the source chain, %d waiting for a person)", sum.Rejected, sum.RolledBack, sum.Manual))
 			t.row("confirmed", fmt.Sprintf("%d (receipts proven against anchors and found on the destination chains)", sum.Confirmed))
-			t.row("anchors", fmt.Sprintf("%d governance txs, %.1f packets per anchor tx", sum.Anchors, sum.PacketsPerAnchor))
+			t.row("anchors", fmt.Sprintf("%d governance txs, %.1f packets per anchor tx, open anchor committed in %.0f ms on average", sum.Anchors, sum.PacketsPerAnchor, sum.AnchorLatencyMs))
+			t.row("pipes", sum.Mode)
 			t.row("latency", fmt.Sprintf("p50 %.1f ms, p99 %.1f ms (app send to source receipt)", sum.P50Ms, sum.P99Ms))
 			t.row("throughput", fmt.Sprintf("%.0f packets/s delivered over %.1fs (target %d/s)", sum.ThroughputPerS, sum.DurationS, sum.RateTarget))
 			t.row("mesh", fmt.Sprintf("%d relays, %d pipes, %d orgs", sum.Relays, sum.Pipes, sum.Orgs))
@@ -96,6 +99,7 @@ own delivery records. --keep-running sends until Ctrl-C.`,
 	f.DurationVar(&o.Duration, "duration", 20*time.Second, "how long the apps send")
 	f.IntVar(&o.Payload, "payload", 256, "payload bytes per packet")
 	f.IntVar(&o.BulkTxs, "bulk-txs", 0, "also measure a burst of this many governance txs")
+	f.StringVar(&o.Mode, "mode", "optimistic", "every pipe's consistency mode: optimistic or strict")
 	f.StringVar(&kafka, "kafka", "", "Kafka brokers host:port,... (default: an embedded kfake broker)")
 	return cmd
 }
