@@ -284,18 +284,4 @@ func governanceShowcase(ctx context.Context, c *Cluster, sum *DemoSummary, say f
 	return nil
 }
 
-func short(enum string) string {
-	for i := 0; i < len(enum); i++ {
-		if enum[i] == '_' {
-			enum = enum[i+1:]
-			break
-		}
-	}
-	b := []byte(enum)
-	for i, ch := range b {
-		if ch >= 'A' && ch <= 'Z' {
-			b[i] = ch + 'a' - 'A'
-		}
-	}
-	return string(b)
-}
+func short(enum string) string { return govchain.EnumName(enum) }

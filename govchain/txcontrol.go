@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
 )
@@ -74,21 +75,16 @@ func (x *execCtx) proposePipeMode(m *MsgProposePipeMode) (*TxError, error) {
 	return nil, x.st.put(KeyProposal(id), prop)
 }
 
-func short(enum string) string {
-	for i := 0; i < len(enum); i++ {
-		if enum[i] == '_' {
-			enum = enum[i+1:]
-			break
-		}
+// EnumName renders a generated enum value for people: the type prefix
+// dropped and lower case (PIPE_ACTIVE -> "active", MODE_STRICT -> "strict").
+func EnumName(enum string) string {
+	if i := strings.IndexByte(enum, '_'); i >= 0 {
+		enum = enum[i+1:]
 	}
-	b := []byte(enum)
-	for i, c := range b {
-		if c >= 'A' && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
-	}
-	return string(b)
+	return strings.ToLower(enum)
 }
+
+func short(enum string) string { return EnumName(enum) }
 
 func (x *execCtx) through(pipe string) (uint64, error) {
 	b, err := x.st.Get(KeyThrough(pipe))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strconv"
@@ -20,7 +21,7 @@ import (
 func newBenchCmd(g *globals) *cobra.Command {
 	var o bench.RunOptions
 	var asJSON, child bool
-	var shards, kafka, mode, suite, cpuprofile string
+	var shards, kafka, mode, suite, cpuprofile, memprofile string
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure the platform end to end, beside the ceilings of its parts",
@@ -103,6 +104,14 @@ binary again) and prints packets/s per count.`,
 				defer f.Close()
 				o.CPUProfile = f
 			}
+			if memprofile != "" {
+				o.MemProfile = func(end bool) (io.WriteCloser, error) {
+					if end {
+						return os.Create(memprofile)
+					}
+					return os.Create(memprofile + ".start")
+				}
+			}
 			r, err := bench.Run(c.Context(), o)
 			if err != nil {
 				return err
@@ -124,6 +133,7 @@ binary again) and prints packets/s per count.`,
 	f.StringVar(&suite, "suite", string(crypto.SuiteEd25519), "the apps' signing suite")
 	f.StringVar(&mode, "mode", "optimistic", "pipe consistency mode: strict or optimistic")
 	f.StringVar(&cpuprofile, "cpuprofile", "", "write a CPU profile of the window to this file")
+	f.StringVar(&memprofile, "memprofile", "", "write the allocation profile at the window's end to this file (and its start to FILE.start)")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object (progress goes to stderr)")
 	f.IntVar(&o.BaselineTxs, "baseline-txs", 10000, "txs in the per-packet baseline (negative: skip it)")
 	f.StringVar(&o.BaselineKind, "baseline-tx", bench.BaselineOpenBatch, "the per-packet baseline's tx: open-batch or register-node")
@@ -211,7 +221,7 @@ func benchShards(c *cobra.Command, o bench.RunOptions, counts []int, cpuprofile 
 	var pass []string
 	c.Flags().Visit(func(fl *pflag.Flag) {
 		switch fl.Name {
-		case "shards", "json", "cpuprofile", "child", "skip-ceilings":
+		case "shards", "json", "cpuprofile", "memprofile", "child", "skip-ceilings":
 			return
 		}
 		pass = append(pass, "--"+fl.Name+"="+fl.Value.String())

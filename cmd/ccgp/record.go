@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/hex"
 	"fmt"
-	"strings"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -67,9 +66,4 @@ func scalar(fd protoreflect.FieldDescriptor, v protoreflect.Value) any {
 }
 
 // enumName drops the type prefix: ROLE_CROSSCHAIN -> crosschain.
-func enumName(s string) string {
-	if i := strings.IndexByte(s, '_'); i >= 0 {
-		s = s[i+1:]
-	}
-	return strings.ToLower(s)
-}
+func enumName(s string) string { return govchain.EnumName(s) }
