@@ -37,6 +37,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeBatch$$' -fuzztime $(FUZZTIME) ./mesh/amdp/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeReceiptBatch$$' -fuzztime $(FUZZTIME) ./mesh/amdp/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime $(FUZZTIME) ./mesh/amdp/
+	$(GO) test -run '^$$' -fuzz '^FuzzReadFrame$$' -fuzztime $(FUZZTIME) ./mesh/
 
 ## build: the ccgp binary in ./bin
 build:
