@@ -168,7 +168,11 @@ func itemOf(p *amdp.Packet, to string) (*Item, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Item{ID: p.ID(), Pipe: p.PipeId, Seq: p.Sequence, To: to, Packet: raw}, nil
+	it := &Item{ID: p.ID(), Pipe: p.PipeId, Seq: p.Sequence, To: to, Packet: raw}
+	if p.TimeoutUnixMs > 0 {
+		it.Deadline = time.UnixMilli(int64(p.TimeoutUnixMs))
+	}
+	return it, nil
 }
 
 // Rejected takes stage-1 rejections (router.Compensator): durable on return.

@@ -18,6 +18,10 @@ type Item struct {
 	Attempts int                  `json:"attempts"`
 	NextAt   time.Time            `json:"next_at"`
 	Reason   string               `json:"reason"`
+	// Deadline is the packet's own timeout (amdp timeout_unix_ms, which
+	// the source app sets per pipe): a packet not delivered by then is
+	// rolled back instead of retried. Zero: none.
+	Deadline time.Time `json:"deadline"`
 }
 
 // Policy bounds retries.
@@ -159,16 +163,30 @@ func (m *Machine) schedule(items []*Item, now time.Time) []Action {
 	return append(acts, Action{Kind: Save, Items: append(later, manual...)})
 }
 
-// Due resends the items whose backoff ended, grouped by destination.
+// Due rolls back the retryable items whose own timeout passed, and
+// resends those whose backoff ended, grouped by destination.
 func (m *Machine) Due(now time.Time) []Action {
 	groups := map[string][]*Item{}
+	var expired []*Item
 	for _, it := range m.Items() {
 		retryable := it.State == govchain.PacketState_PACKET_FAILED || it.State == govchain.PacketState_PACKET_RETRYING
-		if retryable && !m.inflight[it.ID] && !it.NextAt.After(now) {
+		switch {
+		case !retryable || m.inflight[it.ID]:
+		case !it.Deadline.IsZero() && !now.Before(it.Deadline):
+			expired = append(expired, it)
+		case !it.NextAt.After(now):
 			groups[it.To] = append(groups[it.To], it)
 		}
 	}
-	return m.resend(groups)
+	var acts []Action
+	if len(expired) > 0 {
+		const reason = "timed out before delivery"
+		acts = append(acts,
+			Action{Kind: Rollback, Items: expired, Reason: reason},
+			Action{Kind: Record, Items: expired, State: govchain.PacketState_PACKET_ROLLED_BACK, Reason: reason},
+			Action{Kind: Forget, Items: expired})
+	}
+	return append(acts, m.resend(groups)...)
 }
 
 func (m *Machine) resend(groups map[string][]*Item) []Action {

@@ -802,3 +802,17 @@ func TestMachineInFlight(t *testing.T) {
 		t.Errorf("held: got %s, want %s", got, want)
 	}
 }
+
+// TestMachineDeadline: a packet whose own timeout passes while it waits
+// for a resend is rolled back, not retried; one still in time is resent.
+func TestMachineDeadline(t *testing.T) {
+	m := NewMachine(Policy{Base: time.Second, Jitter: func(d time.Duration) time.Duration { return d }}, nil)
+	late := &Item{ID: [32]byte{1}, Pipe: "a", Seq: 1, To: "r", Deadline: t0.Add(500 * time.Millisecond)}
+	fine := &Item{ID: [32]byte{2}, Pipe: "a", Seq: 2, To: "r", Deadline: t0.Add(time.Hour)}
+	m.Undelivered([]*Item{late, fine}, "unreachable", t0)
+	acts := m.Due(t0.Add(time.Second))
+	if len(acts) != 6 || acts[0].Kind != Rollback || acts[0].Items[0] != late || acts[1].State != govchain.PacketState_PACKET_ROLLED_BACK ||
+		acts[2].Kind != Forget || acts[5].Kind != Resend || len(acts[5].Items) != 1 || acts[5].Items[0] != fine {
+		t.Fatalf("actions: %+v", acts)
+	}
+}
