@@ -62,6 +62,10 @@ type ClusterOptions struct {
 	// OnReceipts, if set, also observes every receipted batch at its
 	// source relay, after the Tracker; it must not block.
 	OnReceipts func(b *amdp.Batch, rb *amdp.ReceiptBatch)
+	// UntrackedReceipts keeps receipts out of the Tracker (it remembers
+	// every packet id): long benchmarks keep bounded books of their own
+	// through OnReceipts. Rejections are still tracked.
+	UntrackedReceipts bool
 	// GovTxEvery is how often each relay packs its governance txs
 	// (relay.Config.GovTxEvery); zero takes the relay's default.
 	GovTxEvery time.Duration
@@ -315,7 +319,12 @@ func (c *Cluster) newRelay(ctx context.Context, p govchain.Participant, addr str
 
 // onReceipts is the relays' receipt hook: the Tracker, then the option's.
 func (c *Cluster) onReceipts() func(b *amdp.Batch, rb *amdp.ReceiptBatch) {
-	if c.opts.OnReceipts == nil {
+	switch {
+	case c.opts.UntrackedReceipts && c.opts.OnReceipts != nil:
+		return c.opts.OnReceipts
+	case c.opts.UntrackedReceipts:
+		return nil
+	case c.opts.OnReceipts == nil:
 		return c.Tracker.receipts
 	}
 	return func(b *amdp.Batch, rb *amdp.ReceiptBatch) {

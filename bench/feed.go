@@ -35,9 +35,16 @@ type pipeFeed struct {
 	cred     *amdp.Credential
 	payload  int
 
-	mu      sync.Mutex     // guards packets and signedTo
+	mu      sync.Mutex     // guards packets, signed and the live signer's state
 	packets []*amdp.Packet // pre-signed, in sequence order; submitted ones are dropped
 	signed  uint64         // highest sequence signed
+	// live: when the pre-signed packets run out, sign the next one on
+	// demand (long runs, where a pool would be the biggest thing in
+	// memory).
+	live    bool
+	rng     *rand.Rand
+	buf     []byte
+	timeout uint64
 
 	submitted atomic.Uint64 // packets handed to the source chain
 	done      atomic.Uint64 // packets whose receipts the source relay recorded
@@ -76,12 +83,30 @@ func (f *pipeFeed) pending() int {
 	return len(f.packets)
 }
 
-// take removes and returns the next pre-signed packet, or nil.
+// take removes and returns the next pre-signed packet, or signs one when
+// the feed is live; nil when there is none.
 func (f *pipeFeed) take() *amdp.Packet {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if len(f.packets) == 0 {
-		return nil
+		if !f.live {
+			return nil
+		}
+		if f.rng == nil {
+			f.rng = rand.New(rand.NewPCG(f.signed, uint64(len(f.id))))
+			f.timeout = uint64(time.Now().Add(24 * time.Hour).UnixMilli())
+		}
+		f.signed++
+		p := &amdp.Packet{PipeId: f.id, Sequence: f.signed, Operation: amdp.OpWrite,
+			Payload: benchPayload(f.rng, f.signed, f.payload), TimeoutUnixMs: f.timeout, Credential: f.cred}
+		f.buf = amdp.AppendPacketSigningBytes(f.buf[:0], p)
+		sig, err := f.signer.Sign(f.buf)
+		if err != nil {
+			f.signed--
+			return nil // an in-memory key does not fail; the feeder then stops as exhausted
+		}
+		p.Signature = sig
+		return p
 	}
 	p := f.packets[0]
 	f.packets[0] = nil

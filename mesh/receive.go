@@ -231,35 +231,42 @@ func (e *Endpoint) checkAnchor(ctx context.Context, b *amdp.Batch) error {
 	return nil
 }
 
-// packetsPerWorker is the smallest share of a batch worth a goroutine:
-// below it, starting one costs more than the signatures it checks.
-const packetsPerWorker = 64
-
 // checkPackets returns, for each packet, why it must not be delivered (nil
 // when it may be): registry checks, then its app's signature. Signature
-// checks dominate a relay's cost, so a large batch is checked on all
-// cores; the workers end before checkPackets returns.
+// checks dominate a relay's cost, so a batch's signatures are checked
+// together, in batches spread over the cores (crypto.VerifyBatch, about
+// twice as fast per signature as one at a time); a packet that fails there
+// is checked again alone, for the precise error. The workers end before
+// checkPackets returns.
 func (e *Endpoint) checkPackets(peerID string, packets []*amdp.Packet) []error {
 	verdicts := make([]error, len(packets))
-	workers := min(runtime.GOMAXPROCS(0), (len(packets)+packetsPerWorker-1)/packetsPerWorker)
-	if workers <= 1 {
-		for i, p := range packets {
-			verdicts[i] = e.checkPacket(peerID, p)
+	size := 0
+	for _, p := range packets {
+		size += len(p.GetPayload()) + len(p.GetPipeId()) + 128 // fixed fields, signer and suite
+	}
+	// One buffer holds every packet's signing bytes.
+	buf := make([]byte, 0, size)
+	items := make([]crypto.SigItem, 0, len(packets))
+	idx := make([]int, 0, len(packets))
+	for i, p := range packets {
+		src, err := e.checkPacket(peerID, p)
+		if err != nil {
+			verdicts[i] = err
+			continue
 		}
-	} else {
-		var wg sync.WaitGroup
-		chunk := (len(packets) + workers - 1) / workers
-		for lo := 0; lo < len(packets); lo += chunk {
-			hi := min(lo+chunk, len(packets))
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := lo; i < hi; i++ {
-					verdicts[i] = e.checkPacket(peerID, packets[i])
-				}
-			}()
+		start := len(buf)
+		buf = amdp.AppendPacketSigningBytes(buf, p)
+		items = append(items, crypto.SigItem{Suite: crypto.Suite(src.GetSuite()), PublicKey: src.GetPublicKey(),
+			Message: buf[start:len(buf):len(buf)], Signature: p.GetSignature()})
+		idx = append(idx, i)
+	}
+	errs := make([]error, len(items))
+	if !crypto.VerifyBatch(items, errs, runtime.GOMAXPROCS(0), nil) {
+		for j, err := range errs {
+			if err != nil {
+				verdicts[idx[j]] = amdp.VerifyPacket(packets[idx[j]], items[j].Suite, items[j].PublicKey)
+			}
 		}
-		wg.Wait()
 	}
 	rejected, first := 0, error(nil)
 	for _, err := range verdicts {
@@ -276,31 +283,40 @@ func (e *Endpoint) checkPackets(peerID string, packets []*amdp.Packet) []error {
 	return verdicts
 }
 
-// checkPacket decides whether one packet from peerID may be delivered: its
-// pipe is registered and ACTIVE, runs from peerID to this relay, bounds
-// the payload, and its source key signed the packet.
-func (e *Endpoint) checkPacket(peerID string, p *amdp.Packet) error {
+// checkPacket decides whether one packet from peerID may be delivered,
+// short of its signature: its pipe is registered and ACTIVE, runs from
+// peerID to this relay, bounds the payload, and its credential names the
+// pipe's source key. It returns that source, whose key must have signed
+// the packet.
+func (e *Endpoint) checkPacket(peerID string, p *amdp.Packet) (*govchain.PipeEndpoint, error) {
 	pipe, ok := e.cfg.Registry.Pipe(p.PipeId)
 	switch {
 	case !ok:
-		return fmt.Errorf("%w: %q", ErrUnknownPipe, p.PipeId)
+		return nil, fmt.Errorf("%w: %q", ErrUnknownPipe, p.PipeId)
 	case pipe.GetStatus() != govchain.PipeStatus_PIPE_ACTIVE:
-		return fmt.Errorf("%w: pipe %s is %v", ErrPipeInactive, p.PipeId, pipe.GetStatus())
+		return nil, fmt.Errorf("%w: pipe %s is %v", ErrPipeInactive, p.PipeId, pipe.GetStatus())
 	case pipe.GetDestination().GetRelayId() != e.cfg.RelayID:
-		return fmt.Errorf("%w: pipe %s leads to relay %q", ErrWrongDestination, p.PipeId, pipe.GetDestination().GetRelayId())
+		return nil, fmt.Errorf("%w: pipe %s leads to relay %q", ErrWrongDestination, p.PipeId, pipe.GetDestination().GetRelayId())
 	case pipe.GetSource().GetRelayId() != peerID:
-		return fmt.Errorf("%w: pipe %s starts at relay %q, the batch came from %q", ErrWrongSource, p.PipeId, pipe.GetSource().GetRelayId(), peerID)
+		return nil, fmt.Errorf("%w: pipe %s starts at relay %q, the batch came from %q", ErrWrongSource, p.PipeId, pipe.GetSource().GetRelayId(), peerID)
 	}
 	maxPayload := e.cfg.Limits.MaxPayload
 	if m := int(pipe.GetLimits().GetMaxPayload()); m > 0 && m < maxPayload {
 		maxPayload = m
 	}
 	if len(p.Payload) > maxPayload {
-		return &amdp.ValidationError{Field: "payload", Reason: amdp.ErrPayloadTooLarge,
+		return nil, &amdp.ValidationError{Field: "payload", Reason: amdp.ErrPayloadTooLarge,
 			Detail: fmt.Sprintf("%d bytes, pipe %s allows %d", len(p.Payload), p.PipeId, maxPayload)}
 	}
 	src := pipe.GetSource()
-	return amdp.VerifyPacket(p, crypto.Suite(src.GetSuite()), src.GetPublicKey())
+	suite := crypto.Suite(src.GetSuite())
+	addr := crypto.AddressOf(suite, src.GetPublicKey())
+	if c := p.GetCredential(); c == nil || c.Suite != string(suite) || !bytes.Equal(c.Signer, addr[:]) {
+		// The credential names another key: VerifyPacket says how, in
+		// its words, before it would look at the signature.
+		return nil, amdp.VerifyPacket(p, suite, src.GetPublicKey())
+	}
+	return src, nil
 }
 
 // deliver returns a receipt for every packet: REJECTED for those with a

@@ -144,6 +144,10 @@ binary again) and prints packets/s per count.`,
 	f.StringVar(&kafka, "kafka", "", "Kafka brokers host:port,... (default: an embedded kfake broker)")
 	f.BoolVar(&child, "child", false, "run one shard count for a parent bench and print JSON")
 	f.BoolVar(&o.SkipCeilings, "skip-ceilings", false, "do not measure the ceilings")
+	f.BoolVar(&o.SignLive, "sign-live", false, "open loop: sign packets as they are sent (long runs: no pool in memory)")
+	f.IntVar(&o.BatchPackets, "batch-packets", 0, "router: packets per batch (0: the router's default)")
+	f.IntVar(&o.MaxPoll, "max-poll", 0, "router: records per cycle (0: the router's default)")
+	f.DurationVar(&o.Linger, "linger", 0, "router: wait for more records after the first (0: the router's default)")
 	f.BoolVar(&o.NoAnchors, "no-anchors", false, "diagnostic: routers do not anchor batches (the data path alone)")
 	_ = f.MarkHidden("child")
 
