@@ -337,3 +337,26 @@ func TestShardRetriesUnreachablePeer(t *testing.T) {
 		t.Fatal("unreachable peer caused rejections")
 	}
 }
+
+func TestShardShapesToPipeRate(t *testing.T) {
+	h := newHarness(t)
+	h.reg["pipe-1"].Limits.RatePerSec = 100
+	ctx, cancel := context.WithCancel(context.Background())
+	s, done := h.shard(ctx, nil)
+	t.Cleanup(func() { cancel(); <-done })
+	start := time.Now()
+	var recs []*kgo.Record
+	for seq := uint64(1); seq <= 300; seq++ {
+		recs = append(recs, h.rec(packet(t, h.app, "pipe-1", seq, "x")))
+	}
+	h.produce(recs...)
+	waitFor(t, "all routed", func() bool { d, _ := h.sink.count(); return d == 300 })
+	// 300 packets at 100/s with a second of burst cannot take less than 2 s;
+	// a lower bound, so a slow machine cannot make it fail.
+	if el := time.Since(start); el < 1900*time.Millisecond {
+		t.Fatalf("300 packets at 100/s routed in %v: not shaped", el)
+	}
+	if s.Stats().Rejected != 0 {
+		t.Fatal("shaping rejected packets")
+	}
+}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/time/rate"
 
 	"github.com/ccgpmesh/ccgp/crypto"
 	"github.com/ccgpmesh/ccgp/govchain"
@@ -106,6 +107,9 @@ type Shard struct {
 
 	routed, batches, rejected atomic.Uint64
 	logLimit                  *logLimiter
+
+	limMu    sync.Mutex // guards limiters
+	limiters map[string]*rate.Limiter
 }
 
 // Stats are a shard's counters.
@@ -424,6 +428,9 @@ func (s *Shard) send(ctx context.Context, pb *pending) error {
 	if err := amdp.SealBatch(b, s.cfg.Signer); err != nil {
 		return fmt.Errorf("router: seal batch: %w", err)
 	}
+	if err := s.shape(ctx, b); err != nil {
+		return err
+	}
 	// Strict pipes: the anchor is committed before the batch leaves.
 	// Optimistic: anchor while sending; the offsets wait for both.
 	var anchored chan error
@@ -448,6 +455,47 @@ func (s *Shard) send(ctx context.Context, pb *pending) error {
 		}
 	}
 	return err
+}
+
+// shape holds a batch until each of its pipes is within the rate the pipe
+// records on the governance chain (Limits.RatePerSec). A pipe over its
+// rate is slowed, not refused: nothing an app sent is lost to shaping,
+// and the backpressure reaches Kafka.
+func (s *Shard) shape(ctx context.Context, b *amdp.Batch) error {
+	counts := map[string]int{}
+	for _, p := range b.Packets {
+		counts[p.PipeId]++
+	}
+	for id, n := range counts {
+		pipe, ok := s.cfg.Registry.Pipe(id)
+		if !ok || pipe.GetLimits().GetRatePerSec() == 0 {
+			continue
+		}
+		lim := s.limiter(id, int(pipe.Limits.RatePerSec))
+		for n > 0 {
+			k := min(n, lim.Burst())
+			if err := lim.WaitN(ctx, k); err != nil {
+				return err
+			}
+			n -= k
+		}
+	}
+	return nil
+}
+
+func (s *Shard) limiter(pipe string, perSec int) *rate.Limiter {
+	s.limMu.Lock()
+	defer s.limMu.Unlock()
+	if s.limiters == nil {
+		s.limiters = map[string]*rate.Limiter{}
+	}
+	l, ok := s.limiters[pipe]
+	if !ok || l.Burst() != perSec {
+		// A second's worth of burst; the rate follows governance changes.
+		l = rate.NewLimiter(rate.Limit(perSec), perSec)
+		s.limiters[pipe] = l
+	}
+	return l
 }
 
 // strict reports whether b carries packets of a strict pipe.
