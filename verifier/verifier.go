@@ -90,7 +90,7 @@ type Config struct {
 	Logger      *slog.Logger
 	// AnchorTimeout bounds the wait for a receipt anchor. Default 2 min.
 	AnchorTimeout time.Duration
-	Workers       int // default 4
+	Workers       int // default 64: they mostly wait for anchors
 }
 
 // Verifier checks batches in the background.
@@ -124,7 +124,7 @@ func New(cfg Config) (*Verifier, error) {
 		cfg.AnchorTimeout = 2 * time.Minute
 	}
 	if cfg.Workers <= 0 {
-		cfg.Workers = 4
+		cfg.Workers = 64
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
