@@ -1,16 +1,17 @@
 package govchain
 
 import (
-	"bytes"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
-	"github.com/cosmos/iavl"
 	"net"
 	"regexp"
 	"strings"
 
-	"github.com/ccgpmesh/ccgp/crypto"
 	abci "github.com/cometbft/cometbft/abci/types"
+	"github.com/cosmos/iavl"
+
+	"github.com/ccgpmesh/ccgp/crypto"
 )
 
 // Bounds on fields, so that no tx can grow the state without limit.
@@ -834,21 +835,6 @@ func (x *execCtx) resumePipe(m *MsgResumePipe) (*TxError, error) {
 	return nil, x.st.put(KeyPipe(p.Id), p)
 }
 
-func be64(v uint64) []byte {
-	var b [8]byte
-	for i := 7; i >= 0; i-- {
-		b[i] = byte(v)
-		v >>= 8
-	}
-	return b[:]
-}
+func be64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 
-func beUint64(b []byte) uint64 {
-	var v uint64
-	for _, c := range b[:8] {
-		v = v<<8 | uint64(c)
-	}
-	return v
-}
-
-var _ = bytes.Equal
+func beUint64(b []byte) uint64 { return binary.BigEndian.Uint64(b) }
