@@ -415,7 +415,7 @@ type wireSampler struct {
 	seen  atomic.Uint64
 	in    chan wireSample
 
-	mu                                 sync.Mutex // guards the sums
+	mu                              sync.Mutex // guards the sums
 	packets, frameB, rawB, receiptB uint64
 }
 

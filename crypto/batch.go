@@ -91,7 +91,7 @@ func expandKey(pub []byte) (*voi.ExpandedPublicKey, error) {
 // keeps its scratch space between calls; it is not safe for concurrent
 // use (use one per goroutine, or VerifyBatch).
 type BatchVerifier struct {
-	keys *KeyCache                          // shared; nil: memo only
+	keys *KeyCache                         // shared; nil: memo only
 	memo map[string]*voi.ExpandedPublicKey // keys expanded by this verifier when keys is nil
 	bv   *voi.BatchVerifier
 	pos  []int // item index of each batch entry

@@ -21,7 +21,7 @@ import (
 func newBenchCmd(g *globals) *cobra.Command {
 	var o bench.RunOptions
 	var asJSON, child bool
-	var shards, kafka, mode, suite, cpuprofile, memprofile string
+	var shards, kafka, mode, suite, cpuprofile, memprofile, printFile string
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure the platform end to end, beside the ceilings of its parts",
@@ -52,6 +52,17 @@ binary again) and prints packets/s per count.`,
   ccgp bench gov --validators 4 --txs 20000`,
 		Args: exactArgs(),
 		RunE: func(c *cobra.Command, args []string) error {
+			if printFile != "" {
+				b, err := os.ReadFile(printFile)
+				if err != nil {
+					return err
+				}
+				r := &bench.Result{}
+				if err := json.Unmarshal(b, r); err != nil {
+					return fmt.Errorf("--print %s: %w", printFile, err)
+				}
+				return printBench(r)
+			}
 			switch {
 			case o.Duration < time.Second || o.Duration > 24*time.Hour:
 				return usagef("--duration must be between 1s and 24h")
@@ -145,10 +156,11 @@ binary again) and prints packets/s per count.`,
 	f.BoolVar(&child, "child", false, "run one shard count for a parent bench and print JSON")
 	f.BoolVar(&o.SkipCeilings, "skip-ceilings", false, "do not measure the ceilings")
 	f.BoolVar(&o.SignLive, "sign-live", false, "open loop: sign packets as they are sent (long runs: no pool in memory)")
-	f.IntVar(&o.BatchPackets, "batch-packets", 0, "router: packets per batch (0: the router's default)")
-	f.IntVar(&o.MaxPoll, "max-poll", 0, "router: records per cycle (0: the router's default)")
+	f.IntVar(&o.BatchPackets, "batch-packets", 4096, "router: packets per batch (the router's own default is 512)")
+	f.IntVar(&o.MaxPoll, "max-poll", 16384, "router: records per cycle (the router's own default is 4096)")
 	f.DurationVar(&o.Linger, "linger", 0, "router: wait for more records after the first (0: the router's default)")
 	f.BoolVar(&o.NoAnchors, "no-anchors", false, "diagnostic: routers do not anchor batches (the data path alone)")
+	f.StringVar(&printFile, "print", "", "print the table of a run saved with --json, and measure nothing")
 	_ = f.MarkHidden("child")
 
 	var g1 bench.GovOptions
@@ -225,7 +237,7 @@ func benchShards(c *cobra.Command, o bench.RunOptions, counts []int, cpuprofile 
 	var pass []string
 	c.Flags().Visit(func(fl *pflag.Flag) {
 		switch fl.Name {
-		case "shards", "json", "cpuprofile", "memprofile", "child", "skip-ceilings":
+		case "shards", "json", "cpuprofile", "memprofile", "child", "skip-ceilings", "print":
 			return
 		}
 		pass = append(pass, "--"+fl.Name+"="+fl.Value.String())
