@@ -602,10 +602,19 @@ func (t *traffic) measure(ctx context.Context, res *Result, opts RunOptions, say
 		h.Reset()
 	}
 	t.probe.recording.Store(true)
+	profiling := false
+	stopProfile := func() {
+		if profiling {
+			pprof.StopCPUProfile()
+			profiling = false
+		}
+	}
+	defer stopProfile()
 	if opts.CPUProfile != nil {
 		if err := pprof.StartCPUProfile(opts.CPUProfile); err != nil {
 			return fmt.Errorf("bench: cpu profile: %w", err)
 		}
+		profiling = true
 	}
 	if err := writeHeapProfile(opts.MemProfile, false); err != nil {
 		return err
@@ -639,9 +648,7 @@ func (t *traffic) measure(ctx context.Context, res *Result, opts RunOptions, say
 	wcancel()
 	rssTick.Stop()
 	s1 := t.snap()
-	if opts.CPUProfile != nil {
-		pprof.StopCPUProfile()
-	}
+	stopProfile()
 	if err := writeHeapProfile(opts.MemProfile, true); err != nil {
 		return err
 	}
