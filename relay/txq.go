@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
 	"sync/atomic"
 	"time"
 
@@ -176,6 +177,9 @@ func (q *txq) round(ctx context.Context, pending []*txItem) []*txItem {
 	}
 	var groups []group
 	if len(opens) > 0 {
+		// In batch order: a pipe's later range must not reach the chain
+		// before its earlier one (a gap is refused).
+		sort.SliceStable(opens, func(i, j int) bool { return opens[i].open.BatchSeq < opens[j].open.BatchSeq })
 		m := &govchain.MsgOpenBatches{}
 		for _, it := range opens {
 			m.Batches = append(m.Batches, it.open)

@@ -16,6 +16,7 @@ type batcher struct {
 }
 
 type pending struct {
+	seq     uint64 // batch sequence, assigned in cycle order
 	to      string
 	packets []*amdp.Packet
 	bytes   int

@@ -400,6 +400,12 @@ func (s *Shard) sendAll(ctx context.Context, ready []*pending) error {
 	if len(ready) == 0 {
 		return nil
 	}
+	// Sequences in cycle order, before the sends race: a pipe split over
+	// two batches then anchors its ranges in order (the chain refuses a
+	// range that leaves a gap).
+	for _, pb := range ready {
+		pb.seq = s.batchSeq.Add(1)
+	}
 	errs := make([]error, len(ready))
 	var wg sync.WaitGroup
 	for i, pb := range ready {
@@ -421,7 +427,7 @@ func (s *Shard) send(ctx context.Context, pb *pending) error {
 		return a.PipeId < b.PipeId || (a.PipeId == b.PipeId && a.Sequence < b.Sequence)
 	})
 	b := &amdp.Batch{
-		Header: &amdp.BatchHeader{FromRelay: s.cfg.RelayID, ToRelay: pb.to, BatchSeq: s.batchSeq.Add(1),
+		Header: &amdp.BatchHeader{FromRelay: s.cfg.RelayID, ToRelay: pb.to, BatchSeq: pb.seq,
 			CreatedUnixMs: uint64(time.Now().UnixMilli())},
 		Packets: pb.packets,
 	}
