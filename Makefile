@@ -2,7 +2,7 @@
 GO      ?= go
 PKGS    ?= ./...
 # Staticcheck runs from the module proxy, pinned, so CI and laptops agree.
-STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@2025.1.1
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.6.1
 FUZZTIME ?= 30s
 
 .PHONY: demo test test-short bench lint fuzz build proto
@@ -19,9 +19,10 @@ test:
 test-short:
 	$(GO) test -short -timeout 10m $(PKGS)
 
-## bench: the go benchmarks beside the hot code, then governance tx/s
+## bench: the go benchmarks beside the hot code, the whole path, governance tx/s
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+	$(GO) run ./cmd/ccgp bench --duration 30s
 	$(GO) run ./cmd/ccgp bench gov --validators 1 --txs 20000
 	$(GO) run ./cmd/ccgp bench gov --validators 4 --txs 20000
 

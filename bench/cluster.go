@@ -462,7 +462,7 @@ type Tracker struct {
 	rejected  map[[32]byte]bool
 	ids       map[[32]byte]bool // packets with a receipt
 
-	sentN, receipted, delivered atomic.Int64
+	sentN, receipted atomic.Int64
 }
 
 type sentRec struct {

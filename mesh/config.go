@@ -154,14 +154,14 @@ func (c Config) withDefaults() (Config, error) {
 		if leaf == nil {
 			var err error
 			if leaf, err = x509.ParseCertificate(c.Certificate.Certificate[0]); err != nil {
-				errs = append(errs, fmt.Errorf("Certificate: %w", err))
+				errs = append(errs, fmt.Errorf("certificate: %w", err))
 			}
 		}
 		if leaf != nil {
 			if id, err := crypto.RelayID(leaf); err != nil {
-				errs = append(errs, fmt.Errorf("Certificate: %w", err))
+				errs = append(errs, fmt.Errorf("certificate: %w", err))
 			} else if c.RelayID != "" && id != c.RelayID {
-				errs = append(errs, fmt.Errorf("Certificate names relay %q, not RelayID %q", id, c.RelayID))
+				errs = append(errs, fmt.Errorf("the certificate names relay %q, not RelayID %q", id, c.RelayID))
 			}
 		}
 	}

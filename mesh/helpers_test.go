@@ -422,15 +422,3 @@ func rejected(t *testing.T, ep *Endpoint, reason string) float64 {
 	t.Helper()
 	return value(t, ep.m.rejected.WithLabelValues(reason))
 }
-
-// eventually polls cond until it holds or d passes.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}

@@ -208,7 +208,7 @@ var kinds = []kind{
 }
 
 func (f *govFlags) kindCmd(k kind) *cobra.Command {
-	cmd := &cobra.Command{Use: k.name, Short: fmt.Sprintf("%s: show, list and txs", strings.Title(k.plural))} //nolint:staticcheck // ASCII names
+	cmd := &cobra.Command{Use: k.name, Short: fmt.Sprintf("%s: show, list and txs", strings.ToUpper(k.plural[:1])+k.plural[1:])}
 	show := &cobra.Command{
 		Use:   "show ID",
 		Short: fmt.Sprintf("Show one %s, with its proof verified", k.name),

@@ -38,11 +38,10 @@ func usagef(format string, args ...any) error { return usageError{fmt.Errorf(for
 
 // globals are the flags every command shares.
 type globals struct {
-	home          string
-	logLevel      string
-	insecureKeys  bool
-	passphraseEnv string
-	passFile      string
+	home         string
+	logLevel     string
+	insecureKeys bool
+	passFile     string
 }
 
 func defaultHome() string {
@@ -79,7 +78,7 @@ Start here:
 	root.PersistentFlags().BoolVar(&g.insecureKeys, "insecure-dev-keys", false, "keep keys unencrypted on disk (development only; every use prints a warning)")
 	root.PersistentFlags().StringVar(&g.passFile, "passphrase-file", "", "read the keystore passphrase from this file (else env CCGP_PASSPHRASE, else a prompt)")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return usageError{fmt.Errorf("%w\nSee '%s --help'.", err, c.CommandPath())}
+		return usageError{fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
 	root.AddCommand(newKeysCmd(g), newTestnetCmd(g), newNodeCmd(g), newGovCmd(g), newRelayCmd(g), newKafkaCmd(g), newTxCmd(g), newManualCmd(g), newDemoCmd(g), newBenchCmd(g))
 	return root
