@@ -210,13 +210,7 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster, err err
 			c.Parts = append(c.Parts, p)
 			continue
 		}
-		admin := crypto.DevSigner("gov-" + o.org)
-		if o.name != "" {
-			admin = crypto.DevSigner("admin-" + o.org)
-		}
-		p := govchain.Participant{Org: o.org, OrgName: o.name, Admin: admin, Relay: "relay-" + o.org,
-			RelayKey: crypto.DevSigner("relay-" + o.org), Subchain: "chain-" + o.org, Kind: "simchain",
-			App: "app-" + o.org, AppKey: crypto.DevSigner("app-" + o.org), Contract: "ct-" + o.org}
+		p := participant(o.org, o.name)
 		ch, err := simchain.Open(filepath.Join(c.dir, "chains", o.org), simchain.Options{ID: p.Subchain,
 			BlockInterval: opts.ChainInterval, RejectPrefix: opts.RejectPrefix, Logger: opts.Logger.With("chain", p.Subchain)})
 		if err != nil {

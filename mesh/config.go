@@ -211,21 +211,4 @@ func (c Config) withDefaults() (Config, error) {
 // effectiveLimits fills the zero fields of l from amdp's defaults, so that
 // the mesh's own checks (the per-pipe payload bound, receipt reasons) use
 // the same numbers as amdp's.
-func effectiveLimits(l amdp.Limits) amdp.Limits {
-	d := amdp.DefaultLimits()
-	def := func(v *int, dv int) {
-		if *v <= 0 {
-			*v = dv
-		}
-	}
-	def(&l.MaxPayload, d.MaxPayload)
-	def(&l.MaxPacketsPerBatch, d.MaxPacketsPerBatch)
-	def(&l.MaxBatchBytes, d.MaxBatchBytes)
-	def(&l.MaxDecompressed, d.MaxDecompressed)
-	def(&l.MaxPipeIDLen, d.MaxPipeIDLen)
-	def(&l.MaxRelayIDLen, d.MaxRelayIDLen)
-	def(&l.MaxReasonLen, d.MaxReasonLen)
-	def(&l.MaxTxHashLen, d.MaxTxHashLen)
-	def(&l.MaxSignatureLen, d.MaxSignatureLen)
-	return l
-}
+func effectiveLimits(l amdp.Limits) amdp.Limits { return l.WithDefaults() }

@@ -47,7 +47,7 @@ func unmarshal(b []byte, m proto.Message, what string) error {
 // DecodePacket parses and validates one packet. Input longer than any
 // packet valid under l can be is refused before it is parsed.
 func DecodePacket(b []byte, l Limits) (*Packet, error) {
-	l = l.withDefaults()
+	l = l.WithDefaults()
 	if max := l.maxPacketBytes(); len(b) > max {
 		return nil, invalidf("packet", ErrPacketTooLarge, "%d bytes, limit %d", len(b), max)
 	}
@@ -66,7 +66,7 @@ func DecodePacket(b []byte, l Limits) (*Packet, error) {
 // before anything is allocated for them. It does not check signatures or
 // the Merkle root: VerifyBatch does.
 func DecodeBatch(b []byte, l Limits) (*Batch, error) {
-	l = l.withDefaults()
+	l = l.WithDefaults()
 	return decodeBatch(b, l, l.MaxBatchBytes)
 }
 
@@ -89,7 +89,7 @@ func decodeBatch(b []byte, l Limits, maxBytes int) (*Batch, error) {
 
 // DecodeReceiptBatch is DecodeBatch for receipt batches.
 func DecodeReceiptBatch(b []byte, l Limits) (*ReceiptBatch, error) {
-	l = l.withDefaults()
+	l = l.WithDefaults()
 	return decodeReceiptBatch(b, l, l.MaxBatchBytes)
 }
 

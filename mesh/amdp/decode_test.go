@@ -177,7 +177,7 @@ func TestOversizedRejectedBeforeAllocation(t *testing.T) {
 // DecodePacket applies before parsing.
 func TestPacketAtEveryLimitDecodes(t *testing.T) {
 	for _, l := range []Limits{DefaultLimits(), {MaxPayload: 1 << 24, MaxSignatureLen: 1 << 16, MaxPipeIDLen: 1 << 12}} {
-		l = l.withDefaults()
+		l = l.WithDefaults()
 		p := &Packet{
 			PipeId:        strings.Repeat("p", l.MaxPipeIDLen),
 			Sequence:      math.MaxUint64,

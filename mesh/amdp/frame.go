@@ -69,7 +69,7 @@ func NewEncoder() (*zstd.Encoder, error) {
 // given; this one also never holds a window larger than l allows. It is
 // safe for concurrent use; Close it when done.
 func NewDecoder(l Limits) (*zstd.Decoder, error) {
-	l = l.withDefaults()
+	l = l.WithDefaults()
 	max := uint64(l.MaxDecompressed)
 	dec, err := zstd.NewReader(nil, zstd.WithDecoderMaxMemory(max), zstd.WithDecoderMaxWindow(max))
 	if err != nil {
@@ -134,7 +134,7 @@ func encodeFrame(dst []byte, kind FrameKind, m proto.Message, enc *zstd.Encoder)
 // check a frame before reading (and allocating for) its body. If src ends
 // inside the header, the error is ErrShortFrame.
 func ParseFrameHeader(src []byte, l Limits) (FrameHeader, int, error) {
-	l = l.withDefaults()
+	l = l.WithDefaults()
 	var h FrameHeader
 	if len(src) < 2 {
 		return h, 0, invalidf("frame", ErrShortFrame, "%d bytes, header needs at least 3", len(src))
@@ -189,7 +189,7 @@ func DecodeFrame(src []byte, dec *zstd.Decoder, l Limits) (Frame, int, error) {
 // nor a misconfigured dec can make it allocate more. The batch inside is
 // then decoded and validated as by DecodeBatch.
 func DecodeFrameBody(h FrameHeader, body []byte, dec *zstd.Decoder, l Limits) (Frame, error) {
-	l = l.withDefaults()
+	l = l.WithDefaults()
 	if len(body) != h.Len {
 		return Frame{}, invalidf("frame", ErrBadFrame, "body is %d bytes, header says %d", len(body), h.Len)
 	}

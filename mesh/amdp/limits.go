@@ -53,8 +53,8 @@ func DefaultLimits() Limits {
 	}
 }
 
-// withDefaults fills the zero fields of l from DefaultLimits.
-func (l Limits) withDefaults() Limits {
+// WithDefaults fills the zero fields of l from DefaultLimits.
+func (l Limits) WithDefaults() Limits {
 	d := DefaultLimits()
 	def := func(v *int, dv int) {
 		if *v <= 0 {

@@ -17,7 +17,7 @@ func (p *Packet) Validate(l Limits) error {
 	if p == nil {
 		return invalid("packet", ErrMissingField, "")
 	}
-	l = l.withDefaults()
+	l = l.WithDefaults()
 	if err := checkString("pipe_id", p.PipeId, l.MaxPipeIDLen); err != nil {
 		return err
 	}
@@ -57,7 +57,7 @@ func (b *Batch) Validate(l Limits) error {
 	if b == nil {
 		return invalid("batch", ErrMissingField, "")
 	}
-	l = l.withDefaults()
+	l = l.WithDefaults()
 	h := b.Header
 	if h == nil {
 		return invalid("header", ErrMissingField, "")
@@ -87,7 +87,7 @@ func (r *Receipt) Validate(l Limits) error {
 	if r == nil {
 		return invalid("receipt", ErrMissingField, "")
 	}
-	l = l.withDefaults()
+	l = l.WithDefaults()
 	if len(r.PacketId) != 32 {
 		return invalidf("packet_id", ErrBadLength, "%d bytes, want 32", len(r.PacketId))
 	}
@@ -126,7 +126,7 @@ func (rb *ReceiptBatch) Validate(l Limits) error {
 	if rb == nil {
 		return invalid("receipt_batch", ErrMissingField, "")
 	}
-	l = l.withDefaults()
+	l = l.WithDefaults()
 	h := rb.Header
 	if h == nil {
 		return invalid("header", ErrMissingField, "")

@@ -169,10 +169,10 @@ func checkRejection(t *testing.T, err, want error, field string) {
 }
 
 func TestLimitsDefaults(t *testing.T) {
-	if (Limits{}).withDefaults() != DefaultLimits() {
+	if (Limits{}).WithDefaults() != DefaultLimits() {
 		t.Fatal("zero Limits do not take the defaults")
 	}
-	l := Limits{MaxPayload: 10, MaxReasonLen: -1}.withDefaults()
+	l := Limits{MaxPayload: 10, MaxReasonLen: -1}.WithDefaults()
 	if l.MaxPayload != 10 || l.MaxReasonLen != DefaultLimits().MaxReasonLen || l.MaxBatchBytes != 16<<20 {
 		t.Fatalf("partial limits: %+v", l)
 	}
