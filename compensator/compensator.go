@@ -59,7 +59,10 @@ type Config struct {
 	Dir      string // pebble store of packets under compensation
 	Policy   Policy
 	Logger   *slog.Logger
-	Tick     time.Duration // default 200ms
+	// Record, if set, records a resend's receipts like the router's (the
+	// receipts log and the verifier), after the resend returned them.
+	Record func(ctx context.Context, b *amdp.Batch, rb *amdp.ReceiptBatch) error
+	Tick   time.Duration // default 200ms
 	// SendTimeout bounds one resend (mesh sends retry a dead peer until
 	// their deadline). Default 30s.
 	SendTimeout time.Duration
@@ -434,6 +437,11 @@ func (c *Compensator) resend(ctx context.Context, items []*Item) []Action {
 	rb, err := c.cfg.Sender.Send(sctx, b.Header.ToRelay, b)
 	if err != nil {
 		return fail(err)
+	}
+	if c.cfg.Record != nil {
+		if err := c.cfg.Record(ctx, b, rb); err != nil {
+			c.log.Warn("resend receipts not recorded", "batch_seq", b.Header.BatchSeq, "err", err)
+		}
 	}
 	var delivered, refused []*Item
 	reason := ""

@@ -134,7 +134,7 @@ func New(ctx context.Context, cfg Config) (*Relay, error) {
 	}
 	r.comp, err = compensator.New(compensator.Config{RelayID: cfg.RelayID, Signer: cfg.Signer, Sender: r.ep, Anchors: r.txq,
 		Recorder: r.txq, Source: cfg.Chain, Gov: cfg.Gov, Dir: filepath.Join(cfg.DataDir, "compensator"),
-		Policy: cfg.Compensation, Logger: r.log, SendTimeout: cfg.SendBudget})
+		Policy: cfg.Compensation, Logger: r.log, SendTimeout: cfg.SendBudget, Record: r.recordReceipts})
 	if err != nil {
 		r.ep.Close()
 		return nil, err
@@ -294,21 +294,27 @@ func (l *receiptLog) Receipts(ctx context.Context, b *amdp.Batch, rb *amdp.Recei
 	if err := l.r.comp.Receipts(ctx, b, rb); err != nil {
 		return err
 	}
+	return l.r.recordReceipts(ctx, b, rb)
+}
+
+// recordReceipts logs a receipted batch in the receipts topic and hands it
+// to the verifier: for the router's batches and the compensator's resends.
+func (r *Relay) recordReceipts(ctx context.Context, b *amdp.Batch, rb *amdp.ReceiptBatch) error {
 	v, err := amdp.EncodeReceiptBatch(nil, rb)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	rec := &kgo.Record{Topic: l.r.cfg.ReceiptsTopic, Key: []byte(b.Header.ToRelay), Value: v}
-	if err := l.r.prod.ProduceSync(ctx, rec).FirstErr(); err != nil {
+	rec := &kgo.Record{Topic: r.cfg.ReceiptsTopic, Key: []byte(b.Header.ToRelay), Value: v}
+	if err := r.prod.ProduceSync(ctx, rec).FirstErr(); err != nil {
 		return fmt.Errorf("record receipts: %w", err)
 	}
-	if err := l.r.ver.Enqueue(ctx, b, rb); err != nil {
+	if err := r.ver.Enqueue(ctx, b, rb); err != nil {
 		return err
 	}
-	if l.r.cfg.OnReceipts != nil {
-		l.r.cfg.OnReceipts(b, rb)
+	if r.cfg.OnReceipts != nil {
+		r.cfg.OnReceipts(b, rb)
 	}
 	return nil
 }
