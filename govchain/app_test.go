@@ -3,6 +3,7 @@ package govchain
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -114,9 +115,9 @@ func proposalID(t *testing.T, r *abci.ExecTxResult) uint64 {
 		if e.Type == "proposal" {
 			for _, a := range e.Attributes {
 				if a.Key == "id" {
-					var id uint64
-					for _, ch := range a.Value {
-						id = id*10 + uint64(ch-'0')
+					id, err := strconv.ParseUint(a.Value, 10, 64)
+					if err != nil {
+						t.Fatalf("proposal id %q: %v", a.Value, err)
 					}
 					return id
 				}

@@ -3,6 +3,7 @@ package govchain
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -66,9 +67,9 @@ func voteIn(ctx context.Context, t *testing.T, c *Client, r *TxResult, orgs []st
 	if id == "" {
 		t.Fatal("tx created no proposal")
 	}
-	var pid uint64
-	for _, ch := range id {
-		pid = pid*10 + uint64(ch-'0')
+	pid, err := strconv.ParseUint(id, 10, 64)
+	if err != nil {
+		t.Fatalf("proposal id %q: %v", id, err)
 	}
 	for _, o := range orgs {
 		submit(ctx, t, c, crypto.DevSigner("gov-"+o), &MsgVote{ProposalId: pid, Approve: true})
