@@ -9,6 +9,7 @@ type metrics struct {
 	rejected    *prometheus.CounterVec
 	batchSize   prometheus.Histogram
 	sendSeconds prometheus.Histogram
+	inflight    prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -22,9 +23,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(1, 2, 13)}),
 		sendSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ccgp_router_send_seconds", Help: "Batch send to acknowledgement.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
+		inflight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ccgp_router_cycles_in_flight", Help: "Router cycles whose batches are being sent (at most the pipeline depth)."}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.routed, m.batches, m.sendErrors, m.rejected, m.batchSize, m.sendSeconds} {
+		for _, c := range []prometheus.Collector{m.routed, m.batches, m.sendErrors, m.rejected, m.batchSize, m.sendSeconds, m.inflight} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

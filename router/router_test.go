@@ -11,6 +11,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/ccgpmesh/ccgp/crypto"
 	"github.com/ccgpmesh/ccgp/govchain"
@@ -125,6 +126,8 @@ type sink struct {
 	sends     int
 	relayKey  crypto.Signer
 	failUntil time.Time
+	hold      map[string]chan struct{} // sends to these relays wait until the channel closes
+	held      int                      // sends that waited
 }
 
 func newSink(relayKey crypto.Signer) *sink {
@@ -134,6 +137,19 @@ func newSink(relayKey crypto.Signer) *sink {
 func (s *sink) Send(ctx context.Context, to string, b *amdp.Batch) (*amdp.ReceiptBatch, error) {
 	if err := amdp.VerifyBatch(b, s.relayKey.Suite(), s.relayKey.PublicKey(), amdp.DefaultLimits()); err != nil {
 		return nil, err
+	}
+	s.mu.Lock()
+	wait := s.hold[to]
+	if wait != nil {
+		s.held++
+	}
+	s.mu.Unlock()
+	if wait != nil {
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -358,5 +374,66 @@ func TestShardShapesToPipeRate(t *testing.T) {
 	}
 	if s.Stats().Rejected != 0 {
 		t.Fatal("shaping rejected packets")
+	}
+}
+
+// TestShardPipelineCommitsInOrder holds the first cycle's batch at its
+// peer while later cycles are acknowledged: nothing may be committed until
+// the first cycle is, or a crash would skip its records.
+func TestShardPipelineCommitsInOrder(t *testing.T) {
+	h := newHarness(t)
+	release := make(chan struct{})
+	h.sink.hold = map[string]chan struct{}{"relay-0": release}
+	ctx, cancel := context.WithCancel(context.Background())
+	_, done := h.shard(ctx, nil)
+	t.Cleanup(func() { cancel(); <-done })
+
+	committed := func() int64 {
+		t.Helper()
+		req := kmsg.NewPtrOffsetFetchRequest()
+		req.Group = "ccgp-router-relay-a"
+		g := kmsg.NewOffsetFetchRequestGroup()
+		g.Group = req.Group
+		req.Groups = append(req.Groups, g)
+		resp, err := req.RequestWith(context.Background(), h.prod)
+		if err != nil {
+			t.Fatal(err)
+		}
+		topics := resp.Topics // before v8; later versions answer per group
+		if len(resp.Groups) > 0 {
+			topics = nil
+			for _, rt := range resp.Groups[0].Topics {
+				for _, p := range rt.Partitions {
+					topics = append(topics, kmsg.OffsetFetchResponseTopic{Topic: rt.Topic, Partitions: []kmsg.OffsetFetchResponseTopicPartition{{Partition: p.Partition, Offset: p.Offset}}})
+				}
+			}
+		}
+		var sum int64
+		for _, tp := range topics {
+			for _, p := range tp.Partitions {
+				sum += max(p.Offset, 0)
+			}
+		}
+		return sum
+	}
+
+	h.produce(h.rec(packet(t, h.app, "pipe-0", 1, "held"))) // to relay-0
+	waitFor(t, "the first batch held at its peer", func() bool {
+		h.sink.mu.Lock()
+		defer h.sink.mu.Unlock()
+		return h.sink.held > 0
+	})
+	for seq := uint64(1); seq <= 3; seq++ { // later cycles, to relay-1
+		h.produce(h.rec(packet(t, h.app, "pipe-1", seq, "later")))
+		waitFor(t, "a later cycle acknowledged", func() bool { d, _ := h.sink.count(); return d == int(seq) })
+	}
+	time.Sleep(100 * time.Millisecond) // room for a wrong commit to show
+	if n := committed(); n != 0 {
+		t.Fatalf("%d records committed while the first cycle is unacknowledged", n)
+	}
+	close(release)
+	waitFor(t, "every cycle committed in order", func() bool { return committed() == 4 })
+	if d, total := h.sink.count(); d != 4 || total != 4 {
+		t.Fatalf("distinct %d total %d, want 4 each", d, total)
 	}
 }

@@ -78,8 +78,14 @@ type Config struct {
 	MaxBatchBytes   int           // default 4 MiB
 	MaxPoll         int           // records per cycle, default 4096
 	Linger          time.Duration // wait for more records after the first, default 5ms
-	SendTimeout     time.Duration // one send attempt, default 30s; then it is retried
-	DrainTimeout    time.Duration // finishing the cycle in progress on stop, default 10s
+	// Pipeline is how many cycles may be sending at once (default 4; 1
+	// runs them one after the other). RebalanceAfter bounds how long a
+	// busy pipeline holds off a rebalance before it is drained for one
+	// (default 5s).
+	Pipeline       int
+	RebalanceAfter time.Duration
+	SendTimeout    time.Duration // one send attempt, default 30s; then it is retried
+	DrainTimeout   time.Duration // finishing the cycle in progress on stop, default 10s
 	// SendBudget bounds how long one batch is retried before it goes to
 	// the compensator (when there is one). Default 30s.
 	SendBudget time.Duration
@@ -152,6 +158,12 @@ func NewShard(cfg Config) (*Shard, error) {
 	if cfg.Linger == 0 {
 		cfg.Linger = 5 * time.Millisecond
 	}
+	if cfg.Pipeline <= 0 {
+		cfg.Pipeline = 4
+	}
+	if cfg.RebalanceAfter <= 0 {
+		cfg.RebalanceAfter = 5 * time.Second
+	}
 	if cfg.SendBudget <= 0 {
 		cfg.SendBudget = 30 * time.Second
 	}
@@ -198,11 +210,27 @@ func (s *Shard) Stats() Stats {
 }
 
 // Run consumes, routes and commits until ctx ends, then leaves the group
-// (so the others take its partitions at once) and returns nil. A cycle in
-// progress when ctx ends is finished first, for up to DrainTimeout, so a
-// shard that leaves gracefully hands over no half-sent batches; records
-// whose batches were not acknowledged are not committed, and the next owner
-// of their partitions sends them again.
+// (so the others take its partitions at once) and returns nil.
+//
+// Cycles are pipelined: a cycle's checks (decode, resolve, signatures,
+// sequences, batching) run in this loop, in poll order, and its sends run
+// in the background while the next cycles are polled and checked, up to
+// Pipeline cycles at once. Offsets are committed strictly in cycle order,
+// each cycle's once all its batches are acknowledged: a later cycle that
+// finishes first waits for the earlier ones, so a crash leaves no
+// acknowledged gap behind an unacknowledged record (the next owner sends
+// the unacknowledged ones again). Without pipelining every packet waits
+// for the batches of the cycle before it, one destination block and one
+// governance block.
+//
+// Rebalances wait for the pipeline to empty (BlockRebalanceOnPoll): the
+// loop lets one through whenever nothing is in flight, and under steady
+// load drains the pipeline at least every RebalanceAfter to do so.
+//
+// The cycles in flight when ctx ends are finished first, for up to
+// DrainTimeout, so a shard that leaves gracefully hands over no half-sent
+// batches; records whose batches were not acknowledged are not committed,
+// and the next owner of their partitions sends them again.
 func (s *Shard) Run(ctx context.Context) error {
 	defer func() {
 		// With BlockRebalanceOnPoll, leaving the group waits for the poll
@@ -212,42 +240,155 @@ func (s *Shard) Run(ctx context.Context) error {
 	}()
 	// work outlives ctx by at most DrainTimeout.
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	p := &pipeline{s: s, work: work}
+	defer p.abandon() // after cancelWork: the sends left end at once
 	defer cancelWork()
 	stop := context.AfterFunc(ctx, func() {
 		t := time.AfterFunc(s.cfg.DrainTimeout, cancelWork)
 		context.AfterFunc(work, func() { t.Stop() })
 	})
 	defer stop()
+	lastEmpty := time.Now()
 	for {
-		recs, err := s.poll(ctx)
+		// Commit what has finished, in order; wait for the oldest cycle
+		// when the pipeline is full or a rebalance has waited long enough.
+		for len(p.queue) > 0 {
+			wait := len(p.queue) >= s.cfg.Pipeline || time.Since(lastEmpty) >= s.cfg.RebalanceAfter
+			done, err := p.settle(wait)
+			if err != nil {
+				return s.stopped(work, err)
+			}
+			if !done {
+				break
+			}
+		}
+		if len(p.queue) == 0 {
+			s.cl.AllowRebalance()
+			lastEmpty = time.Now()
+		}
 		if ctx.Err() != nil {
-			return nil
+			return s.stopped(work, p.drain())
+		}
+		pctx, cancelPoll := p.pollContext(ctx)
+		recs, err := s.poll(pctx)
+		cancelPoll()
+		if ctx.Err() != nil {
+			return s.stopped(work, p.drain())
 		}
 		if err != nil {
-			return err
+			return errors.Join(err, p.drain())
 		}
 		if len(recs) == 0 {
-			s.cl.AllowRebalance()
 			continue
 		}
-		if err := s.cycle(work, recs); err != nil {
-			if work.Err() != nil {
-				return nil
-			}
-			return err
+		ready, err := s.prepare(work, recs)
+		if err != nil {
+			return s.stopped(work, errors.Join(err, p.drain()))
 		}
-		if err := s.cl.CommitRecords(work, recs...); err != nil {
-			if work.Err() != nil {
-				return nil
-			}
-			// A failed commit only means these records may be sent again.
-			s.log.Warn("offset commit failed; records will be re-sent after a rebalance", "err", err)
-		}
-		s.cl.AllowRebalance()
-		if ctx.Err() != nil {
-			return nil
+		p.start(recs, ready)
+	}
+}
+
+// stopped maps an error that only says the work context ended (the drain
+// timed out) to a clean stop.
+func (s *Shard) stopped(work context.Context, err error) error {
+	if err != nil && work.Err() != nil {
+		s.log.Warn("router stopped with cycles unfinished; their records are sent again by the next owner", "err", err)
+		return nil
+	}
+	return err
+}
+
+// pipeline is the queue of cycles in flight, oldest first; only Run's
+// goroutine touches it.
+type pipeline struct {
+	s     *Shard
+	work  context.Context
+	queue []*flight
+}
+
+// flight is one cycle whose batches are being sent.
+type flight struct {
+	recs []*kgo.Record
+	done chan struct{} // closed when every batch is acknowledged or failed
+	err  error         // set before done closes
+}
+
+func (p *pipeline) start(recs []*kgo.Record, ready []*pending) {
+	f := &flight{recs: recs, done: make(chan struct{})}
+	p.queue = append(p.queue, f)
+	p.s.m.inflight.Inc()
+	go func() {
+		defer close(f.done)
+		f.err = p.s.sendAll(p.work, ready)
+	}()
+}
+
+// settle commits the oldest cycle if it has finished (waiting for it when
+// wait is set) and reports whether it did. A failed cycle stops the shard
+// with nothing of it, or after it, committed.
+func (p *pipeline) settle(wait bool) (bool, error) {
+	f := p.queue[0]
+	if wait {
+		<-f.done
+	} else {
+		select {
+		case <-f.done:
+		default:
+			return false, nil
 		}
 	}
+	p.queue = p.queue[1:]
+	p.s.m.inflight.Dec()
+	if f.err != nil {
+		return false, f.err
+	}
+	if err := p.s.cl.CommitRecords(p.work, f.recs...); err != nil && p.work.Err() == nil {
+		// A failed commit only means these records may be sent again.
+		p.s.log.Warn("offset commit failed; records will be re-sent after a rebalance", "err", err)
+	}
+	return true, nil
+}
+
+// drain finishes and commits every cycle in flight, in order, stopping at
+// the first that failed.
+func (p *pipeline) drain() error {
+	for len(p.queue) > 0 {
+		if _, err := p.settle(true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// abandon waits for the sends still running after a failed cycle (the
+// work context is cancelled by then, so they end quickly); their records
+// stay uncommitted.
+func (p *pipeline) abandon() {
+	for _, f := range p.queue {
+		<-f.done
+		p.s.m.inflight.Dec()
+	}
+	p.queue = nil
+}
+
+// pollContext is ctx, ended early when the oldest cycle in flight
+// finishes: a poll must not hold up its commit (nor the rebalance that
+// waits for an empty pipeline) while no records arrive.
+func (p *pipeline) pollContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if len(p.queue) == 0 {
+		return ctx, func() {}
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	head := p.queue[0].done
+	go func() {
+		select {
+		case <-head:
+		case <-pctx.Done():
+		}
+		cancel()
+	}()
+	return pctx, cancel
 }
 
 // poll takes up to MaxPoll records, lingering briefly after the first ones
@@ -294,8 +435,10 @@ type candidate struct {
 	err  error
 }
 
-// cycle routes one poll's records: check, batch, send, record receipts.
-func (s *Shard) cycle(ctx context.Context, recs []*kgo.Record) error {
+// prepare checks one poll's records and batches the accepted ones: decode,
+// resolve, stage-1 signatures, sequences, batching. Rejections go to the
+// compensator here, before the cycle's offsets can be committed.
+func (s *Shard) prepare(ctx context.Context, recs []*kgo.Record) ([]*pending, error) {
 	if s.resetSeq.Swap(false) {
 		s.chk.reset()
 	}
@@ -335,10 +478,16 @@ func (s *Shard) cycle(ctx context.Context, recs []*kgo.Record) error {
 	ready = append(ready, b.drain()...)
 	if len(rejections) > 0 && s.cfg.Comp != nil {
 		if err := s.cfg.Comp.Rejected(ctx, rejections); err != nil {
-			return fmt.Errorf("router: hand rejections to the compensator: %w", err)
+			return nil, fmt.Errorf("router: hand rejections to the compensator: %w", err)
 		}
 	}
-	return s.sendAll(ctx, ready)
+	// Sequences in cycle order, before the sends race: a pipe split over
+	// two batches, or over two cycles in flight, then anchors its ranges
+	// in order (the chain refuses a range that leaves a gap).
+	for _, pb := range ready {
+		pb.seq = s.batchSeq.Add(1)
+	}
+	return ready, nil
 }
 
 // verifyAll checks the stage-1 signatures of the candidates that passed
@@ -399,12 +548,6 @@ func (s *Shard) reject(p *amdp.Packet, err error) {
 func (s *Shard) sendAll(ctx context.Context, ready []*pending) error {
 	if len(ready) == 0 {
 		return nil
-	}
-	// Sequences in cycle order, before the sends race: a pipe split over
-	// two batches then anchors its ranges in order (the chain refuses a
-	// range that leaves a gap).
-	for _, pb := range ready {
-		pb.seq = s.batchSeq.Add(1)
 	}
 	errs := make([]error, len(ready))
 	var wg sync.WaitGroup

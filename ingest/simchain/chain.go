@@ -301,13 +301,25 @@ func (c *Chain) produceBlock() error {
 	}
 	seqs := make(map[string]uint64)
 	deliveries := make(map[[32]byte]*DeliveryRecord)
+	var known *pebble.Iterator // the block's delivery lookups, opened on the first
+	defer func() {
+		if known != nil {
+			known.Close()
+		}
+	}()
 	for _, t := range txs {
 		switch t.kind {
 		case txRequest:
 			seqs[t.pipe] = t.seq
 			next.stats.requests++
 		case txDeliver:
-			if err := c.execDelivery(t, next.height, deliveries, &next.stats); err != nil {
+			if known == nil {
+				var err error
+				if known, err = c.db.NewIter(&pebble.IterOptions{UseL6Filters: true}); err != nil {
+					return fmt.Errorf("simchain: block %d: %w", next.height, err)
+				}
+			}
+			if err := c.execDelivery(t, next.height, known, deliveries, &next.stats); err != nil {
 				return err
 			}
 		case txRollback:
@@ -355,7 +367,7 @@ func (c *Chain) produceBlock() error {
 // updates the packet's record (in this block's set, read from the database
 // on first touch). The chain records every execution: it does not
 // deduplicate, the relay does.
-func (c *Chain) execDelivery(t *tx, height uint64, recs map[[32]byte]*DeliveryRecord, s *counters) error {
+func (c *Chain) execDelivery(t *tx, height uint64, known *pebble.Iterator, recs map[[32]byte]*DeliveryRecord, s *counters) error {
 	res := ingest.Delivery{PacketID: t.id, Status: amdp.StatusDelivered, TxHash: t.hash[:], Height: height}
 	if p := c.opts.RejectPrefix; len(p) > 0 && bytes.HasPrefix(t.payload, p) {
 		res.Status = amdp.StatusRejected
@@ -367,7 +379,7 @@ func (c *Chain) execDelivery(t *tx, height uint64, recs map[[32]byte]*DeliveryRe
 
 	rec, ok := recs[t.id]
 	if !ok {
-		v, found, err := get(c.db, deliveryKey(t.id))
+		v, found, err := seek(known, deliveryKey(t.id))
 		if err != nil {
 			return err
 		}

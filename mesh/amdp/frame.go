@@ -57,7 +57,7 @@ type Frame struct {
 // NewEncoder returns a zstd encoder for EncodeFrame. It is safe for
 // concurrent use; Close it when done.
 func NewEncoder() (*zstd.Encoder, error) {
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault))
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest))
 	if err != nil {
 		return nil, fmt.Errorf("amdp: zstd encoder: %w", err)
 	}
