@@ -89,23 +89,24 @@ func DefaultPipes() []govchain.PipeSpec {
 // an embedded Kafka broker, three simulated subchains and their relays,
 // and one source app per pipe.
 type Cluster struct {
-	opts       ClusterOptions
-	dir        string
-	ownDir     bool
-	Node       *govchain.LocalNode   // validator 0: the cluster client talks to it
-	Nodes      []*govchain.LocalNode // every validator
-	Gov        *govchain.Client
-	Kafka      *kfake.Cluster // nil when a real cluster is used
-	brokers    []string
-	CA         *crypto.CA
-	Parts      []govchain.Participant
-	Chains     map[string]*simchain.Chain // by org
-	Apps       map[string]*simchain.App   // by pipe
-	Tracker    *Tracker
-	Proxies    map[string]*UDPProxy // by org, with ClusterOptions.Proxies
-	External   *ExternalRelay       // with ClusterOptions.External
-	TestnetRPC string
-	SetupTxs   int
+	opts          ClusterOptions
+	dir           string
+	ownDir        bool
+	Node          *govchain.LocalNode   // validator 0: the cluster client talks to it
+	Nodes         []*govchain.LocalNode // every validator
+	Gov           *govchain.Client
+	Kafka         *kfake.Cluster // nil when a real cluster is used
+	stopRetention func()
+	brokers       []string
+	CA            *crypto.CA
+	Parts         []govchain.Participant
+	Chains        map[string]*simchain.Chain // by org
+	Apps          map[string]*simchain.App   // by pipe
+	Tracker       *Tracker
+	Proxies       map[string]*UDPProxy // by org, with ClusterOptions.Proxies
+	External      *ExternalRelay       // with ClusterOptions.External
+	TestnetRPC    string
+	SetupTxs      int
 
 	mu     sync.Mutex // guards relays
 	relays map[string]*runningRelay
@@ -188,6 +189,25 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster, err err
 			return nil, fmt.Errorf("kafka: %w", err)
 		}
 		c.brokers = c.Kafka.ListenAddrs()
+		// kfake applies retention only on a ticker that it starts for
+		// topics with their own retention settings, once an hour by
+		// default: apply the broker's log.retention.ms (a week unless
+		// KafkaOpts set it) every few seconds instead, so that a long run
+		// does not keep every record it ever carried in memory.
+		kc, stop := c.Kafka, make(chan struct{})
+		c.stopRetention = func() { close(stop) }
+		go func() {
+			t := time.NewTicker(5 * time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-t.C:
+					kc.ApplyRetention()
+				}
+			}
+		}()
 	}
 	if c.CA, err = crypto.NewDevCA("ccgp demo CA"); err != nil {
 		return nil, err
@@ -392,6 +412,9 @@ func (c *Cluster) Close() error {
 	}
 	for _, ch := range c.Chains {
 		errs = append(errs, ch.Close())
+	}
+	if c.stopRetention != nil {
+		c.stopRetention()
 	}
 	if c.Kafka != nil {
 		c.Kafka.Close()

@@ -33,6 +33,15 @@ type txq struct {
 	slowEvery time.Duration
 	lastSlow  time.Time
 
+	// Rounds are pipelined: a round's txs are broadcast in nonce order,
+	// then waited for in the background while later rounds go out, up to
+	// maxRounds at once. Waiting for each round before the next would
+	// make an anchor queued during a round wait for that round's block
+	// and then for its own.
+	results   chan []*txItem // what finished rounds give back to retry
+	rounds    int            // rounds in flight; Run's goroutine only
+	maxRounds int
+
 	opens, receipts, confirms, exceptions *counter
 	openLatency                           atomic.Uint64 // µs from queueing an open anchor to its commit, summed
 }
@@ -64,7 +73,9 @@ func newTxq(gov *govchain.Client, signer crypto.Signer, log *slog.Logger, every 
 	if every <= 0 {
 		every = 50 * time.Millisecond
 	}
+	const maxRounds = 8
 	return &txq{gov: gov, signer: signer, log: log, in: make(chan *txItem, 4096), every: every, slowEvery: 10 * every,
+		results: make(chan []*txItem, maxRounds), maxRounds: maxRounds,
 		opens: &counter{}, receipts: &counter{}, confirms: &counter{}, exceptions: &counter{}}
 }
 
@@ -110,6 +121,9 @@ func (q *txq) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
+			for ; q.rounds > 0; q.rounds-- {
+				pending = append(pending, <-q.results...)
+			}
 			for _, it := range pending {
 				it.finish(ctx.Err())
 			}
@@ -117,7 +131,14 @@ func (q *txq) Run(ctx context.Context) error {
 		case it := <-q.in:
 			pending = append(pending, it)
 			continue
+		case keep := <-q.results:
+			q.rounds--
+			pending = append(pending, keep...)
+			continue
 		case <-t.C:
+		}
+		if q.rounds >= q.maxRounds {
+			continue // the chain is behind: let the pending items pack up
 		}
 		// Drain what else is waiting, without blocking.
 		for more := true; more; {
@@ -141,8 +162,10 @@ func (it *txItem) finish(err error) {
 	}
 }
 
-// round submits one tx per kind of the due items and returns the items to
-// keep for later rounds.
+// round broadcasts one tx per kind of the due items, starts waiting for
+// them in the background, and returns the items to keep for later rounds.
+// What the background wait gives back (items of refused or failed txs)
+// arrives on q.results.
 func (q *txq) round(ctx context.Context, pending []*txItem) []*txItem {
 	now := time.Now()
 	slow := now.Sub(q.lastSlow) >= q.slowEvery
@@ -206,30 +229,35 @@ func (q *txq) round(ctx context.Context, pending []*txItem) []*txItem {
 	if len(groups) == 0 {
 		return keep
 	}
-	// Broadcast all (in nonce order), then wait for each.
+	// Broadcast all (in nonce order), then wait for each in the background.
 	hashes := make([][]byte, len(groups))
 	errs := make([]error, len(groups))
 	for i, g := range groups {
 		hashes[i], errs[i] = q.gov.Broadcast(ctx, g.msg.Signer, g.msg.Msg)
 	}
-	for i, g := range groups {
-		if errs[i] == nil {
-			_, errs[i] = q.gov.WaitTx(ctx, hashes[i])
-		}
-		if errs[i] == nil {
-			g.kind.txs.Add(1)
-			g.kind.items.Add(uint64(len(g.items)))
-			now := time.Now()
-			for _, it := range g.items {
-				if it.open != nil {
-					q.openLatency.Add(uint64(now.Sub(it.queued).Microseconds()))
-				}
-				it.finish(nil)
+	q.rounds++
+	go func() {
+		var back []*txItem
+		for i, g := range groups {
+			if errs[i] == nil {
+				_, errs[i] = q.gov.WaitTx(ctx, hashes[i])
 			}
-			continue
+			if errs[i] == nil {
+				g.kind.txs.Add(1)
+				g.kind.items.Add(uint64(len(g.items)))
+				now := time.Now()
+				for _, it := range g.items {
+					if it.open != nil {
+						q.openLatency.Add(uint64(now.Sub(it.queued).Microseconds()))
+					}
+					it.finish(nil)
+				}
+				continue
+			}
+			back = append(back, q.failed(g.items, errs[i])...)
 		}
-		keep = append(keep, q.failed(g.items, errs[i])...)
-	}
+		q.results <- back // never blocks: at most maxRounds in flight
+	}()
 	return keep
 }
 

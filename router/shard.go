@@ -78,14 +78,11 @@ type Config struct {
 	MaxBatchBytes   int           // default 4 MiB
 	MaxPoll         int           // records per cycle, default 4096
 	Linger          time.Duration // wait for more records after the first, default 5ms
-	// Pipeline is how many cycles may be sending at once (default 4; 1
-	// runs them one after the other). RebalanceAfter bounds how long a
-	// busy pipeline holds off a rebalance before it is drained for one
-	// (default 5s).
-	Pipeline       int
-	RebalanceAfter time.Duration
-	SendTimeout    time.Duration // one send attempt, default 30s; then it is retried
-	DrainTimeout   time.Duration // finishing the cycle in progress on stop, default 10s
+	// Pipeline is how many cycles may be sending at once (default 16; 1
+	// runs them one after the other).
+	Pipeline     int
+	SendTimeout  time.Duration // one send attempt, default 30s; then it is retried
+	DrainTimeout time.Duration // finishing the cycle in progress on stop, default 10s
 	// SendBudget bounds how long one batch is retried before it goes to
 	// the compensator (when there is one). Default 30s.
 	SendBudget time.Duration
@@ -109,7 +106,11 @@ type Shard struct {
 	m   *metrics
 
 	resetSeq atomic.Bool // set by rebalance callbacks; the loop resets the checker
-	batchSeq atomic.Uint64
+	// rebalanceWaiting is set when the group wants to rebalance and waits
+	// for this shard (BlockRebalanceOnPoll); the loop then drains its
+	// pipeline and lets it through.
+	rebalanceWaiting atomic.Bool
+	batchSeq         atomic.Uint64
 
 	routed, batches, rejected atomic.Uint64
 	logLimit                  *logLimiter
@@ -159,10 +160,7 @@ func NewShard(cfg Config) (*Shard, error) {
 		cfg.Linger = 5 * time.Millisecond
 	}
 	if cfg.Pipeline <= 0 {
-		cfg.Pipeline = 4
-	}
-	if cfg.RebalanceAfter <= 0 {
-		cfg.RebalanceAfter = 5 * time.Second
+		cfg.Pipeline = 16
 	}
 	if cfg.SendBudget <= 0 {
 		cfg.SendBudget = 30 * time.Second
@@ -193,6 +191,7 @@ func NewShard(cfg Config) (*Shard, error) {
 		kgo.OnPartitionsAssigned(onMove),
 		kgo.OnPartitionsRevoked(onMove),
 		kgo.OnPartitionsLost(onMove),
+		kgo.OnPartitionsCallbackBlocked(func(context.Context, *kgo.Client) { s.rebalanceWaiting.Store(true) }),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchMaxWait(100 * time.Millisecond),
 	}, cfg.KafkaOpts...)
@@ -224,8 +223,9 @@ func (s *Shard) Stats() Stats {
 // governance block.
 //
 // Rebalances wait for the pipeline to empty (BlockRebalanceOnPoll): the
-// loop lets one through whenever nothing is in flight, and under steady
-// load drains the pipeline at least every RebalanceAfter to do so.
+// loop lets one through whenever nothing is in flight, and when the group
+// signals that a rebalance is waiting (OnPartitionsCallbackBlocked) it
+// stops polling, drains the pipeline and lets it through.
 //
 // The cycles in flight when ctx ends are finished first, for up to
 // DrainTimeout, so a shard that leaves gracefully hands over no half-sent
@@ -248,12 +248,11 @@ func (s *Shard) Run(ctx context.Context) error {
 		context.AfterFunc(work, func() { t.Stop() })
 	})
 	defer stop()
-	lastEmpty := time.Now()
 	for {
 		// Commit what has finished, in order; wait for the oldest cycle
-		// when the pipeline is full or a rebalance has waited long enough.
+		// when the pipeline is full or a rebalance is waiting.
 		for len(p.queue) > 0 {
-			wait := len(p.queue) >= s.cfg.Pipeline || time.Since(lastEmpty) >= s.cfg.RebalanceAfter
+			wait := len(p.queue) >= s.cfg.Pipeline || s.rebalanceWaiting.Load()
 			done, err := p.settle(wait)
 			if err != nil {
 				return s.stopped(work, err)
@@ -263,8 +262,8 @@ func (s *Shard) Run(ctx context.Context) error {
 			}
 		}
 		if len(p.queue) == 0 {
+			s.rebalanceWaiting.Store(false)
 			s.cl.AllowRebalance()
-			lastEmpty = time.Now()
 		}
 		if ctx.Err() != nil {
 			return s.stopped(work, p.drain())

@@ -303,6 +303,7 @@ func newKafkaCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "kafka", Short: "Development Kafka broker"}
 	var listen string
 	var partitions int
+	var retention time.Duration
 	dev := &cobra.Command{
 		Use:   "dev",
 		Short: "Run an embedded Kafka broker (kfake) for development, until interrupted",
@@ -320,19 +321,34 @@ machine. Topics are created on first use. Production uses a real cluster
 			if _, err := fmt.Sscan(portS, &port); err != nil {
 				return usagef("--listen %q: bad port", listen)
 			}
+			if retention < time.Second {
+				return usagef("--retention %v: at least 1s (records are dropped once older)", retention)
+			}
 			kc, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port), kfake.AllowAutoTopicCreation(),
-				kfake.DefaultNumPartitions(partitions))
+				kfake.DefaultNumPartitions(partitions),
+				kfake.BrokerConfigs(map[string]string{"log.retention.ms": fmt.Sprint(retention.Milliseconds())}))
 			if err != nil {
 				return err
 			}
 			defer kc.Close()
-			fmt.Fprintf(os.Stderr, "kfake broker at %v (Ctrl-C stops)\n", kc.ListenAddrs())
-			<-c.Context().Done()
-			return nil
+			fmt.Fprintf(os.Stderr, "kfake broker at %v, records kept %v (Ctrl-C stops)\n", kc.ListenAddrs(), retention)
+			// kfake only applies retention on its own hourly ticker, and only
+			// to topics with retention settings of their own: apply it here.
+			t := time.NewTicker(min(retention/4, 10*time.Second))
+			defer t.Stop()
+			for {
+				select {
+				case <-c.Context().Done():
+					return nil
+				case <-t.C:
+					kc.ApplyRetention()
+				}
+			}
 		},
 	}
 	dev.Flags().StringVar(&listen, "listen", "127.0.0.1:9092", "broker address")
 	dev.Flags().IntVar(&partitions, "partitions", 8, "partitions of auto-created topics")
+	dev.Flags().DurationVar(&retention, "retention", time.Hour, "drop records older than this (the broker is in memory: this bounds its size)")
 	cmd.AddCommand(dev)
 	return cmd
 }
