@@ -161,7 +161,8 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster, err err
 		return nil, err
 	}
 	for _, n := range tn.Nodes {
-		ln, err := govchain.StartNode(ctx, n.Home, nil)
+		var ln *govchain.LocalNode
+		labelled(ctx, partGovchain, func(ctx context.Context) { ln, err = govchain.StartNode(ctx, n.Home, nil) })
 		if err != nil {
 			return nil, err
 		}
@@ -185,7 +186,8 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster, err err
 		}
 		kopts := append([]kfake.Opt{kfake.NumBrokers(1), kfake.SeedTopics(8, topics...), kfake.SeedTopics(4, "ccgp.receipts"),
 			kfake.AllowAutoTopicCreation()}, opts.KafkaOpts...)
-		if c.Kafka, err = kfake.NewCluster(kopts...); err != nil {
+		labelled(ctx, partKafka, func(context.Context) { c.Kafka, err = kfake.NewCluster(kopts...) })
+		if err != nil {
 			return nil, fmt.Errorf("kafka: %w", err)
 		}
 		c.brokers = c.Kafka.ListenAddrs()
@@ -231,8 +233,11 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster, err err
 			continue
 		}
 		p := participant(o.org, o.name)
-		ch, err := simchain.Open(filepath.Join(c.dir, "chains", o.org), simchain.Options{ID: p.Subchain,
-			BlockInterval: opts.ChainInterval, RejectPrefix: opts.RejectPrefix, Logger: opts.Logger.With("chain", p.Subchain)})
+		var ch *simchain.Chain
+		labelled(ctx, partChain, func(context.Context) {
+			ch, err = simchain.Open(filepath.Join(c.dir, "chains", o.org), simchain.Options{ID: p.Subchain,
+				BlockInterval: opts.ChainInterval, RejectPrefix: opts.RejectPrefix, Logger: opts.Logger.With("chain", p.Subchain)})
+		})
 		if err != nil {
 			return nil, err
 		}
@@ -316,7 +321,18 @@ func (c *Cluster) newRelay(ctx context.Context, p govchain.Participant, addr str
 	if c.opts.WrapChain != nil {
 		ch = c.opts.WrapChain(p.Org, ch, c.Gov)
 	}
-	r, err := relay.New(ctx, relay.Config{RelayID: p.Relay, Signer: p.RelayKey, Chain: ch, Gov: c.Gov,
+	var r *relay.Relay
+	var err error
+	labelled(ctx, partRelay, func(ctx context.Context) { r, err = c.buildRelay(ctx, p, ch, addr, cert) })
+	if err != nil {
+		return nil, err
+	}
+	return &runningRelay{r: r, addr: r.Addr()}, nil
+}
+
+// buildRelay is relay.New with the cluster's settings.
+func (c *Cluster) buildRelay(ctx context.Context, p govchain.Participant, ch ingest.Chain, addr string, cert tls.Certificate) (*relay.Relay, error) {
+	return relay.New(ctx, relay.Config{RelayID: p.Relay, Signer: p.RelayKey, Chain: ch, Gov: c.Gov,
 		Brokers: c.brokers, Topic: eventsTopic(p.Relay), ListenAddr: addr, Certificate: cert, CAs: c.CA.Pool(),
 		DataDir: filepath.Join(c.dir, "relays", p.Org), Shards: c.opts.Shards, Logger: c.opts.Logger,
 		OnReceipts: c.onReceipts(), OnReject: c.Tracker.reject, ShardOpt: c.opts.ShardOpt, GovTxEvery: c.opts.GovTxEvery,
@@ -325,10 +341,6 @@ func (c *Cluster) newRelay(ctx context.Context, p govchain.Participant, addr str
 			ch, ok := c.Chains[strings.TrimPrefix(relayID, "relay-")]
 			return ch, ok
 		}})
-	if err != nil {
-		return nil, err
-	}
-	return &runningRelay{r: r, addr: r.Addr()}, nil
 }
 
 // onReceipts is the relays' receipt hook: the Tracker, then the option's.

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -172,6 +173,14 @@ type Result struct {
 	RatioVerifyPerRelay     float64 `json:"ratio_verify_per_relay"`
 	RatioBaseline           float64 `json:"ratio_baseline"`
 
+	// The window's CPU by part of the cluster (a CPU profile with pprof
+	// labels; see cpushare.go), and what the relays alone cost.
+	CPUByPart             []CPUShare `json:"cpu_by_part,omitempty"`
+	RelayCPUSPer1000      float64    `json:"relay_cpu_s_per_1000_packets,omitempty"`
+	VerifyShareOfRelayCPU float64    `json:"verify_share_of_relay_cpu,omitempty"`
+	RelayCeilingPerS      float64    `json:"relay_ceiling_per_s,omitempty"`
+	RatioVerifyRelay      float64    `json:"ratio_verify_relay,omitempty"`
+
 	Sent       uint64 `json:"sent"`
 	Delivered  uint64 `json:"delivered"`
 	Receipted  uint64 `json:"receipted"`
@@ -209,6 +218,10 @@ func Run(ctx context.Context, opts RunOptions) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Everything the harness starts runs labelled as the harness unless
+	// the cluster labels it as one of its parts (cpushare.go).
+	pprof.SetGoroutineLabels(pprof.WithLabels(ctx, pprof.Labels(labelKey, partHarness)))
+	defer pprof.SetGoroutineLabels(ctx)
 	start := time.Now()
 	say := func(format string, args ...any) {
 		fmt.Fprintf(opts.Progress, "[%6.1fs] "+format+"\n", append([]any{time.Since(start).Seconds()}, args...)...)
@@ -242,7 +255,8 @@ func Run(ctx context.Context, opts RunOptions) (*Result, error) {
 		p := pr
 		probeMu.Unlock()
 		if p != nil {
-			p.receipts(b, rb)
+			// The harness's books, not the relay's work.
+			labelled(context.Background(), partHarness, func(context.Context) { p.receipts(b, rb) })
 		}
 	}
 	specs := benchPipes(opts.Pipes, opts.Strict)
@@ -332,6 +346,16 @@ func (r *Result) finish() {
 	}
 	if r.PerPacketBaselinePerS > 0 {
 		r.RatioBaseline = round3(r.E2EPacketsPerS / r.PerPacketBaselinePerS)
+	}
+	r.RelayCeilingPerS, r.RatioVerifyRelay = 0, 0
+	if r.RelayCPUSPer1000 > 0 {
+		// The rate the relays' own work would allow on these cores, with
+		// the chains, the broker and governance on machines of their own
+		// as deployed; both relays of a packet verify its signature.
+		r.RelayCeilingPerS = round1(float64(r.GOMAXPROCS) * 1000 / r.RelayCPUSPer1000)
+		if r.VerifyCeilingPerS > 0 {
+			r.RatioVerifyRelay = round3(r.RelayCeilingPerS * float64(r.VerifiesPerPacket) / r.VerifyCeilingPerS)
+		}
 	}
 }
 
@@ -602,6 +626,9 @@ func (t *traffic) measure(ctx context.Context, res *Result, opts RunOptions, say
 		h.Reset()
 	}
 	t.probe.recording.Store(true)
+	// Every run profiles its window: the profile splits the CPU by part
+	// (cpushare.go). --cpuprofile gets a copy.
+	var prof bytes.Buffer
 	profiling := false
 	stopProfile := func() {
 		if profiling {
@@ -610,10 +637,12 @@ func (t *traffic) measure(ctx context.Context, res *Result, opts RunOptions, say
 		}
 	}
 	defer stopProfile()
-	if opts.CPUProfile != nil {
-		if err := pprof.StartCPUProfile(opts.CPUProfile); err != nil {
+	if err := profileTo(&prof, opts.CPUProfile); err != nil {
+		if opts.CPUProfile != nil {
 			return fmt.Errorf("bench: cpu profile: %w", err)
 		}
+		res.note("no CPU breakdown: %v", err) // another profile is running
+	} else {
 		profiling = true
 	}
 	if err := writeHeapProfile(opts.MemProfile, false); err != nil {
@@ -688,6 +717,9 @@ func (t *traffic) measure(ctx context.Context, res *Result, opts RunOptions, say
 		res.AllocsPerPacket = round1(float64(s1.proc.allocs-s0.proc.allocs) / float64(pkts))
 		res.AllocBytesPerPkt = round1(float64(s1.proc.allocB-s0.proc.allocB) / float64(pkts))
 		res.CPUSPer1000 = round3((s1.proc.cpu - s0.proc.cpu).Seconds() / float64(pkts) * 1000)
+		if err := res.applyCPU(prof.Bytes(), pkts); err != nil {
+			res.note("no CPU breakdown: %v", err)
+		}
 	}
 	pr := t.probe
 	res.P50DeliveredMs, res.P99DeliveredMs, res.P999DeliveredMs = q(&pr.delivered, 0.5), q(&pr.delivered, 0.99), q(&pr.delivered, 0.999)

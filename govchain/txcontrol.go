@@ -144,7 +144,11 @@ func (x *execCtx) openBatches(m *MsgOpenBatches) (*TxError, error) {
 				return nil, err
 			}
 			if rg.First > through+1 {
-				return reject(CodeInvalid, "%s: pipe %s is anchored through %d; a range starting at %d leaves a gap", action, rg.Pipe, through, rg.First), nil
+				// Bad state, not invalid: the pipe's ledger has not reached
+				// this range yet. The earlier range is usually on its way
+				// (in a tx that failed and is retried, or in a later
+				// block), so the sender retries this one after it.
+				return reject(CodeBadState, "%s: pipe %s is anchored through %d; a range starting at %d leaves a gap", action, rg.Pipe, through, rg.First), nil
 			}
 			if rg.Last <= through {
 				continue // a re-sent range: already in the ledger

@@ -54,7 +54,7 @@ func TestTransactionControl(t *testing.T) {
 		code uint32
 		want string
 	}{
-		{"gap", ccA, open(2, &PipeRange{Pipe: "p1", First: 5, Last: 6}), CodeInvalid, "leaves a gap"},
+		{"gap", ccA, open(2, &PipeRange{Pipe: "p1", First: 5, Last: 6}), CodeBadState, "leaves a gap"},
 		{"duplicate", ccA, open(1, &PipeRange{Pipe: "p1", First: 4, Last: 4}), CodeExists, "already anchored"},
 		{"other relay's account", ccB, open(2, &PipeRange{Pipe: "p1", First: 4, Last: 4}), CodeUnauthorized, "not relay relay-org-a's account"},
 		{"governor", ga, open(2, &PipeRange{Pipe: "p1", First: 4, Last: 4}), CodeUnauthorized, "role governor"},

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -178,25 +179,31 @@ func (r *Relay) Run(ctx context.Context) error {
 	defer cancelCore()
 	var trafficWG, coreWG sync.WaitGroup
 	errs := make(chan error, 8+r.cfg.Shards)
-	run := func(wg *sync.WaitGroup, runCtx context.Context, name string, f func(context.Context) error) {
+	// Each part runs under the pprof label ccgp=relay/<part> (inherited
+	// by the goroutines it starts), so that a CPU profile of a relay, or
+	// of ccgp bench's whole cluster, splits by part.
+	run := func(wg *sync.WaitGroup, runCtx context.Context, name, part string, f func(context.Context) error) {
 		wg.Add(1)
-		go func() {
+		go pprof.Do(runCtx, pprof.Labels("ccgp", "relay/"+part), func(runCtx context.Context) {
 			defer wg.Done()
 			if err := f(runCtx); err != nil && runCtx.Err() == nil {
 				errs <- fmt.Errorf("relay %s: %s: %w", r.cfg.RelayID, name, err)
 				cancel()
 			}
-		}()
+		})
 	}
 	r.runCtx.Store(&core)
-	run(&coreWG, core, "governance cache", r.cache.Run)
-	run(&coreWG, core, "governance txs", r.txq.Run)
-	run(&coreWG, core, "verifier", r.ver.Run)
-	run(&coreWG, core, "compensator", r.comp.Run)
-	run(&coreWG, core, "mesh", r.ep.Run)
-	run(&trafficWG, ctx, "listener", r.lis.Run)
+	run(&coreWG, core, "governance cache", "cache", r.cache.Run)
+	run(&coreWG, core, "governance txs", "txq", r.txq.Run)
+	run(&coreWG, core, "verifier", "verifier", r.ver.Run)
+	run(&coreWG, core, "compensator", "compensator", r.comp.Run)
+	run(&coreWG, core, "mesh", "mesh", r.ep.Run)
+	run(&trafficWG, ctx, "listener", "listener", r.lis.Run)
 	for i := 0; i < r.cfg.Shards; i++ {
-		s, err := r.newShard(i)
+		var s *router.Shard
+		var err error
+		// The shard's Kafka client starts its goroutines here.
+		pprof.Do(ctx, pprof.Labels("ccgp", "relay/router"), func(context.Context) { s, err = r.newShard(i) })
 		if err != nil {
 			cancel()
 			trafficWG.Wait()
@@ -205,7 +212,7 @@ func (r *Relay) Run(ctx context.Context) error {
 			r.release()
 			return err
 		}
-		run(&trafficWG, ctx, fmt.Sprintf("shard %d", i), s.Run)
+		run(&trafficWG, ctx, fmt.Sprintf("shard %d", i), "router", s.Run)
 	}
 	<-ctx.Done()
 	trafficWG.Wait()

@@ -103,7 +103,36 @@ func (q *txq) wait(ctx context.Context, it *txItem) error {
 	}
 }
 
-// OpenBatch anchors a batch and returns once committed (router.Anchorer).
+// QueueOpens queues the open anchors of one router cycle, in the order
+// given (batch order), and returns without waiting for them
+// (router.Anchorer). Queued from the router's loop, a relay's opens reach
+// the queue, and so the chain, in batch order: a pipe's later range never
+// goes out ahead of its earlier one just because its goroutine ran first.
+func (q *txq) QueueOpens(ctx context.Context, opens []*govchain.BatchOpen) (func(context.Context) error, error) {
+	items := make([]*txItem, 0, len(opens))
+	for _, o := range opens {
+		it := &txItem{open: o, urgent: true, done: make(chan error, 1)}
+		if err := q.submit(ctx, it); err != nil {
+			return nil, err
+		}
+		items = append(items, it)
+	}
+	return func(ctx context.Context) error {
+		var errs []error
+		for _, it := range items {
+			select {
+			case err := <-it.done:
+				errs = append(errs, err)
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return errors.Join(errs...)
+	}, nil
+}
+
+// OpenBatch anchors a batch and returns once committed (the compensator's
+// resends).
 func (q *txq) OpenBatch(ctx context.Context, o *govchain.BatchOpen, urgent bool) error {
 	return q.wait(ctx, &txItem{open: o, urgent: urgent})
 }

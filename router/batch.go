@@ -16,7 +16,8 @@ type batcher struct {
 }
 
 type pending struct {
-	seq     uint64 // batch sequence, assigned in cycle order
+	seq     uint64      // batch sequence, assigned in cycle order
+	batch   *amdp.Batch // sealed, in cycle order
 	to      string
 	packets []*amdp.Packet
 	bytes   int

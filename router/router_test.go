@@ -437,3 +437,64 @@ func TestShardPipelineCommitsInOrder(t *testing.T) {
 		t.Fatalf("distinct %d total %d, want 4 each", d, total)
 	}
 }
+
+// recordingAnchorer is an Anchorer that commits every anchor after a
+// short delay and remembers the order in which they were queued.
+type recordingAnchorer struct {
+	mu   sync.Mutex
+	seqs []uint64
+}
+
+func (a *recordingAnchorer) QueueOpens(ctx context.Context, opens []*govchain.BatchOpen) (func(context.Context) error, error) {
+	a.mu.Lock()
+	for _, o := range opens {
+		a.seqs = append(a.seqs, o.BatchSeq)
+	}
+	a.mu.Unlock()
+	return func(ctx context.Context) error {
+		select {
+		case <-time.After(20 * time.Millisecond):
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}, nil
+}
+
+// TestShardQueuesAnchorsInOrder: with cycles in flight at once, the open
+// anchors still reach the governance queue in batch order (a later range
+// of a pipe ahead of its earlier one is refused as a gap).
+func TestShardQueuesAnchorsInOrder(t *testing.T) {
+	h := newHarness(t)
+	anch := &recordingAnchorer{}
+	s, err := NewShard(Config{RelayID: "relay-a", Signer: h.relay, Registry: h.reg, Sender: h.sink, Anchors: anch,
+		Brokers: h.cluster.ListenAddrs(), Linger: time.Millisecond, MaxBatchPackets: 3,
+		KafkaOpts: []kgo.Opt{kgo.SessionTimeout(6 * time.Second), kgo.HeartbeatInterval(200 * time.Millisecond)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	const perPipe = 60
+	for seq := uint64(1); seq <= perPipe; seq++ {
+		var recs []*kgo.Record
+		for i := 0; i < 4; i++ {
+			recs = append(recs, h.rec(packet(t, h.app, fmt.Sprintf("pipe-%d", i), seq, "x")))
+		}
+		h.produce(recs...)
+	}
+	waitFor(t, "every packet delivered", func() bool { d, _ := h.sink.count(); return d == 4*perPipe })
+	waitFor(t, "every batch acknowledged", func() bool { return s.Stats().Routed == 4*perPipe })
+	anch.mu.Lock()
+	defer anch.mu.Unlock()
+	if uint64(len(anch.seqs)) != s.Stats().Batches {
+		t.Fatalf("%d anchors queued for %d batches", len(anch.seqs), s.Stats().Batches)
+	}
+	for i := 1; i < len(anch.seqs); i++ {
+		if anch.seqs[i] != anch.seqs[i-1]+1 {
+			t.Fatalf("anchors queued out of batch order at %d: %v", i, anch.seqs)
+		}
+	}
+}

@@ -36,12 +36,15 @@ type ReceiptSink interface {
 	Receipts(ctx context.Context, b *amdp.Batch, rb *amdp.ReceiptBatch) error
 }
 
-// Anchorer records a batch's open anchor on the governance chain and
-// returns once it is committed (an anchor that already exists counts as
-// committed). urgent asks for the next governance tx (a strict batch waits
-// on it); otherwise the anchor may wait to share a tx with others.
+// Anchorer records batches' open anchors on the governance chain.
+// QueueOpens queues one cycle's anchors in the order given (batch order)
+// and returns without waiting for them; wait, called once, reports when
+// all are committed (an anchor that already exists counts as committed)
+// or that one failed. The shard queues from its loop, one cycle after the
+// other, so its anchors reach the chain in batch order: a pipe's later
+// range ahead of its earlier one is refused as a gap.
 type Anchorer interface {
-	OpenBatch(ctx context.Context, open *govchain.BatchOpen, urgent bool) error
+	QueueOpens(ctx context.Context, opens []*govchain.BatchOpen) (wait func(context.Context) error, err error)
 }
 
 // Rejection is a packet refused at stage 1.
@@ -275,16 +278,20 @@ func (s *Shard) Run(ctx context.Context) error {
 			return s.stopped(work, p.drain())
 		}
 		if err != nil {
-			return errors.Join(err, p.drain())
+			return err // the cycles in flight are abandoned, uncommitted
 		}
 		if len(recs) == 0 {
 			continue
 		}
 		ready, err := s.prepare(work, recs)
 		if err != nil {
-			return s.stopped(work, errors.Join(err, p.drain()))
+			return s.stopped(work, err)
 		}
-		p.start(recs, ready)
+		anchors, err := s.queueAnchors(work, ready)
+		if err != nil {
+			return s.stopped(work, err)
+		}
+		p.start(recs, ready, anchors)
 	}
 }
 
@@ -313,13 +320,13 @@ type flight struct {
 	err  error         // set before done closes
 }
 
-func (p *pipeline) start(recs []*kgo.Record, ready []*pending) {
+func (p *pipeline) start(recs []*kgo.Record, ready []*pending, anchors *anchoring) {
 	f := &flight{recs: recs, done: make(chan struct{})}
 	p.queue = append(p.queue, f)
 	p.s.m.inflight.Inc()
 	go func() {
 		defer close(f.done)
-		f.err = p.s.sendAll(p.work, ready)
+		f.err = p.s.sendAll(p.work, ready, anchors)
 	}()
 }
 
@@ -480,13 +487,98 @@ func (s *Shard) prepare(ctx context.Context, recs []*kgo.Record) ([]*pending, er
 			return nil, fmt.Errorf("router: hand rejections to the compensator: %w", err)
 		}
 	}
-	// Sequences in cycle order, before the sends race: a pipe split over
-	// two batches, or over two cycles in flight, then anchors its ranges
-	// in order (the chain refuses a range that leaves a gap).
+	// Sequences, seals and open anchors in cycle order, before the sends
+	// race: a pipe split over two batches, or over two cycles in flight,
+	// then anchors its ranges in order (the chain refuses a range that
+	// leaves a gap).
 	for _, pb := range ready {
 		pb.seq = s.batchSeq.Add(1)
+		if err := s.seal(pb); err != nil {
+			return nil, err
+		}
 	}
 	return ready, nil
+}
+
+// seal sorts a batch's packets by (pipe, sequence), so that each pipe's
+// packets form one contiguous range (the anchor names ranges, not
+// packets), and signs it.
+func (s *Shard) seal(pb *pending) error {
+	sort.SliceStable(pb.packets, func(i, j int) bool {
+		a, b := pb.packets[i], pb.packets[j]
+		return a.PipeId < b.PipeId || (a.PipeId == b.PipeId && a.Sequence < b.Sequence)
+	})
+	pb.batch = &amdp.Batch{
+		Header: &amdp.BatchHeader{FromRelay: s.cfg.RelayID, ToRelay: pb.to, BatchSeq: pb.seq,
+			CreatedUnixMs: uint64(time.Now().UnixMilli())},
+		Packets: pb.packets,
+	}
+	if err := amdp.SealBatch(pb.batch, s.cfg.Signer); err != nil {
+		return fmt.Errorf("router: seal batch: %w", err)
+	}
+	return nil
+}
+
+// anchoring is one cycle's open anchors on their way to the chain.
+type anchoring struct {
+	done chan struct{} // closed when err is set
+	err  error
+}
+
+// queueAnchors queues the open anchors of a cycle's batches (from the
+// loop, so in batch order) and waits for them in the background,
+// queueing them again while they fail.
+func (s *Shard) queueAnchors(ctx context.Context, ready []*pending) (*anchoring, error) {
+	a := &anchoring{done: make(chan struct{})}
+	if s.cfg.Anchors == nil || len(ready) == 0 {
+		close(a.done)
+		return a, nil
+	}
+	opens := make([]*govchain.BatchOpen, len(ready))
+	for i, pb := range ready {
+		opens[i] = OpenRecord(pb.batch)
+	}
+	wait, err := s.cfg.Anchors.QueueOpens(ctx, opens)
+	if err != nil {
+		return nil, fmt.Errorf("router: queue open anchors: %w", err)
+	}
+	go func() {
+		defer close(a.done)
+		backoff := 100 * time.Millisecond
+		for attempt := 1; ; attempt++ {
+			err := wait(ctx)
+			if err == nil || ctx.Err() != nil {
+				a.err = err
+				return
+			}
+			if attempt == 1 || attempt%20 == 0 {
+				s.log.Warn("batch anchors not committed; retrying", "batches", len(opens), "first_batch_seq", opens[0].BatchSeq, "attempt", attempt, "err", err)
+			}
+			select {
+			case <-ctx.Done():
+				a.err = ctx.Err()
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 5*time.Second)
+			// Anchors already committed count as committed again.
+			if wait, err = s.cfg.Anchors.QueueOpens(ctx, opens); err != nil {
+				a.err = err
+				return
+			}
+		}
+	}()
+	return a, nil
+}
+
+// wait returns once the cycle's anchors are committed, or ctx ends.
+func (a *anchoring) wait(ctx context.Context) error {
+	select {
+	case <-a.done:
+		return a.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // verifyAll checks the stage-1 signatures of the candidates that passed
@@ -542,67 +634,36 @@ func (s *Shard) reject(p *amdp.Packet, err error) {
 	}
 }
 
-// sendAll seals and sends the batches concurrently, each until its peer
-// acknowledges or ctx ends, then records their receipts.
-func (s *Shard) sendAll(ctx context.Context, ready []*pending) error {
-	if len(ready) == 0 {
-		return nil
-	}
-	errs := make([]error, len(ready))
+// sendAll sends the sealed batches concurrently, each until its peer
+// acknowledges or ctx ends, and records their receipts; it returns once
+// the cycle's open anchors are committed too (the offsets wait for both).
+func (s *Shard) sendAll(ctx context.Context, ready []*pending, anchors *anchoring) error {
+	errs := make([]error, len(ready)+1)
 	var wg sync.WaitGroup
 	for i, pb := range ready {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = s.send(ctx, pb)
+			errs[i] = s.send(ctx, pb.batch, anchors)
 		}()
 	}
 	wg.Wait()
+	errs[len(ready)] = anchors.wait(ctx)
 	return errors.Join(errs...)
 }
 
-func (s *Shard) send(ctx context.Context, pb *pending) error {
-	// Sorted by (pipe, sequence), each pipe's packets form one contiguous
-	// range of the batch: the anchor names ranges, not packets.
-	sort.SliceStable(pb.packets, func(i, j int) bool {
-		a, b := pb.packets[i], pb.packets[j]
-		return a.PipeId < b.PipeId || (a.PipeId == b.PipeId && a.Sequence < b.Sequence)
-	})
-	b := &amdp.Batch{
-		Header: &amdp.BatchHeader{FromRelay: s.cfg.RelayID, ToRelay: pb.to, BatchSeq: pb.seq,
-			CreatedUnixMs: uint64(time.Now().UnixMilli())},
-		Packets: pb.packets,
-	}
-	if err := amdp.SealBatch(b, s.cfg.Signer); err != nil {
-		return fmt.Errorf("router: seal batch: %w", err)
-	}
+func (s *Shard) send(ctx context.Context, b *amdp.Batch, anchors *anchoring) error {
 	if err := s.shape(ctx, b); err != nil {
 		return err
 	}
 	// Strict pipes: the anchor is committed before the batch leaves.
-	// Optimistic: anchor while sending; the offsets wait for both.
-	var anchored chan error
-	if s.cfg.Anchors != nil {
-		open := OpenRecord(b)
-		if s.strict(b) {
-			if err := s.anchor(ctx, open, true); err != nil {
-				return err
-			}
-		} else {
-			// Urgent too: the offsets (and so the next cycle) wait for it,
-			// so a lazily packed anchor would add its delay to every
-			// packet behind this batch. Pipelining cycles would lift this.
-			anchored = make(chan error, 1)
-			go func() { anchored <- s.anchor(ctx, open, true) }()
+	// Optimistic: it is on its way while the batch is delivered.
+	if s.strict(b) {
+		if err := anchors.wait(ctx); err != nil {
+			return err
 		}
 	}
-	err := s.deliver(ctx, b)
-	if anchored != nil {
-		if aerr := <-anchored; aerr != nil && err == nil {
-			err = aerr
-		}
-	}
-	return err
+	return s.deliver(ctx, b)
 }
 
 // shape holds a batch until each of its pipes is within the rate the pipe
@@ -671,29 +732,6 @@ func OpenRecord(b *amdp.Batch) *govchain.BatchOpen {
 		o.Ranges = append(o.Ranges, cur)
 	}
 	return o
-}
-
-// anchor retries the open anchor until it is committed or ctx ends.
-func (s *Shard) anchor(ctx context.Context, open *govchain.BatchOpen, urgent bool) error {
-	backoff := 100 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		err := s.cfg.Anchors.OpenBatch(ctx, open, urgent)
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if attempt == 1 || attempt%20 == 0 {
-			s.log.Warn("batch anchor not committed; retrying", "batch_seq", open.BatchSeq, "attempt", attempt, "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 5*time.Second)
-	}
 }
 
 // deliver sends b until its peer acknowledges, ctx ends, or (with a

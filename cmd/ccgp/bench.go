@@ -307,6 +307,17 @@ func printBench(r *bench.Result) error {
 	t.row("e2e / verify ceiling", fmt.Sprintf("%.3f (batch), %.3f (one by one); %.3f counting the %d verifications per packet",
 		r.RatioVerify, r.RatioVerifySingle, r.RatioVerifyPerRelay, r.VerifiesPerPacket))
 	t.row("e2e / baseline", fmt.Sprintf("%.1f", r.RatioBaseline))
+	if r.RelayCPUSPer1000 > 0 {
+		t.row("relays alone", fmt.Sprintf("%.4f CPU s per 1000 packets, %.0f%% of it signature checks: %.0f packets/s on these cores; x%d verifications / verify ceiling = %.3f",
+			r.RelayCPUSPer1000, 100*r.VerifyShareOfRelayCPU, r.RelayCeilingPerS, r.VerifiesPerPacket, r.RatioVerifyRelay))
+	}
+	for _, c := range r.CPUByPart {
+		v := ""
+		if c.VerifyShare > 0 {
+			v = fmt.Sprintf(" (%.0f%% signature checks)", 100*c.VerifyShare)
+		}
+		t.row("  cpu "+c.Part, fmt.Sprintf("%.4f s per 1000 packets, %4.1f%%%s", c.SPer1000, 100*c.Share, v))
+	}
 	t.row("accounting", fmt.Sprintf("%d sent, %d delivered, %d receipted, %d rejected, %d lost, %d duplicated",
 		r.Sent, r.Delivered, r.Receipted, r.Rejected, r.Lost, r.Duplicated))
 	t.row("memory", fmt.Sprintf("RSS %.1f MiB at the window's start, %.1f MiB at its end", r.RSSMBWindowStart, r.RSSMBWindowEnd))
