@@ -286,9 +286,11 @@ func Run(ctx context.Context, opts RunOptions) (*Result, error) {
 		ChainInterval: opts.ChainInterval, GovInterval: opts.GovInterval, Shards: opts.Shards,
 		Pipes:  append(specs, govchain.PipeSpec{ID: baselinePipe, From: "org-1", To: "org-2", Mode: govchain.ConsistencyMode_MODE_OPTIMISTIC}),
 		Logger: opts.Logger, Brokers: opts.Brokers, OnReceipts: hook, UntrackedReceipts: true, GovTxEvery: opts.GovTxEvery, ShardOpt: shardOpt,
-		// Records older than a minute are long consumed; dropping them
-		// keeps the embedded broker's memory flat over long runs.
-		KafkaOpts: []kfake.Opt{kfake.BrokerConfigs(map[string]string{"log.retention.ms": "60000"})},
+		// Records older than half a minute are long consumed; dropping
+		// them keeps the embedded broker's memory flat over long runs.
+		// kfake drops whole segments only (100 MiB each by default, per
+		// partition): small segments let retention free memory.
+		KafkaOpts: []kfake.Opt{kfake.BrokerConfigs(map[string]string{"log.retention.ms": "30000", "log.segment.bytes": "4194304"})},
 		Step:      func(s string) { say("%s", s) },
 	})
 	if err != nil {

@@ -326,7 +326,10 @@ machine. Topics are created on first use. Production uses a real cluster
 			}
 			kc, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port), kfake.AllowAutoTopicCreation(),
 				kfake.DefaultNumPartitions(partitions),
-				kfake.BrokerConfigs(map[string]string{"log.retention.ms": fmt.Sprint(retention.Milliseconds())}))
+				// Retention drops whole segments (100 MiB per partition by
+				// default): smaller ones let it free memory.
+				kfake.BrokerConfigs(map[string]string{"log.retention.ms": fmt.Sprint(retention.Milliseconds()),
+					"log.segment.bytes": fmt.Sprint(16 << 20)}))
 			if err != nil {
 				return err
 			}
