@@ -30,8 +30,9 @@ type Client struct {
 	chainID string
 	cfg     clientCfg
 
-	mu     sync.Mutex // guards nonces
+	mu     sync.Mutex // guards nonces and stale
 	nonces map[crypto.Address]uint64
+	stale  map[crypto.Address]bool // read the nonce from the chain before the next tx
 }
 
 type clientCfg struct {
@@ -50,7 +51,7 @@ func WithCommitTimeout(d time.Duration) ClientOption {
 
 // NewClient wraps an RPC client; it asks the node for its chain id.
 func NewClient(ctx context.Context, rpc rpcclient.Client, opts ...ClientOption) (*Client, error) {
-	c := &Client{rpc: rpc, nonces: map[crypto.Address]uint64{}, cfg: clientCfg{commitTimeout: 30 * time.Second, poll: 20 * time.Millisecond}}
+	c := &Client{rpc: rpc, nonces: map[crypto.Address]uint64{}, stale: map[crypto.Address]bool{}, cfg: clientCfg{commitTimeout: 30 * time.Second, poll: 20 * time.Millisecond}}
 	for _, o := range opts {
 		o(&c.cfg)
 	}
@@ -217,8 +218,9 @@ func (c *Client) nextNonce(ctx context.Context, s crypto.Signer) (uint64, error)
 	a := crypto.SignerAddress(s)
 	c.mu.Lock()
 	n, ok := c.nonces[a]
+	stale := c.stale[a]
 	c.mu.Unlock()
-	if !ok {
+	if !ok || stale {
 		acct := &Account{}
 		// The nonce need not be proven: a wrong one only gets the tx refused.
 		found, err := c.getUnproven(ctx, KeyAccount(a), acct)
@@ -226,11 +228,12 @@ func (c *Client) nextNonce(ctx context.Context, s crypto.Signer) (uint64, error)
 			return 0, err
 		}
 		if found {
-			n = acct.Nonce
+			n = max(n, acct.Nonce)
 		}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	delete(c.stale, a)
 	if cur, ok := c.nonces[a]; ok && cur > n {
 		n = cur
 	}
@@ -239,11 +242,15 @@ func (c *Client) nextNonce(ctx context.Context, s crypto.Signer) (uint64, error)
 	return n, nil
 }
 
-// forgetNonce drops the cached nonce after a failure so that the next tx
-// reads it from the chain again.
+// forgetNonce makes the next tx read the account's nonce from the chain
+// again after a failure, and take the higher of that and the cached one.
+// The cache is never lowered: the chain takes any nonce above the last
+// (a refused tx's nonce is simply skipped), and the committed nonce lags
+// behind txs of this signer still in the mempool, so going back to it
+// would replay their nonces.
 func (c *Client) forgetNonce(s crypto.Signer) {
 	c.mu.Lock()
-	delete(c.nonces, crypto.SignerAddress(s))
+	c.stale[crypto.SignerAddress(s)] = true
 	c.mu.Unlock()
 }
 

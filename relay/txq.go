@@ -295,7 +295,9 @@ func (q *txq) round(ctx context.Context, pending []*txItem) []*txItem {
 // "exists" means done; "not found" waits for its precondition.
 func (q *txq) failed(items []*txItem, err error) []*txItem {
 	var te *govchain.TxError
-	if !errors.As(err, &te) {
+	// A nonce refusal means the tx did not apply (another tx of this
+	// signer took the nonce): as good as not sent, so retried.
+	if !errors.As(err, &te) || errors.Is(te, govchain.ErrBadNonce) {
 		// Infrastructure: try again next round.
 		if !errors.Is(err, context.Canceled) {
 			q.log.Warn("governance tx failed; retrying", "err", err)
