@@ -73,7 +73,7 @@ func newTxq(gov *govchain.Client, signer crypto.Signer, log *slog.Logger, every 
 	if every <= 0 {
 		every = 50 * time.Millisecond
 	}
-	const maxRounds = 8
+	const maxRounds = 2
 	return &txq{gov: gov, signer: signer, log: log, in: make(chan *txItem, 4096), every: every, slowEvery: 10 * every,
 		results: make(chan []*txItem, maxRounds), maxRounds: maxRounds,
 		opens: &counter{}, receipts: &counter{}, confirms: &counter{}, exceptions: &counter{}}
