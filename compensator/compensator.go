@@ -27,7 +27,7 @@ type Sender interface {
 
 // Anchorer commits a resend's open anchor (strict pipes need it).
 type Anchorer interface {
-	OpenBatch(ctx context.Context, open *govchain.BatchOpen, urgent bool) error
+	OpenBatch(ctx context.Context, open *govchain.BatchOpen) error
 }
 
 // Recorder records transitions on the governance chain and returns once
@@ -430,7 +430,7 @@ func (c *Compensator) resend(ctx context.Context, items []*Item) []Action {
 	sctx, cancel := context.WithTimeout(ctx, c.cfg.SendTimeout)
 	defer cancel()
 	if c.cfg.Anchors != nil {
-		if err := c.cfg.Anchors.OpenBatch(sctx, router.OpenRecord(b), true); err != nil {
+		if err := c.cfg.Anchors.OpenBatch(sctx, router.OpenRecord(b)); err != nil {
 			return fail(err)
 		}
 	}

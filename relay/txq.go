@@ -58,7 +58,6 @@ type txItem struct {
 	notBefore time.Time
 	solo      bool // goes in a tx of its own (after its group was refused)
 	queued    time.Time
-	urgent    bool // goes in the next round
 }
 
 // maxTries bounds retries of an item whose precondition is not met yet
@@ -111,7 +110,7 @@ func (q *txq) wait(ctx context.Context, it *txItem) error {
 func (q *txq) QueueOpens(ctx context.Context, opens []*govchain.BatchOpen) (func(context.Context) error, error) {
 	items := make([]*txItem, 0, len(opens))
 	for _, o := range opens {
-		it := &txItem{open: o, urgent: true, done: make(chan error, 1)}
+		it := &txItem{open: o, done: make(chan error, 1)}
 		if err := q.submit(ctx, it); err != nil {
 			return nil, err
 		}
@@ -133,8 +132,8 @@ func (q *txq) QueueOpens(ctx context.Context, opens []*govchain.BatchOpen) (func
 
 // OpenBatch anchors a batch and returns once committed (the compensator's
 // resends).
-func (q *txq) OpenBatch(ctx context.Context, o *govchain.BatchOpen, urgent bool) error {
-	return q.wait(ctx, &txItem{open: o, urgent: urgent})
+func (q *txq) OpenBatch(ctx context.Context, o *govchain.BatchOpen) error {
+	return q.wait(ctx, &txItem{open: o})
 }
 
 // Exception records a transition and returns once committed.
@@ -201,7 +200,6 @@ func (q *txq) round(ctx context.Context, pending []*txItem) []*txItem {
 	if slow {
 		q.lastSlow = now
 	}
-	urgent := hasUrgent(pending)
 	var keep []*txItem
 	var opens, receipts, confirms, excs, solos []*txItem
 	for _, it := range pending {
@@ -210,7 +208,7 @@ func (q *txq) round(ctx context.Context, pending []*txItem) []*txItem {
 			keep = append(keep, it)
 		case it.solo:
 			solos = append(solos, it)
-		case it.open != nil && (slow || urgent) && len(opens) < maxPerTx:
+		case it.open != nil && len(opens) < maxPerTx:
 			opens = append(opens, it)
 		case it.receipts != nil && slow && len(receipts) < maxPerTx:
 			receipts = append(receipts, it)
@@ -379,15 +377,4 @@ type TxStats struct {
 func (q *txq) stats() TxStats {
 	return TxStats{q.opens.txs.Load(), q.opens.items.Load(), q.receipts.txs.Load(), q.receipts.items.Load(),
 		q.confirms.txs.Load(), q.confirms.items.Load(), q.exceptions.txs.Load(), q.openLatency.Load()}
-}
-
-// hasUrgent reports whether a strict batch waits in pending: then every
-// open goes now, since the tx is paid for anyway.
-func hasUrgent(pending []*txItem) bool {
-	for _, it := range pending {
-		if it.urgent && it.open != nil {
-			return true
-		}
-	}
-	return false
 }
