@@ -191,25 +191,10 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster, err err
 			return nil, fmt.Errorf("kafka: %w", err)
 		}
 		c.brokers = c.Kafka.ListenAddrs()
-		// kfake applies retention only on a ticker that it starts for
-		// topics with their own retention settings, once an hour by
-		// default: apply the broker's log.retention.ms (a week unless
-		// KafkaOpts set it) every few seconds instead, so that a long run
-		// does not keep every record it ever carried in memory.
-		kc, stop := c.Kafka, make(chan struct{})
-		c.stopRetention = func() { close(stop) }
-		go func() {
-			t := time.NewTicker(5 * time.Second)
-			defer t.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-t.C:
-					kc.ApplyRetention()
-				}
-			}
-		}()
+		// The broker's log.retention.ms (a week unless KafkaOpts set it),
+		// applied every few seconds: a long run does not keep every
+		// record it ever carried in memory.
+		c.stopRetention = ApplyRetentionEvery(c.Kafka, 5*time.Second)
 	}
 	if c.CA, err = crypto.NewDevCA("ccgp demo CA"); err != nil {
 		return nil, err
@@ -328,6 +313,28 @@ func (c *Cluster) newRelay(ctx context.Context, p govchain.Participant, addr str
 		return nil, err
 	}
 	return &runningRelay{r: r, addr: r.Addr()}, nil
+}
+
+// ApplyRetentionEvery applies kc's retention settings every period until
+// stop is called. kfake applies them itself only on a ticker that it
+// starts for topics with retention settings of their own, once an hour
+// by default; and it drops whole segments only, so set log.segment.bytes
+// small as well.
+func ApplyRetentionEvery(kc *kfake.Cluster, every time.Duration) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				kc.ApplyRetention()
+			}
+		}
+	}()
+	return func() { close(done) }
 }
 
 // buildRelay is relay.New with the cluster's settings.

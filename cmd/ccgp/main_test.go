@@ -97,6 +97,11 @@ func TestCLIKeys(t *testing.T) {
 	run(t, env, "gov", "pipe", "apply", "--help").must(t, 0, "--source-contract", "Example")
 }
 
+func TestCLIKafkaDevBadInput(t *testing.T) {
+	run(t, nil, "kafka", "dev", "--listen", "127.0.0.1:0", "--retention", "10ms").must(t, 2, "--retention 10ms: at least 1s")
+	run(t, nil, "kafka", "dev", "--listen", "nowhere").must(t, 2, "--listen")
+}
+
 func TestCLIGovernance(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a node")

@@ -22,6 +22,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/ccgpmesh/ccgp/bench"
 	"github.com/ccgpmesh/ccgp/crypto"
 	"github.com/ccgpmesh/ccgp/govchain"
 	"github.com/ccgpmesh/ccgp/ingest/simchain"
@@ -335,18 +336,9 @@ machine. Topics are created on first use. Production uses a real cluster
 			}
 			defer kc.Close()
 			fmt.Fprintf(os.Stderr, "kfake broker at %v, records kept %v (Ctrl-C stops)\n", kc.ListenAddrs(), retention)
-			// kfake only applies retention on its own hourly ticker, and only
-			// to topics with retention settings of their own: apply it here.
-			t := time.NewTicker(min(retention/4, 10*time.Second))
-			defer t.Stop()
-			for {
-				select {
-				case <-c.Context().Done():
-					return nil
-				case <-t.C:
-					kc.ApplyRetention()
-				}
-			}
+			defer bench.ApplyRetentionEvery(kc, min(retention/4, 10*time.Second))()
+			<-c.Context().Done()
+			return nil
 		},
 	}
 	dev.Flags().StringVar(&listen, "listen", "127.0.0.1:9092", "broker address")
