@@ -20,8 +20,8 @@ import (
 	"github.com/ccgpmesh/ccgp/compensator"
 	"github.com/ccgpmesh/ccgp/crypto"
 	"github.com/ccgpmesh/ccgp/govchain"
-	"github.com/ccgpmesh/ccgp/ingest"
 	"github.com/ccgpmesh/ccgp/ingest/simchain"
+	"github.com/ccgpmesh/ccgp/ingest/subchain"
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
 	"github.com/ccgpmesh/ccgp/relay"
 	"github.com/ccgpmesh/ccgp/router"
@@ -42,7 +42,7 @@ type ClusterOptions struct {
 	ShardOpt      func(*router.Config)
 	// WrapChain, if set, wraps each org's chain as its relay sees it
 	// (tests put probes on the delivery path).
-	WrapChain func(org string, ch ingest.Chain, gov *govchain.Client) ingest.Chain
+	WrapChain func(org string, ch subchain.Chain, gov *govchain.Client) subchain.Chain
 	// External names an org whose relay (and subchain) run in another
 	// process: the cluster registers it and writes its relay.yaml, keys
 	// and certificates (Cluster.External), and starts neither.
@@ -302,7 +302,7 @@ func (c *Cluster) newRelay(ctx context.Context, p govchain.Participant, addr str
 		}
 		c.certs[p.Org] = cert
 	}
-	var ch ingest.Chain = c.Chains[p.Org]
+	var ch subchain.Chain = c.Chains[p.Org]
 	if c.opts.WrapChain != nil {
 		ch = c.opts.WrapChain(p.Org, ch, c.Gov)
 	}
@@ -338,7 +338,7 @@ func ApplyRetentionEvery(kc *kfake.Cluster, every time.Duration) (stop func()) {
 }
 
 // buildRelay is relay.New with the cluster's settings.
-func (c *Cluster) buildRelay(ctx context.Context, p govchain.Participant, ch ingest.Chain, addr string, cert tls.Certificate) (*relay.Relay, error) {
+func (c *Cluster) buildRelay(ctx context.Context, p govchain.Participant, ch subchain.Chain, addr string, cert tls.Certificate) (*relay.Relay, error) {
 	return relay.New(ctx, relay.Config{RelayID: p.Relay, Signer: p.RelayKey, Chain: ch, Gov: c.Gov,
 		Brokers: c.brokers, Topic: eventsTopic(p.Relay), ListenAddr: addr, Certificate: cert, CAs: c.CA.Pool(),
 		DataDir: filepath.Join(c.dir, "relays", p.Org), Shards: c.opts.Shards, Logger: c.opts.Logger,

@@ -36,7 +36,7 @@ type Recorder interface {
 	Exception(ctx context.Context, m *govchain.MsgTxException) error
 }
 
-// SourceChain rolls requests back (ingest.Chain satisfies it).
+// SourceChain rolls requests back (subchain.Chain satisfies it).
 type SourceChain interface {
 	Rollback(ctx context.Context, pipeID string, seq uint64, reason string) error
 }
@@ -83,10 +83,6 @@ type Compensator struct {
 	batchSeq                               atomic.Uint64
 	rolledBack, delivered, manual, retried atomic.Uint64
 }
-
-var (
-	_ router.Compensator = (*Compensator)(nil)
-)
 
 // Stats are the compensator's counters since start.
 type Stats struct{ RolledBack, DeliveredOnRetry, Manual, Resends uint64 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/ccgpmesh/ccgp/ingest/subchain"
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
 )
 
@@ -26,7 +27,7 @@ import (
 // at most the blocks after it; the router drops those duplicates by
 // sequence.
 type Listener struct {
-	chain   Chain
+	chain   subchain.Chain
 	client  *kgo.Client
 	cp      Checkpoint
 	cfg     listenerCfg
@@ -111,7 +112,7 @@ func WithMetrics(m ListenerMetrics) ListenerOpt {
 // NewListener returns a listener of chain that produces with client and
 // checkpoints in cp. The client's producer settings matter: use
 // NewKafkaClient.
-func NewListener(chain Chain, client *kgo.Client, cp Checkpoint, opts ...ListenerOpt) (*Listener, error) {
+func NewListener(chain subchain.Chain, client *kgo.Client, cp Checkpoint, opts ...ListenerOpt) (*Listener, error) {
 	cfg := listenerCfg{
 		topic:            DefaultTopic,
 		log:              slog.New(slog.DiscardHandler),
@@ -260,7 +261,7 @@ func (r *run) failure() error {
 	return r.err
 }
 
-func (r *run) loop(ctx context.Context, blocks <-chan Block) error {
+func (r *run) loop(ctx context.Context, blocks <-chan subchain.Block) error {
 	tick := time.NewTicker(r.l.cfg.checkpointEvery)
 	defer tick.Stop()
 	for {
@@ -302,7 +303,7 @@ func (r *run) loop(ctx context.Context, blocks <-chan Block) error {
 
 // produce hands every request of b to the client, which batches them with
 // other blocks' records; b is done when its last promise succeeds.
-func (r *run) produce(b Block) error {
+func (r *run) produce(b subchain.Block) error {
 	l := r.l
 	pb := &pendingBlock{r: r, height: b.Height, records: len(b.Events)}
 	pb.left.Store(int64(len(b.Events)))

@@ -13,7 +13,7 @@ import (
 
 	"github.com/ccgpmesh/ccgp/crypto"
 	"github.com/ccgpmesh/ccgp/govchain"
-	"github.com/ccgpmesh/ccgp/ingest"
+	"github.com/ccgpmesh/ccgp/ingest/subchain"
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
 )
 
@@ -35,7 +35,7 @@ type Registry interface {
 	Pipe(id string) (*govchain.Pipe, bool)
 }
 
-// Deliverer is the destination chain as delivery needs it; ingest.Chain
+// Deliverer is the destination chain as delivery needs it; subchain.Chain
 // satisfies it. The mesh calls Deliver at most once at a time for any one
 // packet, with packets it has verified and recorded as in flight, and
 // FindDelivery for packets whose delivery may have happened before a crash
@@ -45,17 +45,12 @@ type Deliverer interface {
 	// packet, in the same order. An error means nothing is known about
 	// any of them: the mesh does not acknowledge the batch and asks
 	// FindDelivery when the sender retries it.
-	Deliver(ctx context.Context, packets []*amdp.Packet) ([]ingest.Delivery, error)
+	Deliver(ctx context.Context, packets []*amdp.Packet) ([]subchain.Delivery, error)
 	// FindDelivery reports whether the chain already executed the packet
 	// and with what outcome. Once Deliver has returned (with or without
 	// an error), its answer must be final for that packet.
-	FindDelivery(ctx context.Context, packetID [32]byte) (ingest.Delivery, bool, error)
+	FindDelivery(ctx context.Context, packetID [32]byte) (subchain.Delivery, bool, error)
 }
-
-var (
-	_ Deliverer = ingest.Chain(nil)
-	_ Registry  = (*govchain.Cache)(nil)
-)
 
 // Config configures an Endpoint. Zero values take the defaults noted; New
 // validates the rest.

@@ -20,7 +20,7 @@ import (
 
 	"github.com/ccgpmesh/ccgp/crypto"
 	"github.com/ccgpmesh/ccgp/govchain"
-	"github.com/ccgpmesh/ccgp/ingest"
+	"github.com/ccgpmesh/ccgp/ingest/subchain"
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
 )
 
@@ -96,7 +96,7 @@ func (r *memRegistry) addPipe(p *govchain.Pipe) {
 type memChain struct {
 	mu         sync.Mutex
 	height     uint64
-	done       map[[32]byte]ingest.Delivery
+	done       map[[32]byte]subchain.Delivery
 	executions map[[32]byte]int
 	calls      int // Deliver calls
 	finds      int // FindDelivery calls
@@ -109,7 +109,7 @@ type memChain struct {
 }
 
 func newMemChain() *memChain {
-	return &memChain{done: make(map[[32]byte]ingest.Delivery), executions: make(map[[32]byte]int), reject: make(map[string]bool)}
+	return &memChain{done: make(map[[32]byte]subchain.Delivery), executions: make(map[[32]byte]int), reject: make(map[string]bool)}
 }
 
 // set changes the chain's behaviour under its lock, since endpoint
@@ -120,7 +120,7 @@ func (c *memChain) set(f func(*memChain)) {
 	f(c)
 }
 
-func (c *memChain) Deliver(ctx context.Context, packets []*amdp.Packet) ([]ingest.Delivery, error) {
+func (c *memChain) Deliver(ctx context.Context, packets []*amdp.Packet) ([]subchain.Delivery, error) {
 	c.mu.Lock()
 	c.calls++
 	gate, entered, delay := c.gate, c.entered, c.delay
@@ -140,7 +140,7 @@ func (c *memChain) Deliver(ctx context.Context, packets []*amdp.Packet) ([]inges
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make([]ingest.Delivery, len(packets))
+	out := make([]subchain.Delivery, len(packets))
 	for i, p := range packets {
 		out[i] = c.executeLocked(p)
 	}
@@ -152,20 +152,20 @@ func (c *memChain) Deliver(ctx context.Context, packets []*amdp.Packet) ([]inges
 }
 
 // execute runs p on the chain as a tx, as if a relay had delivered it.
-func (c *memChain) execute(p *amdp.Packet) ingest.Delivery {
+func (c *memChain) execute(p *amdp.Packet) subchain.Delivery {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.executeLocked(p)
 }
 
-func (c *memChain) executeLocked(p *amdp.Packet) ingest.Delivery {
+func (c *memChain) executeLocked(p *amdp.Packet) subchain.Delivery {
 	id := p.ID()
 	c.height++
 	c.executions[id]++
 	var hb [8]byte
 	binary.BigEndian.PutUint64(hb[:], c.height)
 	tx := sha256.Sum256(append(id[:], hb[:]...))
-	d := ingest.Delivery{PacketID: id, Status: amdp.StatusDelivered, TxHash: tx[:], Height: c.height,
+	d := subchain.Delivery{PacketID: id, Status: amdp.StatusDelivered, TxHash: tx[:], Height: c.height,
 		ResultHash: sha256.Sum256(p.Payload)}
 	if c.reject[p.PipeId] {
 		d.Status, d.ResultHash, d.Reason = amdp.StatusRejected, [32]byte{}, "contract refused"
@@ -174,7 +174,7 @@ func (c *memChain) executeLocked(p *amdp.Packet) ingest.Delivery {
 	return d
 }
 
-func (c *memChain) FindDelivery(ctx context.Context, id [32]byte) (ingest.Delivery, bool, error) {
+func (c *memChain) FindDelivery(ctx context.Context, id [32]byte) (subchain.Delivery, bool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.finds++

@@ -15,7 +15,7 @@ import (
 
 	"github.com/ccgpmesh/ccgp/crypto"
 	"github.com/ccgpmesh/ccgp/govchain"
-	"github.com/ccgpmesh/ccgp/ingest"
+	"github.com/ccgpmesh/ccgp/ingest/subchain"
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
 )
 
@@ -422,7 +422,7 @@ func (e *Endpoint) deliver(ctx context.Context, packets []*amdp.Packet, verdicts
 // receiptOf turns the chain's record of a delivery into a receipt, and
 // refuses one that is not about packet id or would not validate: the
 // batch then fails (transiently) rather than carry a bad receipt.
-func (e *Endpoint) receiptOf(id [32]byte, d ingest.Delivery) (*amdp.Receipt, error) {
+func (e *Endpoint) receiptOf(id [32]byte, d subchain.Delivery) (*amdp.Receipt, error) {
 	if d.PacketID != id {
 		return nil, fmt.Errorf("%w: delivery for packet %x reports packet %x", ErrDeliver, id, d.PacketID)
 	}

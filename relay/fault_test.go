@@ -10,7 +10,7 @@ import (
 	"github.com/ccgpmesh/ccgp/bench"
 	"github.com/ccgpmesh/ccgp/compensator"
 	"github.com/ccgpmesh/ccgp/govchain"
-	"github.com/ccgpmesh/ccgp/ingest"
+	"github.com/ccgpmesh/ccgp/ingest/subchain"
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
 )
 
@@ -142,13 +142,13 @@ func TestManualIntervention(t *testing.T) {
 // the governance chain, and counts the attempts: the proof that strict
 // delivery waits for the anchor comes from the destination side.
 type strictChain struct {
-	ingest.Chain
+	subchain.Chain
 	gov        *govchain.Client
 	violations atomic.Int64
 	checked    atomic.Int64
 }
 
-func (s *strictChain) Deliver(ctx context.Context, ps []*amdp.Packet) ([]ingest.Delivery, error) {
+func (s *strictChain) Deliver(ctx context.Context, ps []*amdp.Packet) ([]subchain.Delivery, error) {
 	for _, p := range ps {
 		through, err := s.gov.AnchoredThrough(ctx, p.PipeId)
 		if err != nil {
@@ -166,7 +166,7 @@ func TestStrictMode(t *testing.T) {
 	var sc *strictChain
 	c := startCluster(t, func(o *bench.ClusterOptions) {
 		o.Pipes = []govchain.PipeSpec{{ID: "pipe-1-2", From: "org-1", To: "org-2", Mode: govchain.ConsistencyMode_MODE_STRICT}}
-		o.WrapChain = func(org string, ch ingest.Chain, gov *govchain.Client) ingest.Chain {
+		o.WrapChain = func(org string, ch subchain.Chain, gov *govchain.Client) subchain.Chain {
 			if org != "org-2" {
 				return ch
 			}

@@ -21,17 +21,30 @@ import (
 	"github.com/ccgpmesh/ccgp/crypto"
 	"github.com/ccgpmesh/ccgp/govchain"
 	"github.com/ccgpmesh/ccgp/ingest"
+	"github.com/ccgpmesh/ccgp/ingest/subchain"
 	"github.com/ccgpmesh/ccgp/mesh"
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
 	"github.com/ccgpmesh/ccgp/router"
 	"github.com/ccgpmesh/ccgp/verifier"
 )
 
+// The relay wires these implementers to the interfaces their consumers
+// declare; the assertions live here, where both sides are imported.
+var (
+	_ mesh.Deliverer          = subchain.Chain(nil)
+	_ mesh.Registry           = (*govchain.Cache)(nil)
+	_ mesh.AnchorView         = (*govchain.Cache)(nil)
+	_ router.Registry         = (*govchain.Cache)(nil)
+	_ router.Compensator      = (*compensator.Compensator)(nil)
+	_ compensator.SourceChain = subchain.Chain(nil)
+	_ verifier.Finder         = subchain.Chain(nil)
+)
+
 // Config configures a Relay.
 type Config struct {
 	RelayID string
-	Signer  crypto.Signer // the relay's cross-chain account key (batches, receipts)
-	Chain   ingest.Chain  // this relay's subchain
+	Signer  crypto.Signer  // the relay's cross-chain account key (batches, receipts)
+	Chain   subchain.Chain // this relay's subchain
 	Gov     *govchain.Client
 
 	Brokers       []string

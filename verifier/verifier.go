@@ -11,14 +11,14 @@ import (
 	"time"
 
 	"github.com/ccgpmesh/ccgp/govchain"
-	"github.com/ccgpmesh/ccgp/ingest"
+	"github.com/ccgpmesh/ccgp/ingest/subchain"
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
 )
 
-// Finder looks a delivery up on a destination chain; ingest.Chain
+// Finder looks a delivery up on a destination chain; subchain.Chain
 // satisfies it.
 type Finder interface {
-	FindDelivery(ctx context.Context, packetID [32]byte) (ingest.Delivery, bool, error)
+	FindDelivery(ctx context.Context, packetID [32]byte) (subchain.Delivery, bool, error)
 }
 
 // Mismatch is a packet whose receipt the anchor or the chain contradicts.
@@ -31,7 +31,7 @@ type Mismatch struct {
 // Check compares a batch's receipts with their committed anchor and with
 // the destination chain's records (find). It returns the mismatches; none
 // means the batch may be confirmed. It does no I/O.
-func Check(b *amdp.Batch, rb *amdp.ReceiptBatch, a *govchain.BatchAnchor, find func(id [32]byte) (ingest.Delivery, bool)) []Mismatch {
+func Check(b *amdp.Batch, rb *amdp.ReceiptBatch, a *govchain.BatchAnchor, find func(id [32]byte) (subchain.Delivery, bool)) []Mismatch {
 	var out []Mismatch
 	all := func(reason string) []Mismatch {
 		for _, p := range b.Packets {
@@ -184,7 +184,7 @@ func (v *Verifier) verify(ctx context.Context, it item) error {
 		})
 		return nil
 	}
-	found := map[[32]byte]ingest.Delivery{}
+	found := map[[32]byte]subchain.Delivery{}
 	for i, p := range it.b.Packets {
 		if i < len(it.rb.Receipts) && it.rb.Receipts[i].Status == amdp.StatusDelivered {
 			d, ok, err := dest.FindDelivery(ctx, p.ID())
@@ -196,7 +196,7 @@ func (v *Verifier) verify(ctx context.Context, it item) error {
 			}
 		}
 	}
-	mism := Check(it.b, it.rb, a, func(id [32]byte) (ingest.Delivery, bool) { d, ok := found[id]; return d, ok })
+	mism := Check(it.b, it.rb, a, func(id [32]byte) (subchain.Delivery, bool) { d, ok := found[id]; return d, ok })
 	if len(mism) == 0 {
 		v.confirmed.Add(1)
 		v.confirmedPackets.Add(uint64(len(found)))

@@ -8,7 +8,7 @@ import (
 
 	"github.com/ccgpmesh/ccgp/crypto"
 	"github.com/ccgpmesh/ccgp/govchain"
-	"github.com/ccgpmesh/ccgp/ingest"
+	"github.com/ccgpmesh/ccgp/ingest/subchain"
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
 )
 
@@ -27,7 +27,7 @@ type fixture struct {
 	b      *amdp.Batch
 	rb     *amdp.ReceiptBatch
 	anchor *govchain.BatchAnchor
-	chain  map[[32]byte]ingest.Delivery
+	chain  map[[32]byte]subchain.Delivery
 }
 
 var refs = []struct {
@@ -36,7 +36,7 @@ var refs = []struct {
 }{{"pipe-a", 1}, {"pipe-a", 2}, {"pipe-b", 7}}
 
 func newFixture(t *testing.T) *fixture {
-	f := &fixture{t: t, chain: map[[32]byte]ingest.Delivery{}}
+	f := &fixture{t: t, chain: map[[32]byte]subchain.Delivery{}}
 	f.b = &amdp.Batch{Header: &amdp.BatchHeader{FromRelay: "relay-a", ToRelay: "relay-b", BatchSeq: 5, CreatedUnixMs: 1_700_000_000_000}}
 	f.rb = &amdp.ReceiptBatch{Header: &amdp.ReceiptBatchHeader{FromRelay: "relay-b", ToRelay: "relay-a", BatchSeq: 5}}
 	for i, r := range refs {
@@ -47,7 +47,7 @@ func newFixture(t *testing.T) *fixture {
 		}
 		f.b.Packets = append(f.b.Packets, p)
 		id := p.ID()
-		d := ingest.Delivery{PacketID: id, Status: amdp.StatusDelivered, TxHash: fmt.Appendf(nil, "tx-%d", i),
+		d := subchain.Delivery{PacketID: id, Status: amdp.StatusDelivered, TxHash: fmt.Appendf(nil, "tx-%d", i),
 			Height: 100 + uint64(i), ResultHash: sha256.Sum256(p.Payload)}
 		f.chain[id] = d
 		f.rb.Receipts = append(f.rb.Receipts, &amdp.Receipt{PacketId: id[:], Status: amdp.StatusDelivered,
@@ -179,7 +179,7 @@ func TestCheck(t *testing.T) {
 		{
 			name: "destination chain recorded a refusal",
 			edit: func(f *fixture) {
-				f.chain[f.id(0)] = ingest.Delivery{PacketID: f.id(0), Status: amdp.StatusFailed, Reason: "out of gas"}
+				f.chain[f.id(0)] = subchain.Delivery{PacketID: f.id(0), Status: amdp.StatusFailed, Reason: "out of gas"}
 			},
 			want: []Mismatch{{"pipe-a", 1, "destination chain recorded a refusal"}},
 		},
@@ -243,7 +243,7 @@ func TestCheck(t *testing.T) {
 			name: "a failed receipt is not checked against the chain",
 			edit: func(f *fixture) {
 				f.refuse(0, amdp.StatusFailed)
-				f.chain[f.id(0)] = ingest.Delivery{PacketID: f.id(0), Status: amdp.StatusFailed, Reason: "contract reverted"}
+				f.chain[f.id(0)] = subchain.Delivery{PacketID: f.id(0), Status: amdp.StatusFailed, Reason: "contract reverted"}
 			},
 		},
 	} {
@@ -251,7 +251,7 @@ func TestCheck(t *testing.T) {
 			f := newFixture(t)
 			tc.edit(f)
 			var looked [][32]byte
-			find := func(id [32]byte) (ingest.Delivery, bool) {
+			find := func(id [32]byte) (subchain.Delivery, bool) {
 				looked = append(looked, id)
 				d, ok := f.chain[id]
 				return d, ok

@@ -10,11 +10,11 @@ import (
 
 	"github.com/cockroachdb/pebble"
 
-	"github.com/ccgpmesh/ccgp/ingest"
+	"github.com/ccgpmesh/ccgp/ingest/subchain"
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
 )
 
-var _ ingest.Chain = (*Chain)(nil)
+var _ subchain.Chain = (*Chain)(nil)
 
 // Chain is one simulated subchain. All methods are safe for concurrent
 // use.
@@ -57,7 +57,7 @@ type tx struct {
 	payload []byte   // deliver: a copy; the caller may reuse its packet once Deliver returns, even early
 	reason  string   // rollback
 
-	res ingest.Delivery // deliver: the outcome, set by the producer before it publishes the block
+	res subchain.Delivery // deliver: the outcome, set by the producer before it publishes the block
 }
 
 // Open opens (or creates) the chain stored in dir and starts producing
@@ -368,7 +368,7 @@ func (c *Chain) produceBlock() error {
 // on first touch). The chain records every execution: it does not
 // deduplicate, the relay does.
 func (c *Chain) execDelivery(t *tx, height uint64, known *pebble.Iterator, recs map[[32]byte]*DeliveryRecord, s *counters) error {
-	res := ingest.Delivery{PacketID: t.id, Status: amdp.StatusDelivered, TxHash: t.hash[:], Height: height}
+	res := subchain.Delivery{PacketID: t.id, Status: amdp.StatusDelivered, TxHash: t.hash[:], Height: height}
 	if p := c.opts.RejectPrefix; len(p) > 0 && bytes.HasPrefix(t.payload, p) {
 		res.Status = amdp.StatusRejected
 		res.Reason = fmt.Sprintf("destination contract refuses payloads that start with %x", p)

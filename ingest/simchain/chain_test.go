@@ -11,7 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ccgpmesh/ccgp/crypto"
-	"github.com/ccgpmesh/ccgp/ingest"
+	"github.com/ccgpmesh/ccgp/ingest/subchain"
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
 )
 
@@ -56,7 +56,7 @@ func TestBlocksRespectFinality(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := uint64(1)
-	collect(t, ch, 5*time.Second, func(bs []ingest.Block) bool {
+	collect(t, ch, 5*time.Second, func(bs []subchain.Block) bool {
 		if len(bs) == 0 {
 			return false
 		}
@@ -401,8 +401,8 @@ func TestBlocksSeveralStreamsAndClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Let the slow one fall behind while blocks keep coming.
-	a := collect(t, fast, 5*time.Second, func(bs []ingest.Block) bool { return len(bs) == 10 })
-	b := collect(t, slow, 5*time.Second, func(bs []ingest.Block) bool { return len(bs) == 10 })
+	a := collect(t, fast, 5*time.Second, func(bs []subchain.Block) bool { return len(bs) == 10 })
+	b := collect(t, slow, 5*time.Second, func(bs []subchain.Block) bool { return len(bs) == 10 })
 	for i := range a {
 		if a[i].Height != b[i].Height || !bytes.Equal(a[i].Hash, b[i].Hash) {
 			t.Fatalf("streams differ at %d", i)

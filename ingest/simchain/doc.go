@@ -2,7 +2,7 @@
 // produces blocks at an interval in its own goroutine (empty ones too, so
 // heights advance), chains them by hash, makes them final at a depth, and
 // keeps everything on disk in pebble so that a restart continues from the
-// stored head. It implements ingest.Chain.
+// stored head. It implements subchain.Chain.
 //
 // # Source side
 //
@@ -11,7 +11,7 @@
 // packet's structure and that its sequence is the pipe's next one, counting
 // txs still in the mempool, so that every pipe's requests are gap-free from
 // 1. It does not check the signature: the router does, against the key the
-// pipe records on govchain. Each accepted request becomes an ingest.Event
+// pipe records on govchain. Each accepted request becomes an subchain.Event
 // in the block that includes it; Blocks streams final blocks to listeners.
 //
 // # Destination side

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/ccgpmesh/ccgp/crypto"
-	"github.com/ccgpmesh/ccgp/ingest"
+	"github.com/ccgpmesh/ccgp/ingest/subchain"
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
 )
 
@@ -69,9 +69,9 @@ func waitUntil(t testing.TB, d time.Duration, what string, cond func() bool) {
 }
 
 // collect reads blocks from a stream until cond says stop.
-func collect(t testing.TB, ch <-chan ingest.Block, d time.Duration, stop func([]ingest.Block) bool) []ingest.Block {
+func collect(t testing.TB, ch <-chan subchain.Block, d time.Duration, stop func([]subchain.Block) bool) []subchain.Block {
 	t.Helper()
-	var got []ingest.Block
+	var got []subchain.Block
 	timer := time.NewTimer(d)
 	defer timer.Stop()
 	for !stop(got) {
@@ -88,16 +88,16 @@ func collect(t testing.TB, ch <-chan ingest.Block, d time.Duration, stop func([]
 	return got
 }
 
-func events(bs []ingest.Block) []ingest.Event {
-	var evs []ingest.Event
+func events(bs []subchain.Block) []subchain.Event {
+	var evs []subchain.Event
 	for _, b := range bs {
 		evs = append(evs, b.Events...)
 	}
 	return evs
 }
 
-func countEvents(n int) func([]ingest.Block) bool {
-	return func(bs []ingest.Block) bool { return len(events(bs)) >= n }
+func countEvents(n int) func([]subchain.Block) bool {
+	return func(bs []subchain.Block) bool { return len(events(bs)) >= n }
 }
 
 func pipeName(i int) string { return fmt.Sprintf("pipe-%d", i) }

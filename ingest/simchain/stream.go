@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/ccgpmesh/ccgp/ingest"
+	"github.com/ccgpmesh/ccgp/ingest/subchain"
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
 )
 
@@ -15,14 +15,14 @@ import (
 // nothing is dropped. Any number of streams may run at once. The stream
 // ends when ctx ends (Err: nil), when the chain closes (ErrClosed) or on a
 // storage error; then the channel closes.
-func (c *Chain) Blocks(ctx context.Context, from uint64) (<-chan ingest.Block, error) {
+func (c *Chain) Blocks(ctx context.Context, from uint64) (<-chan subchain.Block, error) {
 	if from < 1 {
 		from = 1
 	}
 	if err := c.acquire(); err != nil {
 		return nil, err
 	}
-	out := make(chan ingest.Block)
+	out := make(chan subchain.Block)
 	go func() {
 		defer c.users.Done()
 		err := c.stream(ctx, from, out)
@@ -36,7 +36,7 @@ func (c *Chain) Blocks(ctx context.Context, from uint64) (<-chan ingest.Block, e
 	return out, nil
 }
 
-func (c *Chain) stream(ctx context.Context, next uint64, out chan<- ingest.Block) error {
+func (c *Chain) stream(ctx context.Context, next uint64, out chan<- subchain.Block) error {
 	for {
 		c.mu.Lock()
 		final, ch := c.finalLocked(), c.blockCh
@@ -66,28 +66,28 @@ func (c *Chain) stream(ctx context.Context, next uint64, out chan<- ingest.Block
 
 // readBlock reads a committed block and decodes its requests into fresh
 // packets, so that no two streams share one.
-func (c *Chain) readBlock(height uint64) (ingest.Block, error) {
+func (c *Chain) readBlock(height uint64) (subchain.Block, error) {
 	v, ok, err := get(c.db, blockKey(height))
 	if err != nil {
-		return ingest.Block{}, err
+		return subchain.Block{}, err
 	}
 	if !ok {
-		return ingest.Block{}, fmt.Errorf("%w: block %d is missing", ErrCorrupt, height)
+		return subchain.Block{}, fmt.Errorf("%w: block %d is missing", ErrCorrupt, height)
 	}
 	_, hash, txs, err := decodeBlock(v)
 	if err != nil {
-		return ingest.Block{}, fmt.Errorf("block %d: %w", height, err)
+		return subchain.Block{}, fmt.Errorf("block %d: %w", height, err)
 	}
-	b := ingest.Block{Height: height, Hash: hash[:]}
+	b := subchain.Block{Height: height, Hash: hash[:]}
 	for _, t := range txs {
 		if t.kind != txRequest {
 			continue
 		}
 		p, err := amdp.DecodePacket(t.body, amdp.DefaultLimits())
 		if err != nil {
-			return ingest.Block{}, fmt.Errorf("%w: block %d: request %x: %w", ErrCorrupt, height, t.hash, err)
+			return subchain.Block{}, fmt.Errorf("%w: block %d: request %x: %w", ErrCorrupt, height, t.hash, err)
 		}
-		b.Events = append(b.Events, ingest.Event{Height: height, TxHash: append([]byte(nil), t.hash[:]...), Packet: p})
+		b.Events = append(b.Events, subchain.Event{Height: height, TxHash: append([]byte(nil), t.hash[:]...), Packet: p})
 	}
 	return b, nil
 }

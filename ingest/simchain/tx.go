@@ -7,7 +7,7 @@ import (
 
 	"github.com/cockroachdb/pebble"
 
-	"github.com/ccgpmesh/ccgp/ingest"
+	"github.com/ccgpmesh/ccgp/ingest/subchain"
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
 )
 
@@ -16,7 +16,7 @@ import (
 // default limits) and its sequence is the pipe's next one, counting the
 // mempool; otherwise it returns ErrInvalidPacket or a *SequenceError
 // (ErrSequenceGap, ErrSequenceReplay). The tx goes into the next block,
-// where it appears as an ingest.Event. Submit waits for room when the
+// where it appears as an subchain.Event. Submit waits for room when the
 // mempool is full; cancelling ctx stops that wait.
 //
 // Submit does not check the signature: that is the router's job, against
@@ -57,7 +57,7 @@ func (c *Chain) Submit(ctx context.Context, p *amdp.Packet) ([]byte, error) {
 // and counted in its DeliveryRecord. If ctx ends or the chain closes while
 // Deliver waits, some of the packets may have been executed: ask
 // FindDelivery.
-func (c *Chain) Deliver(ctx context.Context, packets []*amdp.Packet) ([]ingest.Delivery, error) {
+func (c *Chain) Deliver(ctx context.Context, packets []*amdp.Packet) ([]subchain.Delivery, error) {
 	txs := make([]*tx, len(packets))
 	for i, p := range packets {
 		if err := p.Validate(amdp.DefaultLimits()); err != nil {
@@ -80,7 +80,7 @@ func (c *Chain) Deliver(ctx context.Context, packets []*amdp.Packet) ([]ingest.D
 	if err := c.waitCommitted(ctx, txs[len(txs)-1].nonce); err != nil {
 		return nil, err
 	}
-	out := make([]ingest.Delivery, len(txs))
+	out := make([]subchain.Delivery, len(txs))
 	for i, t := range txs {
 		out[i] = t.res // written by the producer before it published the block
 	}
@@ -120,12 +120,12 @@ func (c *Chain) Rollback(ctx context.Context, pipeID string, seq uint64, reason 
 // FindDelivery returns what this chain recorded about the packet: its
 // first execution (status, tx, height, result), or false if it was never
 // delivered here.
-func (c *Chain) FindDelivery(ctx context.Context, packetID [32]byte) (ingest.Delivery, bool, error) {
+func (c *Chain) FindDelivery(ctx context.Context, packetID [32]byte) (subchain.Delivery, bool, error) {
 	rec, ok, err := c.DeliveryRecord(ctx, packetID)
 	if err != nil || !ok {
-		return ingest.Delivery{}, false, err
+		return subchain.Delivery{}, false, err
 	}
-	return ingest.Delivery{
+	return subchain.Delivery{
 		PacketID:   packetID,
 		Status:     rec.Status,
 		TxHash:     rec.TxHash,

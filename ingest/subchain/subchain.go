@@ -1,4 +1,8 @@
-package ingest
+// Package subchain holds the types of the chain plugin interface: a
+// subchain as the listener, the receiving mesh, the verifier and the
+// compensator see it. It is a leaf: the packages that consume these types
+// import it without the Kafka listener or franz-go.
+package subchain
 
 import (
 	"context"
