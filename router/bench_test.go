@@ -7,6 +7,7 @@ import (
 	"github.com/ccgpmesh/ccgp/crypto"
 	"github.com/ccgpmesh/ccgp/govchain"
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
+	"github.com/ccgpmesh/ccgp/mesh/check"
 )
 
 // A router cycle at full load: 4096 records (MaxPoll) of 256-byte payloads
@@ -51,15 +52,15 @@ func newBenchInput(b *testing.B) *benchInput {
 
 // candidates decodes and resolves every record, as cycle does before it
 // verifies.
-func (in *benchInput) candidates(b *testing.B, chk *checker) []candidate {
-	cands := make([]candidate, len(in.encoded))
+func (in *benchInput) candidates(b *testing.B, chk *checker) []check.Item {
+	cands := make([]check.Item, len(in.encoded))
 	for i, v := range in.encoded {
 		p, err := amdp.DecodePacket(v, amdp.DefaultLimits())
 		if err != nil {
 			b.Fatal(err)
 		}
 		pipe, err := chk.resolve(p)
-		cands[i] = candidate{p: p, pipe: pipe, size: len(v), err: err}
+		cands[i] = check.Item{Packet: p, Pipe: pipe, Err: err}
 	}
 	return cands
 }
@@ -68,18 +69,17 @@ func (in *benchInput) candidates(b *testing.B, chk *checker) []candidate {
 // on all cores: the router's physical limit.
 func BenchmarkVerifyAll(b *testing.B) {
 	in := newBenchInput(b)
-	s := &Shard{}
-	cands := in.candidates(b, newChecker("relay-a", in.reg))
+	cands := in.candidates(b, newChecker("relay-a", in.reg, 0))
 	b.ReportAllocs()
 	for b.Loop() {
 		for i := range cands {
-			cands[i].err = nil
+			cands[i].Err = nil
 		}
-		s.verifyAll(cands)
+		check.Signatures(cands, nil)
 	}
 	for _, c := range cands {
-		if c.err != nil {
-			b.Fatal(c.err)
+		if c.Err != nil {
+			b.Fatal(c.Err)
 		}
 	}
 	b.ReportMetric(float64(b.N*len(cands))/b.Elapsed().Seconds(), "packets/s")
@@ -89,23 +89,22 @@ func BenchmarkVerifyAll(b *testing.B) {
 // verify, sequence and batch 4096 records.
 func BenchmarkStage1(b *testing.B) {
 	in := newBenchInput(b)
-	s := &Shard{}
 	b.ReportAllocs()
 	for b.Loop() {
-		chk := newChecker("relay-a", in.reg)
+		chk := newChecker("relay-a", in.reg, 0)
 		cands := in.candidates(b, chk)
-		s.verifyAll(cands)
+		check.Signatures(cands, nil)
 		bt := newBatcher(512, 4<<20)
 		n := 0
 		for i := range cands {
 			c := &cands[i]
-			if c.err == nil {
-				c.err = chk.sequence(c.p)
+			if c.Err == nil {
+				c.Err = chk.sequence(c.Packet)
 			}
-			if c.err != nil {
-				b.Fatal(c.err)
+			if c.Err != nil {
+				b.Fatal(c.Err)
 			}
-			if full := bt.add(c.pipe.Destination.RelayId, c.p, c.size); full != nil {
+			if full := bt.add(c.Pipe.Destination.RelayId, c.Packet, len(in.encoded[i])); full != nil {
 				n += len(full.packets)
 			}
 		}
@@ -123,12 +122,12 @@ func BenchmarkStage1(b *testing.B) {
 // destinations in batches of 512.
 func BenchmarkBatcher(b *testing.B) {
 	in := newBenchInput(b)
-	cands := in.candidates(b, newChecker("relay-a", in.reg))
+	cands := in.candidates(b, newChecker("relay-a", in.reg, 0))
 	b.ReportAllocs()
 	for b.Loop() {
 		bt := newBatcher(512, 4<<20)
 		for i := range cands {
-			bt.add(in.dest[i], cands[i].p, cands[i].size)
+			bt.add(in.dest[i], cands[i].Packet, len(in.encoded[i]))
 		}
 		bt.drain()
 	}

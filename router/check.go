@@ -1,11 +1,12 @@
 package router
 
 import (
-	"bytes"
+	"fmt"
+	"strconv"
 
-	"github.com/ccgpmesh/ccgp/crypto"
 	"github.com/ccgpmesh/ccgp/govchain"
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
+	"github.com/ccgpmesh/ccgp/mesh/check"
 )
 
 // Registry is the governance view the router needs; govchain.Cache
@@ -16,56 +17,43 @@ type Registry interface {
 
 // checker is the deterministic stage-1 core: given a decoded packet and the
 // governance view it accepts or rejects, and tracks the next expected
-// sequence per pipe. Not safe for concurrent use: one per shard.
+// sequence per pipe. The pipe and signature rules are package check's,
+// shared with the receiving relay. Not safe for concurrent use: one per
+// shard.
 type checker struct {
-	relayID string
-	reg     Registry
-	next    map[string]uint64 // pipe id -> next expected sequence
+	relayID    string
+	reg        Registry
+	maxPayload int
+	next       map[string]uint64 // pipe id -> next expected sequence
 }
 
-func newChecker(relayID string, reg Registry) *checker {
-	return &checker{relayID: relayID, reg: reg, next: map[string]uint64{}}
+func newChecker(relayID string, reg Registry, maxPayload int) *checker {
+	return &checker{relayID: relayID, reg: reg, maxPayload: maxPayload, next: map[string]uint64{}}
 }
 
 // reset forgets sequence state, e.g. when partitions move: the first packet
 // of a pipe seen after a reset sets its position again.
 func (c *checker) reset() { c.next = map[string]uint64{} }
 
-// resolve checks everything about p except its signature and sequence, and
-// returns its pipe and destination relay.
-func (c *checker) resolve(p *amdp.Packet) (*govchain.Pipe, error) {
-	rej := func(reason error, detail string) error {
-		return &RejectError{Pipe: p.GetPipeId(), Seq: p.GetSequence(), Reason: reason, Detail: detail}
+func reject(p *amdp.Packet, err error) error {
+	if err == nil {
+		return nil
 	}
-	pipe, ok := c.reg.Pipe(p.GetPipeId())
-	if !ok {
-		return nil, rej(ErrUnknownPipe, "")
-	}
-	switch {
-	case pipe.Status == govchain.PipeStatus_PIPE_PROPOSED:
-		return nil, rej(ErrPipeNotActive, "destination org "+pipe.Destination.GetOrg()+" has not authorized it")
-	case pipe.Status != govchain.PipeStatus_PIPE_ACTIVE:
-		return nil, rej(ErrPipeNotActive, "suspended: "+pipe.StatusReason)
-	case pipe.Source.GetRelayId() != c.relayID:
-		return nil, rej(ErrNotOurPipe, "its source relay is "+pipe.Source.GetRelayId())
-	}
-	if max := pipe.GetLimits().GetMaxPayload(); max > 0 && len(p.Payload) > int(max) {
-		return nil, rej(ErrPayloadTooLarge, "")
-	}
-	src := pipe.Source
-	want := crypto.AddressOf(crypto.Suite(src.Suite), src.PublicKey)
-	if p.GetCredential() == nil || !bytes.Equal(p.Credential.Signer, want[:]) || p.Credential.Suite != src.Suite {
-		return nil, rej(ErrBadSignature, "credential does not name the pipe's source account")
-	}
-	return pipe, nil
+	return &RejectError{Pipe: p.GetPipeId(), Seq: p.GetSequence(), Reason: err}
 }
 
-// verify checks the app's signature (stage 1) against the pipe's source key.
-func verify(p *amdp.Packet, pipe *govchain.Pipe) error {
-	if err := amdp.VerifyPacket(p, crypto.Suite(pipe.Source.Suite), pipe.Source.PublicKey); err != nil {
-		return &RejectError{Pipe: p.PipeId, Seq: p.Sequence, Reason: ErrBadSignature, Detail: err.Error()}
-	}
-	return nil
+// resolve finds p's pipe and checks that p is authentic short of its
+// signature: the pipe is known and starts at this relay, and the
+// credential names its source key. The pipe is returned even with an
+// error, when known, to attribute the offence.
+func (c *checker) resolve(p *amdp.Packet) (*govchain.Pipe, error) {
+	pipe, ok := c.reg.Pipe(p.GetPipeId())
+	return pipe, reject(p, check.Authentic(p, pipe, ok, check.Ends{From: c.relayID}))
+}
+
+// admit checks that an authentic packet's pipe takes it now (check.Admissible).
+func (c *checker) admit(p *amdp.Packet, pipe *govchain.Pipe) error {
+	return reject(p, check.Admissible(p, pipe, c.maxPayload))
 }
 
 // sequence checks and advances the pipe's sequence. Packets must be given
@@ -80,20 +68,6 @@ func (c *checker) sequence(p *amdp.Packet) error {
 	case p.Sequence < next:
 		return &RejectError{Pipe: p.PipeId, Seq: p.Sequence, Reason: ErrSequenceReplay}
 	default:
-		return &RejectError{Pipe: p.PipeId, Seq: p.Sequence, Reason: ErrSequenceGap,
-			Detail: "expected " + itoa(next)}
-	}
-}
-
-func itoa(v uint64) string {
-	var b [20]byte
-	i := len(b)
-	for {
-		i--
-		b[i] = byte('0' + v%10)
-		v /= 10
-		if v == 0 {
-			return string(b[i:])
-		}
+		return &RejectError{Pipe: p.PipeId, Seq: p.Sequence, Reason: fmt.Errorf("%w: expected %s", ErrSequenceGap, strconv.FormatUint(next, 10))}
 	}
 }

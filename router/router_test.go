@@ -16,6 +16,8 @@ import (
 	"github.com/ccgpmesh/ccgp/crypto"
 	"github.com/ccgpmesh/ccgp/govchain"
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
+	"github.com/ccgpmesh/ccgp/mesh/check"
+	"github.com/ccgpmesh/ccgp/mesh/offence"
 )
 
 // registry is a static governance view made of real records and keys.
@@ -57,20 +59,24 @@ func TestCheckerTable(t *testing.T) {
 		want error
 	}{
 		{"ok", packet(t, app, "p", 1, "x"), nil},
-		{"unknown pipe", packet(t, app, "nope", 1, "x"), ErrUnknownPipe},
-		{"proposed pipe", packet(t, app, "proposed", 1, "x"), ErrPipeNotActive},
-		{"suspended pipe", packet(t, app, "suspended", 1, "x"), ErrPipeNotActive},
-		{"other relay's pipe", packet(t, app, "theirs", 1, "x"), ErrNotOurPipe},
-		{"wrong signer", packet(t, other, "p", 1, "x"), ErrBadSignature},
-		{"tampered payload", tampered, ErrBadSignature},
-		{"oversized payload", packet(t, app, "p", 1, strings.Repeat("x", 2000)), ErrPayloadTooLarge},
+		{"unknown pipe", packet(t, app, "nope", 1, "x"), check.ErrUnknownPipe},
+		{"proposed pipe", packet(t, app, "proposed", 1, "x"), check.ErrPipeNotActive},
+		{"suspended pipe", packet(t, app, "suspended", 1, "x"), check.ErrPipeNotActive},
+		{"other relay's pipe", packet(t, app, "theirs", 1, "x"), check.ErrWrongSource},
+		{"wrong signer", packet(t, other, "p", 1, "x"), amdp.ErrBadCredential},
+		{"tampered payload", tampered, amdp.ErrBadSignature},
+		{"oversized payload", packet(t, app, "p", 1, strings.Repeat("x", 2000)), amdp.ErrPayloadTooLarge},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			c := newChecker("relay-a", reg)
+			c := newChecker("relay-a", reg, 0)
 			pp, err := c.resolve(tc.p)
-			if err == nil {
-				err = verify(tc.p, pp)
+			items := []check.Item{{Packet: tc.p, Pipe: pp, Err: err}}
+			check.Signatures(items, nil)
+			if err = items[0].Err; err == nil {
+				err = c.admit(tc.p, pp)
+			} else {
+				err = reject(tc.p, err)
 			}
 			if !errors.Is(err, tc.want) && !(tc.want == nil && err == nil) {
 				t.Fatalf("got %v, want %v", err, tc.want)
@@ -82,7 +88,7 @@ func TestCheckerTable(t *testing.T) {
 		})
 	}
 
-	c := newChecker("relay-a", reg)
+	c := newChecker("relay-a", reg, 0)
 	for _, step := range []struct {
 		seq  uint64
 		want error
@@ -174,13 +180,15 @@ func (s *sink) count() (distinct, total int) {
 }
 
 type harness struct {
-	t       *testing.T
-	cluster *kfake.Cluster
-	prod    *kgo.Client
-	reg     registry
-	app     crypto.Signer
-	relay   crypto.Signer
-	sink    *sink
+	t        *testing.T
+	cluster  *kfake.Cluster
+	prod     *kgo.Client
+	reg      registry
+	app      crypto.Signer
+	relay    crypto.Signer
+	sink     *sink
+	offences offenceLog
+	comp     compLog
 }
 
 func newHarness(t *testing.T) *harness {
@@ -204,6 +212,39 @@ func newHarness(t *testing.T) *harness {
 	return h
 }
 
+// offenceLog keeps the offence records a shard reports.
+type offenceLog struct {
+	mu   sync.Mutex
+	recs []offence.Record
+}
+
+func (l *offenceLog) Report(r offence.Record) { l.mu.Lock(); l.recs = append(l.recs, r); l.mu.Unlock() }
+
+func (l *offenceLog) byReason() map[string]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[string]int{}
+	for _, r := range l.recs {
+		out[r.Reason]++
+	}
+	return out
+}
+
+// compLog is a Compensator that keeps what it is handed.
+type compLog struct {
+	mu       sync.Mutex
+	rejected []Rejection
+}
+
+func (c *compLog) Rejected(_ context.Context, rs []Rejection) error {
+	c.mu.Lock()
+	c.rejected = append(c.rejected, rs...)
+	c.mu.Unlock()
+	return nil
+}
+
+func (c *compLog) Undeliverable(context.Context, *amdp.Batch, error) error { return nil }
+
 func (h *harness) produce(recs ...*kgo.Record) {
 	h.t.Helper()
 	if err := h.prod.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
@@ -223,6 +264,7 @@ func (h *harness) shard(ctx context.Context, onReject func(*amdp.Packet, error))
 	h.t.Helper()
 	s, err := NewShard(Config{RelayID: "relay-a", Signer: h.relay, Registry: h.reg, Sender: h.sink,
 		Brokers: h.cluster.ListenAddrs(), OnReject: onReject, Linger: 2 * time.Millisecond,
+		Offences: &h.offences, Comp: &h.comp,
 		KafkaOpts: []kgo.Opt{kgo.SessionTimeout(6 * time.Second), kgo.HeartbeatInterval(200 * time.Millisecond)}})
 	if err != nil {
 		h.t.Fatal(err)
@@ -268,9 +310,9 @@ func TestShardRejectsBadInput(t *testing.T) {
 		h.rec(packet(t, h.app, "nope", 1, "x")),
 		h.rec(packet(t, h.app, "proposed", 1, "x")),
 		h.rec(packet(t, h.app, "suspended", 1, "x")),
-		h.rec(packet(t, h.app, "pipe-0", 3, strings.Repeat("x", 5000))),
+		h.rec(packet(t, h.app, "pipe-0", 3, strings.Repeat("x", 5000))), // authentic, refused: uses its sequence
 		&kgo.Record{Key: []byte("pipe-0"), Value: []byte{0xff, 0xfe, 0x01}},
-		h.rec(packet(t, h.app, "pipe-0", 3, "ok-3")),
+		h.rec(packet(t, h.app, "pipe-0", 4, "ok-4")),
 	)
 	waitFor(t, "all records handled", func() bool {
 		mu.Lock()
@@ -292,6 +334,23 @@ func TestShardRejectsBadInput(t *testing.T) {
 	}
 	if d, total := h.sink.count(); d != 3 || total != 3 {
 		t.Fatalf("delivered %d distinct, %d total; want the 3 good packets once", d, total)
+	}
+	// Only the packets that name no verified request are offences; the
+	// authentic ones their pipe refused went to the compensator instead.
+	wantOff := map[string]int{"bad_signature": 1, "sequence_replay": 1, "sequence_gap": 1, "unknown_pipe": 1, "malformed": 1}
+	got := h.offences.byReason()
+	for r, n := range wantOff {
+		if got[r] != n {
+			t.Errorf("offences %s: %d, want %d (all: %v)", r, got[r], n, got)
+		}
+	}
+	if len(got) != len(wantOff) {
+		t.Errorf("offences by reason %v, want %v", got, wantOff)
+	}
+	h.comp.mu.Lock()
+	defer h.comp.mu.Unlock()
+	if len(h.comp.rejected) != 3 {
+		t.Errorf("compensator got %d rejections, want the 3 authentic refused packets", len(h.comp.rejected))
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -19,6 +18,8 @@ import (
 	"github.com/ccgpmesh/ccgp/crypto"
 	"github.com/ccgpmesh/ccgp/govchain"
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
+	"github.com/ccgpmesh/ccgp/mesh/check"
+	"github.com/ccgpmesh/ccgp/mesh/offence"
 )
 
 // Sender hands a sealed batch to the destination relay and returns its
@@ -47,7 +48,11 @@ type Anchorer interface {
 	QueueOpens(ctx context.Context, opens []*govchain.BatchOpen) (wait func(context.Context) error, err error)
 }
 
-// Rejection is a packet refused at stage 1.
+// Rejection is an authentic packet refused at stage 1: its signature
+// verified against its pipe's source key, and its pipe does not take it
+// now (suspended, not authorized, payload over the pipe's limit). Forged,
+// misrouted, malformed and out-of-sequence packets are never Rejections:
+// they are dropped and reported as offences.
 type Rejection struct {
 	Packet *amdp.Packet
 	Err    error
@@ -57,7 +62,8 @@ type Rejection struct {
 // before the shard commits the records' offsets and must be durable when
 // they return nil; an error stops the shard.
 type Compensator interface {
-	// Rejected takes the packets refused at stage 1 in one cycle.
+	// Rejected takes the authentic packets refused at stage 1 in one
+	// cycle (see Rejection).
 	Rejected(ctx context.Context, rs []Rejection) error
 	// Undeliverable takes a batch whose send budget is spent.
 	Undeliverable(ctx context.Context, b *amdp.Batch, cause error) error
@@ -94,6 +100,10 @@ type Config struct {
 	// OnReject, if set, is told of every rejected packet (p is nil for
 	// malformed bytes). It must not block.
 	OnReject func(p *amdp.Packet, err error)
+	// Offences, if set, takes a record of every packet dropped at stage 1
+	// (forged, misrouted, malformed, out of sequence), attributed to the
+	// org and relay it claims to come from. It must not block.
+	Offences offence.Reporter
 
 	Logger    *slog.Logger
 	Metrics   prometheus.Registerer // optional
@@ -177,7 +187,7 @@ func NewShard(cfg Config) (*Shard, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Shard{cfg: cfg, log: cfg.Logger.With("relay", cfg.RelayID), chk: newChecker(cfg.RelayID, cfg.Registry), logLimit: newLogLimiter(20)}
+	s := &Shard{cfg: cfg, log: cfg.Logger.With("relay", cfg.RelayID), chk: newChecker(cfg.RelayID, cfg.Registry, cfg.Limits.WithDefaults().MaxPayload), logLimit: newLogLimiter(20)}
 	s.batchSeq.Store(uint64(time.Now().UnixNano())) // unique across restarts
 	m, err := newMetrics(cfg.Metrics)
 	if err != nil {
@@ -434,50 +444,62 @@ func fetchErr(fs kgo.Fetches) error {
 	return nil
 }
 
-type candidate struct {
-	p    *amdp.Packet
-	pipe *govchain.Pipe
-	size int
-	err  error
-}
-
-// prepare checks one poll's records and batches the accepted ones: decode,
-// resolve, stage-1 signatures, sequences, batching. Rejections go to the
-// compensator here, before the cycle's offsets can be committed.
+// prepare checks one poll's records and batches the accepted ones
+// (DESIGN §5a):
+//
+//  1. decode; undecodable bytes are dropped (malformed);
+//  2. resolve the pipe and check the packet is authentic short of its
+//     signature: known pipe, starting at this relay, credential naming its
+//     source key (check.Authentic); then every signature, in batches
+//     (check.Signatures). A failure names no verified request: dropped;
+//  3. sequence: a replay or a gap is dropped too;
+//  4. admit: an authentic packet its pipe does not take now (suspended,
+//     over the pipe's payload limit) is a real request refused by
+//     governance: it goes to the compensator, before the cycle's offsets
+//     can be committed, and its sequence counts as used;
+//  5. the rest are batched.
+//
+// A dropped packet is counted by reason, reported as an offence against
+// the org and relay it claims to come from, logged at a bounded rate, and
+// never compensated or anchored.
 func (s *Shard) prepare(ctx context.Context, recs []*kgo.Record) ([]*pending, error) {
 	if s.resetSeq.Swap(false) {
 		s.chk.reset()
 	}
-	cands := make([]candidate, len(recs))
+	cands := make([]check.Item, len(recs))
 	for i, r := range recs {
 		p, err := amdp.DecodePacket(r.Value, s.cfg.Limits)
 		if err != nil {
-			cands[i].err = &RejectError{Pipe: string(r.Key), Reason: ErrMalformed, Detail: err.Error()}
+			cands[i].Err = &RejectError{Pipe: string(r.Key), Reason: ErrMalformed, Detail: err.Error()}
 			continue
 		}
 		pipe, err := s.chk.resolve(p)
-		cands[i] = candidate{p: p, pipe: pipe, size: len(r.Value), err: err}
+		cands[i] = check.Item{Packet: p, Pipe: pipe, Err: err}
 	}
-	s.verifyAll(cands)
+	check.Signatures(cands, nil)
 
 	b := newBatcher(s.cfg.MaxBatchPackets, s.cfg.MaxBatchBytes)
 	var ready []*pending
 	var rejections []Rejection
 	for i := range cands {
 		c := &cands[i]
-		if c.err == nil {
-			c.err = s.chk.sequence(c.p)
-		}
-		if c.err != nil {
-			s.reject(c.p, c.err)
-			// A replay was handled when it was first routed; the others
-			// are the compensator's to roll back and record.
-			if c.p != nil && !errors.Is(c.err, ErrSequenceReplay) {
-				rejections = append(rejections, Rejection{Packet: c.p, Err: c.err})
+		if c.Err != nil {
+			if c.Packet != nil {
+				c.Err = reject(c.Packet, c.Err)
 			}
+			s.drop(c.Packet, c.Pipe, recs[i].Value, c.Err)
 			continue
 		}
-		if full := b.add(c.pipe.Destination.RelayId, c.p, c.size); full != nil {
+		if err := s.chk.sequence(c.Packet); err != nil {
+			s.drop(c.Packet, c.Pipe, recs[i].Value, err)
+			continue
+		}
+		if err := s.chk.admit(c.Packet, c.Pipe); err != nil {
+			s.reject(c.Packet, err)
+			rejections = append(rejections, Rejection{Packet: c.Packet, Err: err})
+			continue
+		}
+		if full := b.add(c.Pipe.Destination.RelayId, c.Packet, len(recs[i].Value)); full != nil {
 			ready = append(ready, full)
 		}
 	}
@@ -498,6 +520,17 @@ func (s *Shard) prepare(ctx context.Context, recs []*kgo.Record) ([]*pending, er
 		}
 	}
 	return ready, nil
+}
+
+// drop counts a packet that failed stage 1 without naming a verified
+// request and reports it as an offence (p is nil for undecodable bytes).
+func (s *Shard) drop(p *amdp.Packet, pipe *govchain.Pipe, raw []byte, err error) {
+	s.reject(p, err)
+	if s.cfg.Offences != nil {
+		r := offence.ForPacket(offence.StageRouter, Reason(err), p, pipe, raw, err.Error())
+		r.Reporter, r.TimeUnixMs = s.cfg.RelayID, time.Now().UnixMilli()
+		s.cfg.Offences.Report(r)
+	}
 }
 
 // seal sorts a batch's packets by (pipe, sequence), so that each pipe's
@@ -578,47 +611,6 @@ func (a *anchoring) wait(ctx context.Context) error {
 		return a.err
 	case <-ctx.Done():
 		return ctx.Err()
-	}
-}
-
-// verifyAll checks the stage-1 signatures of the candidates that passed
-// resolution, in batches spread over the cores (crypto.VerifyBatch, about
-// twice as fast per signature as one at a time): signature verification
-// is the router's physical limit. resolve has matched every credential to
-// its pipe's source key, so only the signatures are left. A packet that
-// fails in its batch is checked again alone, for the precise error.
-func (s *Shard) verifyAll(cands []candidate) {
-	size := 0
-	for i := range cands {
-		if c := &cands[i]; c.err == nil {
-			size += len(c.p.GetPayload()) + len(c.p.GetPipeId()) + 128 // fixed fields, signer and suite
-		}
-	}
-	// One buffer holds every packet's signing bytes.
-	buf := make([]byte, 0, size)
-	items := make([]crypto.SigItem, 0, len(cands))
-	idx := make([]int, 0, len(cands))
-	for i := range cands {
-		c := &cands[i]
-		if c.err != nil {
-			continue
-		}
-		start := len(buf)
-		buf = amdp.AppendPacketSigningBytes(buf, c.p)
-		src := c.pipe.GetSource()
-		items = append(items, crypto.SigItem{Suite: crypto.Suite(src.GetSuite()), PublicKey: src.GetPublicKey(),
-			Message: buf[start:len(buf):len(buf)], Signature: c.p.GetSignature()})
-		idx = append(idx, i)
-	}
-	errs := make([]error, len(items))
-	if crypto.VerifyBatch(items, errs, runtime.GOMAXPROCS(0), nil) {
-		return
-	}
-	for j, err := range errs {
-		if err != nil {
-			c := &cands[idx[j]]
-			c.err = verify(c.p, c.pipe)
-		}
 	}
 }
 
