@@ -15,6 +15,7 @@ import (
 	"github.com/ccgpmesh/ccgp/govchain"
 	"github.com/ccgpmesh/ccgp/ingest/subchain"
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
+	"github.com/ccgpmesh/ccgp/mesh/offence"
 )
 
 // ALPN is the application protocol that relays negotiate in TLS: both
@@ -120,6 +121,10 @@ type Config struct {
 	// signs, after the receipts are stored (the relay anchors them on the
 	// governance chain). It must not block for long.
 	OnReceipts func(b *amdp.Batch, rb *amdp.ReceiptBatch)
+	// Offences, if set, takes a record of every received packet that is
+	// not authentic (package check), attributed to the org and relay it
+	// claims to come from. It must not block.
+	Offences offence.Reporter
 }
 
 // AnchorView reads open-batch anchors; found is false while the anchor is

@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/ccgpmesh/ccgp/mesh/amdp"
+	"github.com/ccgpmesh/ccgp/mesh/check"
 )
 
 // Sentinel errors. Batch and packet rejections wrap one of them (or one of
@@ -35,18 +35,6 @@ var (
 	// ErrBadFrameOrder rejects a stream that carries anything but one
 	// batch frame (a receipt frame, or bytes after the batch).
 	ErrBadFrameOrder = errors.New("unexpected frame")
-
-	// ErrUnknownPipe rejects a packet whose pipe is not registered.
-	ErrUnknownPipe = errors.New("unknown pipe")
-	// ErrPipeInactive rejects a packet whose pipe is not ACTIVE (proposed
-	// or suspended).
-	ErrPipeInactive = errors.New("pipe not active")
-	// ErrWrongDestination rejects a packet whose pipe's destination relay
-	// is not this relay.
-	ErrWrongDestination = errors.New("pipe does not lead to this relay")
-	// ErrWrongSource rejects a packet whose pipe's source relay is not the
-	// relay that sent the batch.
-	ErrWrongSource = errors.New("pipe does not start at the sending relay")
 
 	// ErrAuth is matched (errors.Is) by every AuthError: mutual TLS
 	// authentication failed, on either side.
@@ -171,14 +159,6 @@ func Reason(err error) string {
 		return "not_anchored"
 	case errors.Is(err, ErrAnchorMismatch):
 		return "anchor_mismatch"
-	case errors.Is(err, ErrUnknownPipe):
-		return "unknown_pipe"
-	case errors.Is(err, ErrPipeInactive):
-		return "pipe_inactive"
-	case errors.Is(err, ErrWrongDestination):
-		return "wrong_destination"
-	case errors.Is(err, ErrWrongSource):
-		return "wrong_source"
 	case errors.Is(err, ErrBadReceipts):
 		return "bad_receipts"
 	case errors.Is(err, ErrDeliver):
@@ -190,6 +170,6 @@ func Reason(err error) string {
 	case errors.Is(err, ErrBadBatch):
 		return "bad_batch"
 	default:
-		return amdp.Reason(err)
+		return check.Reason(err) // packet verdicts, then amdp's labels
 	}
 }

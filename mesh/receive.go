@@ -7,16 +7,16 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"sync"
 	"time"
 
 	"github.com/quic-go/quic-go"
 
-	"github.com/ccgpmesh/ccgp/crypto"
 	"github.com/ccgpmesh/ccgp/govchain"
 	"github.com/ccgpmesh/ccgp/ingest/subchain"
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
+	"github.com/ccgpmesh/ccgp/mesh/check"
+	"github.com/ccgpmesh/ccgp/mesh/offence"
 )
 
 // serveConn accepts the streams of one authenticated peer, one batch per
@@ -232,45 +232,32 @@ func (e *Endpoint) checkAnchor(ctx context.Context, b *amdp.Batch) error {
 }
 
 // checkPackets returns, for each packet, why it must not be delivered (nil
-// when it may be): registry checks, then its app's signature. Signature
-// checks dominate a relay's cost, so a batch's signatures are checked
-// together, in batches spread over the cores (crypto.VerifyBatch, about
-// twice as fast per signature as one at a time); a packet that fails there
-// is checked again alone, for the precise error. The workers end before
-// checkPackets returns.
+// when it may be), with package check's rules, the router's too: that it
+// is authentic (its pipe is registered and runs from peerID to this
+// relay, its credential and signature are the pipe source's), then that
+// its pipe takes it now. A packet that is not authentic is reported as an
+// offence against the org and relay it claims to come from.
 func (e *Endpoint) checkPackets(peerID string, packets []*amdp.Packet) []error {
-	verdicts := make([]error, len(packets))
-	size := 0
-	for _, p := range packets {
-		size += len(p.GetPayload()) + len(p.GetPipeId()) + 128 // fixed fields, signer and suite
-	}
-	// One buffer holds every packet's signing bytes.
-	buf := make([]byte, 0, size)
-	items := make([]crypto.SigItem, 0, len(packets))
-	idx := make([]int, 0, len(packets))
+	items := make([]check.Item, len(packets))
+	ends := check.Ends{From: peerID, To: e.cfg.RelayID}
 	for i, p := range packets {
-		src, err := e.checkPacket(peerID, p)
-		if err != nil {
-			verdicts[i] = err
-			continue
-		}
-		start := len(buf)
-		buf = amdp.AppendPacketSigningBytes(buf, p)
-		items = append(items, crypto.SigItem{Suite: crypto.Suite(src.GetSuite()), PublicKey: src.GetPublicKey(),
-			Message: buf[start:len(buf):len(buf)], Signature: p.GetSignature()})
-		idx = append(idx, i)
+		pipe, ok := e.cfg.Registry.Pipe(p.PipeId)
+		items[i] = check.Item{Packet: p, Pipe: pipe, Err: check.Authentic(p, pipe, ok, ends)}
 	}
-	errs := make([]error, len(items))
-	if !crypto.VerifyBatch(items, errs, runtime.GOMAXPROCS(0), nil) {
-		for j, err := range errs {
-			if err != nil {
-				verdicts[idx[j]] = amdp.VerifyPacket(packets[idx[j]], items[j].Suite, items[j].PublicKey)
-			}
-		}
-	}
+	check.Signatures(items, nil)
+	verdicts := make([]error, len(packets))
 	rejected, first := 0, error(nil)
-	for _, err := range verdicts {
-		if err != nil {
+	for i := range items {
+		it := &items[i]
+		err := it.Err
+		if err == nil {
+			err = check.Admissible(it.Packet, it.Pipe, e.cfg.Limits.MaxPayload)
+		} else if e.cfg.Offences != nil {
+			r := offence.ForPacket(offence.StageReceiver, Reason(err), it.Packet, it.Pipe, nil, err.Error())
+			r.Reporter, r.TimeUnixMs = e.cfg.RelayID, time.Now().UnixMilli()
+			e.cfg.Offences.Report(r)
+		}
+		if verdicts[i] = err; err != nil {
 			e.m.rejected.WithLabelValues(Reason(err)).Inc()
 			if rejected++; first == nil {
 				first = err
@@ -281,42 +268,6 @@ func (e *Endpoint) checkPackets(peerID string, packets []*amdp.Packet) []error {
 		e.log.Warn("rejected packets", "peer", peerID, "rejected", rejected, "of", len(packets), "first_reason", Reason(first), "first_err", first)
 	}
 	return verdicts
-}
-
-// checkPacket decides whether one packet from peerID may be delivered,
-// short of its signature: its pipe is registered and ACTIVE, runs from
-// peerID to this relay, bounds the payload, and its credential names the
-// pipe's source key. It returns that source, whose key must have signed
-// the packet.
-func (e *Endpoint) checkPacket(peerID string, p *amdp.Packet) (*govchain.PipeEndpoint, error) {
-	pipe, ok := e.cfg.Registry.Pipe(p.PipeId)
-	switch {
-	case !ok:
-		return nil, fmt.Errorf("%w: %q", ErrUnknownPipe, p.PipeId)
-	case pipe.GetStatus() != govchain.PipeStatus_PIPE_ACTIVE:
-		return nil, fmt.Errorf("%w: pipe %s is %v", ErrPipeInactive, p.PipeId, pipe.GetStatus())
-	case pipe.GetDestination().GetRelayId() != e.cfg.RelayID:
-		return nil, fmt.Errorf("%w: pipe %s leads to relay %q", ErrWrongDestination, p.PipeId, pipe.GetDestination().GetRelayId())
-	case pipe.GetSource().GetRelayId() != peerID:
-		return nil, fmt.Errorf("%w: pipe %s starts at relay %q, the batch came from %q", ErrWrongSource, p.PipeId, pipe.GetSource().GetRelayId(), peerID)
-	}
-	maxPayload := e.cfg.Limits.MaxPayload
-	if m := int(pipe.GetLimits().GetMaxPayload()); m > 0 && m < maxPayload {
-		maxPayload = m
-	}
-	if len(p.Payload) > maxPayload {
-		return nil, &amdp.ValidationError{Field: "payload", Reason: amdp.ErrPayloadTooLarge,
-			Detail: fmt.Sprintf("%d bytes, pipe %s allows %d", len(p.Payload), p.PipeId, maxPayload)}
-	}
-	src := pipe.GetSource()
-	suite := crypto.Suite(src.GetSuite())
-	addr := crypto.AddressOf(suite, src.GetPublicKey())
-	if c := p.GetCredential(); c == nil || c.Suite != string(suite) || !bytes.Equal(c.Signer, addr[:]) {
-		// The credential names another key: VerifyPacket says how, in
-		// its words, before it would look at the signature.
-		return nil, amdp.VerifyPacket(p, suite, src.GetPublicKey())
-	}
-	return src, nil
 }
 
 // deliver returns a receipt for every packet: REJECTED for those with a

@@ -143,7 +143,7 @@ func TestRejectPackets(t *testing.T) {
 		otherKey,
 		n.packet("ab-small", make([]byte, 100)),
 	}
-	want := []string{"", "unknown_pipe", "pipe_inactive", "wrong_destination", "wrong_source", "payload_too_large", "bad_signature", "bad_credential", ""}
+	want := []string{"", "unknown_pipe", "pipe_not_active", "wrong_destination", "wrong_source", "payload_too_large", "bad_signature", "bad_credential", ""}
 	batch := n.batch("relay-a", "relay-b", 1, packets...)
 	res, err := a.Send(ctxT(t, 10*time.Second), "relay-b", batch)
 	if err != nil {
