@@ -17,7 +17,7 @@ const (
 	maxHistory        = 32
 	StatusConfirmed   = 0x80 // ledger status bit: the verifier confirmed it
 	statusDelivered   = byte(amdp.StatusDelivered)
-	statusFailed      = byte(amdp.StatusFailed)
+	statusTimedOut    = byte(amdp.StatusTimedOut) // the highest receipt status
 	resolveRetry      = "retry"
 	resolveRollback   = "rollback"
 	resolveAccept     = "accept"
@@ -255,7 +255,7 @@ func (x *execCtx) anchorReceipts(m *MsgAnchorReceipts) (*TxError, error) {
 			return reject(CodeInvalid, "%s: %d statuses for %d packets", action, len(b.Statuses), a.Count), nil
 		}
 		for i, st := range b.Statuses {
-			if st < statusDelivered || st > statusFailed {
+			if st < statusDelivered || st > statusTimedOut {
 				return reject(CodeInvalid, "%s: status %d of packet %d is not a receipt status", action, st, i), nil
 			}
 		}

@@ -83,6 +83,10 @@ const (
 	ReceiptStatus_RECEIPT_STATUS_DELIVERED   ReceiptStatus = 1
 	ReceiptStatus_RECEIPT_STATUS_REJECTED    ReceiptStatus = 2
 	ReceiptStatus_RECEIPT_STATUS_FAILED      ReceiptStatus = 3
+	// The destination chain refused to execute the packet because its
+	// timeout_height or timeout_unix_ms had passed at the block it would have
+	// executed in (block height and block time, not a relay clock).
+	ReceiptStatus_RECEIPT_STATUS_TIMED_OUT ReceiptStatus = 4
 )
 
 // Enum value maps for ReceiptStatus.
@@ -92,12 +96,14 @@ var (
 		1: "RECEIPT_STATUS_DELIVERED",
 		2: "RECEIPT_STATUS_REJECTED",
 		3: "RECEIPT_STATUS_FAILED",
+		4: "RECEIPT_STATUS_TIMED_OUT",
 	}
 	ReceiptStatus_value = map[string]int32{
 		"RECEIPT_STATUS_UNSPECIFIED": 0,
 		"RECEIPT_STATUS_DELIVERED":   1,
 		"RECEIPT_STATUS_REJECTED":    2,
 		"RECEIPT_STATUS_FAILED":      3,
+		"RECEIPT_STATUS_TIMED_OUT":   4,
 	}
 )
 
@@ -712,12 +718,13 @@ const file_amdp_proto_rawDesc = "" +
 	"\tOperation\x12\x19\n" +
 	"\x15OPERATION_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fOPERATION_WRITE\x10\x01\x12\x12\n" +
-	"\x0eOPERATION_READ\x10\x02*\x85\x01\n" +
+	"\x0eOPERATION_READ\x10\x02*\xa3\x01\n" +
 	"\rReceiptStatus\x12\x1e\n" +
 	"\x1aRECEIPT_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18RECEIPT_STATUS_DELIVERED\x10\x01\x12\x1b\n" +
 	"\x17RECEIPT_STATUS_REJECTED\x10\x02\x12\x19\n" +
-	"\x15RECEIPT_STATUS_FAILED\x10\x03B)Z'github.com/ccgpmesh/ccgp/mesh/amdp;amdpb\x06proto3"
+	"\x15RECEIPT_STATUS_FAILED\x10\x03\x12\x1c\n" +
+	"\x18RECEIPT_STATUS_TIMED_OUT\x10\x04B)Z'github.com/ccgpmesh/ccgp/mesh/amdp;amdpb\x06proto3"
 
 var (
 	file_amdp_proto_rawDescOnce sync.Once

@@ -9,4 +9,5 @@ const (
 	StatusDelivered = ReceiptStatus_RECEIPT_STATUS_DELIVERED
 	StatusRejected  = ReceiptStatus_RECEIPT_STATUS_REJECTED
 	StatusFailed    = ReceiptStatus_RECEIPT_STATUS_FAILED
+	StatusTimedOut  = ReceiptStatus_RECEIPT_STATUS_TIMED_OUT
 )

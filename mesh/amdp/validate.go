@@ -95,7 +95,7 @@ func (r *Receipt) Validate(l Limits) error {
 	switch r.Status {
 	case ReceiptStatus_RECEIPT_STATUS_DELIVERED:
 		delivered = true
-	case ReceiptStatus_RECEIPT_STATUS_REJECTED, ReceiptStatus_RECEIPT_STATUS_FAILED:
+	case ReceiptStatus_RECEIPT_STATUS_REJECTED, ReceiptStatus_RECEIPT_STATUS_FAILED, ReceiptStatus_RECEIPT_STATUS_TIMED_OUT:
 	default:
 		return invalidf("status", ErrBadStatus, "%d", int32(r.Status))
 	}
