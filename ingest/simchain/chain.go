@@ -2,6 +2,7 @@ package simchain
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"log/slog"
@@ -55,7 +56,9 @@ type tx struct {
 	seq     uint64   // request, rollback
 	id      [32]byte // deliver
 	payload []byte   // deliver: a copy; the caller may reuse its packet once Deliver returns, even early
-	reason  string   // rollback
+	// deliver: the packet's timeouts, judged at the block it executes in
+	timeoutHeight, timeoutMs uint64
+	reason                   string // rollback
 
 	res subchain.Delivery // deliver: the outcome, set by the producer before it publishes the block
 }
@@ -167,6 +170,7 @@ type Stats struct {
 	Duplicates uint64 // executions of an already executed packet id: sum of Count-1
 	Rejected   uint64 // distinct packet ids rejected by the contract
 	RolledBack uint64 // source requests rolled back
+	TimedOut   uint64 // distinct packet ids refused because their timeout had passed
 }
 
 // Stats returns the chain's counters.
@@ -182,7 +186,23 @@ func (c *Chain) Stats() Stats {
 		Duplicates: s.duplicates,
 		Rejected:   s.rejected,
 		RolledBack: s.rolledBack,
+		TimedOut:   s.timedOut,
 	}
+}
+
+// Head returns the last committed block's height and time. A delivery
+// record that FindDelivery does not find after Head returned was not
+// executed at any height up to that one (subchain.Chain).
+func (c *Chain) Head(ctx context.Context) (subchain.Head, error) {
+	if err := ctx.Err(); err != nil {
+		return subchain.Head{}, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.usableLocked(); err != nil {
+		return subchain.Head{}, err
+	}
+	return subchain.Head{Height: c.head.height, TimeUnixMs: c.head.timeMs}, nil
 }
 
 // NextSequence is the sequence that pipe's next request must carry,
@@ -289,6 +309,7 @@ func (c *Chain) produceBlock() error {
 
 	next := prev
 	next.height++
+	next.timeMs = max(prev.timeMs+1, uint64(c.opts.Now().UnixMilli()))
 	next.hash = blockHash(c.opts.ID, prev.hash, next.height, txs)
 	if n > 0 {
 		next.nonce = txs[n-1].nonce
@@ -319,7 +340,7 @@ func (c *Chain) produceBlock() error {
 					return fmt.Errorf("simchain: block %d: %w", next.height, err)
 				}
 			}
-			if err := c.execDelivery(t, next.height, known, deliveries, &next.stats); err != nil {
+			if err := c.execDelivery(t, next.height, next.timeMs, known, deliveries, &next.stats); err != nil {
 				return err
 			}
 		case txRollback:
@@ -367,12 +388,26 @@ func (c *Chain) produceBlock() error {
 // updates the packet's record (in this block's set, read from the database
 // on first touch). The chain records every execution: it does not
 // deduplicate, the relay does.
-func (c *Chain) execDelivery(t *tx, height uint64, known *pebble.Iterator, recs map[[32]byte]*DeliveryRecord, s *counters) error {
+//
+// A packet whose timeout_height or timeout_unix_ms has passed at this
+// block (height >= timeout_height, block time >= timeout_unix_ms: IBC's
+// rule) is not executed: the chain records a TIMED_OUT refusal in the same
+// block instead. Heights and block times only grow, so once a packet can
+// no longer execute it never will, and a source that proves the packet
+// absent at a block past its timeout may roll it back safely.
+func (c *Chain) execDelivery(t *tx, height, timeMs uint64, known *pebble.Iterator, recs map[[32]byte]*DeliveryRecord, s *counters) error {
 	res := subchain.Delivery{PacketID: t.id, Status: amdp.StatusDelivered, TxHash: t.hash[:], Height: height}
-	if p := c.opts.RejectPrefix; len(p) > 0 && bytes.HasPrefix(t.payload, p) {
+	switch {
+	case t.timeoutHeight > 0 && height >= t.timeoutHeight:
+		res.Status = amdp.StatusTimedOut
+		res.Reason = fmt.Sprintf("timed out: block %d is at or past timeout_height %d", height, t.timeoutHeight)
+	case t.timeoutMs > 0 && timeMs >= t.timeoutMs:
+		res.Status = amdp.StatusTimedOut
+		res.Reason = fmt.Sprintf("timed out: block %d's time %d ms is at or past timeout_unix_ms %d", height, timeMs, t.timeoutMs)
+	case len(c.opts.RejectPrefix) > 0 && bytes.HasPrefix(t.payload, c.opts.RejectPrefix):
 		res.Status = amdp.StatusRejected
-		res.Reason = fmt.Sprintf("destination contract refuses payloads that start with %x", p)
-	} else {
+		res.Reason = fmt.Sprintf("destination contract refuses payloads that start with %x", c.opts.RejectPrefix)
+	default:
 		res.ResultHash = ResultHash(t.id, t.payload)
 	}
 	t.res = res
@@ -391,14 +426,23 @@ func (c *Chain) execDelivery(t *tx, height uint64, known *pebble.Iterator, recs 
 			rec = &r
 		}
 	}
-	if rec == nil {
+	switch {
+	case rec == nil:
 		rec = &DeliveryRecord{Status: res.Status, TxHash: res.TxHash, Height: height, ResultHash: res.ResultHash, Reason: res.Reason}
-		if res.Status == amdp.StatusDelivered {
+		switch res.Status {
+		case amdp.StatusDelivered:
 			s.delivered++
-		} else {
+		case amdp.StatusTimedOut:
+			s.timedOut++
+		default:
 			s.rejected++
 		}
-	} else {
+	case res.Status == amdp.StatusTimedOut:
+		// Not executed: a late copy of a packet already recorded. Its
+		// record stays the first outcome.
+		recs[t.id] = rec
+		return nil
+	default:
 		s.duplicates++
 	}
 	rec.Count++

@@ -461,3 +461,66 @@ func TestAppSendVerifies(t *testing.T) {
 		t.Fatal("credential does not name the app's key")
 	}
 }
+
+// TestDeliverTimeouts: the chain judges a packet's timeouts by the block it
+// would execute in (height and block time), records a TIMED_OUT refusal in
+// that block instead of executing, and a timed-out packet never executes
+// later; Head with FindDelivery proves non-execution past the timeout.
+func TestDeliverTimeouts(t *testing.T) {
+	var mu sync.Mutex
+	now := time.UnixMilli(1_000_000)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	c := openChain(t, t.TempDir(), Options{Now: clock})
+	ctx := testCtx(t)
+	waitUntil(t, 5*time.Second, "a block", func() bool { return c.Stats().Head >= 2 })
+	h, err := c.Head(ctx)
+	if err != nil || h.TimeUnixMs < 1_000_000 {
+		t.Fatalf("head %+v %v", h, err)
+	}
+
+	byHeight := signed(t, "in", 1, "late by height")
+	byHeight.TimeoutHeight, byHeight.TimeoutUnixMs = h.Height, 0 // the next block is past it
+	byTime := signed(t, "in", 2, "late by time")
+	byTime.TimeoutUnixMs = 1_000_000 // block time is at least that
+	inTime := signed(t, "in", 3, "in time")
+	inTime.TimeoutHeight, inTime.TimeoutUnixMs = h.Height+1000, 5_000_000
+	ds, err := c.Deliver(ctx, []*amdp.Packet{byHeight, byTime, inTime})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []amdp.ReceiptStatus{amdp.StatusTimedOut, amdp.StatusTimedOut, amdp.StatusDelivered} {
+		if ds[i].Status != want || ds[i].Height == 0 || len(ds[i].TxHash) == 0 {
+			t.Fatalf("packet %d: %+v, want %v with tx and height", i, ds[i], want)
+		}
+		d, found, err := c.FindDelivery(ctx, ds[i].PacketID)
+		if err != nil || !found || d.Status != want || d.Height != ds[i].Height {
+			t.Fatalf("FindDelivery %d: %+v %v %v", i, d, found, err)
+		}
+	}
+	if ds[0].Reason == "" || ds[1].Reason == "" {
+		t.Fatal("a timeout refusal carries no reason")
+	}
+	// A late copy is refused again and changes nothing.
+	again, err := c.Deliver(ctx, []*amdp.Packet{byHeight})
+	if err != nil || again[0].Status != amdp.StatusTimedOut {
+		t.Fatalf("again: %+v %v", again, err)
+	}
+	if s := c.Stats(); s.TimedOut != 2 || s.Delivered != 1 || s.Duplicates != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+	// Non-execution proof: a packet never delivered is absent at a head
+	// past its timeout, and block times only grow even when the clock
+	// goes back.
+	mu.Lock()
+	now = time.UnixMilli(10)
+	mu.Unlock()
+	h1, _ := c.Head(ctx)
+	waitUntil(t, 5*time.Second, "another block", func() bool { return c.Stats().Head > h1.Height })
+	h2, _ := c.Head(ctx)
+	if h2.TimeUnixMs <= h1.TimeUnixMs {
+		t.Fatalf("block time went back: %d then %d", h1.TimeUnixMs, h2.TimeUnixMs)
+	}
+	if _, found, _ := c.FindDelivery(ctx, signed(t, "in", 9, "never").ID()); found {
+		t.Fatal("found a packet never delivered")
+	}
+}

@@ -28,6 +28,11 @@ type Options struct {
 	RejectPrefix []byte
 	// Logger receives the chain's logs. Default: discarded.
 	Logger *slog.Logger
+	// Now is the block producer's clock: a block's time is Now, or one
+	// millisecond after its parent's when Now is not later, so block
+	// times only grow. Packets' timeout_unix_ms are judged by it.
+	// Default time.Now.
+	Now func() time.Time
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -51,6 +56,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
 	}
 	// A copy, so that the caller changing its slice cannot change the
 	// contract under a running chain.

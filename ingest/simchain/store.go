@@ -233,11 +233,12 @@ type head struct {
 	hash   [32]byte
 	nonce  uint64 // last tx nonce committed in a block
 	stats  counters
+	timeMs uint64 // the block's time, unix ms; grows with every block
 }
 
 // counters are the destination chain's own accounting (see Stats).
 type counters struct {
-	requests, delivered, duplicates, rejected, rolledBack uint64
+	requests, delivered, duplicates, rejected, rolledBack, timedOut uint64
 }
 
 func (h *head) encode() []byte {
@@ -246,7 +247,7 @@ func (h *head) encode() []byte {
 	b = binary.BigEndian.AppendUint64(b, h.height)
 	b = append(b, h.hash[:]...)
 	b = binary.BigEndian.AppendUint64(b, h.nonce)
-	for _, v := range []uint64{h.stats.requests, h.stats.delivered, h.stats.duplicates, h.stats.rejected, h.stats.rolledBack} {
+	for _, v := range []uint64{h.stats.requests, h.stats.delivered, h.stats.duplicates, h.stats.rejected, h.stats.rolledBack, h.timeMs, h.stats.timedOut} {
 		b = binary.BigEndian.AppendUint64(b, v)
 	}
 	return b
@@ -257,6 +258,9 @@ func decodeHead(b []byte) (head, error) {
 	d.version()
 	h := head{height: d.u64(), hash: d.hash(), nonce: d.u64()}
 	h.stats = counters{requests: d.u64(), delivered: d.u64(), duplicates: d.u64(), rejected: d.u64(), rolledBack: d.u64()}
+	if len(d.b) > 0 { // heads written before block times were kept end here
+		h.timeMs, h.stats.timedOut = d.u64(), d.u64()
+	}
 	return h, d.end("head")
 }
 

@@ -67,7 +67,8 @@ func (c *Chain) Deliver(ctx context.Context, packets []*amdp.Packet) ([]subchain
 		if err != nil {
 			return nil, fmt.Errorf("%w: packets[%d]: %w", ErrInvalidPacket, i, err)
 		}
-		txs[i] = &tx{kind: txDeliver, body: body, id: p.ID(), payload: bytes.Clone(p.GetPayload())}
+		txs[i] = &tx{kind: txDeliver, body: body, id: p.ID(), payload: bytes.Clone(p.GetPayload()),
+			timeoutHeight: p.GetTimeoutHeight(), timeoutMs: p.GetTimeoutUnixMs()}
 	}
 	for _, t := range txs {
 		if _, err := c.enqueue(ctx, func() (*tx, bool, error) { return t, true, nil }); err != nil {

@@ -30,11 +30,18 @@ type Block struct {
 // chain, as that chain recorded it.
 type Delivery struct {
 	PacketID   [32]byte
-	Status     amdp.ReceiptStatus // delivered, or rejected deterministically by the destination
+	Status     amdp.ReceiptStatus // delivered, or refused deterministically by the destination (rejected, timed out)
 	TxHash     []byte
 	Height     uint64
 	ResultHash [32]byte
 	Reason     string // why it was rejected
+}
+
+// Head is a chain's last committed block: its height and its time (unix
+// ms, from the block, not from a relay's clock).
+type Head struct {
+	Height     uint64
+	TimeUnixMs uint64
 }
 
 // Chain is the plugin interface of one subchain type. Implementations must
@@ -62,7 +69,21 @@ type Chain interface {
 	// FindDelivery looks up, by packet id, whether this chain already
 	// executed the packet: how a relay that crashed mid-delivery learns
 	// what landed, and how verifiers confirm a receipt.
+	//
+	// Refusals are records like executions: a packet the chain refused
+	// (REJECTED by its contract, TIMED_OUT because its timeout had passed
+	// at the block it would have executed in) is found with that status,
+	// its tx and height, so a verifier can check a refusal as it checks a
+	// delivery. Once found, the record never changes.
 	FindDelivery(ctx context.Context, packetID [32]byte) (Delivery, bool, error)
+
+	// Head returns the last committed block's height and time. A packet
+	// that FindDelivery does not find after Head returned was not executed
+	// at any height up to Head's: with Head at or past the packet's
+	// timeout that is the proof of non-execution a source needs to roll
+	// it back for timeout (IBC's rule), since the chain never executes a
+	// packet past its timeout.
+	Head(ctx context.Context) (Head, error)
 
 	// Rollback undoes the source app's request (pipe, sequence) on this
 	// chain after the destination refused it.
