@@ -25,7 +25,6 @@ import (
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
 	"github.com/ccgpmesh/ccgp/relay"
 	"github.com/ccgpmesh/ccgp/router"
-	"github.com/ccgpmesh/ccgp/verifier"
 )
 
 // ClusterOptions configures an in-process mesh.
@@ -344,7 +343,7 @@ func (c *Cluster) buildRelay(ctx context.Context, p govchain.Participant, ch sub
 		DataDir: filepath.Join(c.dir, "relays", p.Org), Shards: c.opts.Shards, Logger: c.opts.Logger,
 		OnReceipts: c.onReceipts(), OnReject: c.Tracker.reject, ShardOpt: c.opts.ShardOpt, GovTxEvery: c.opts.GovTxEvery,
 		Compensation: c.opts.Compensation, SendBudget: c.opts.SendBudget,
-		Destinations: func(relayID string) (verifier.Finder, bool) {
+		Destinations: func(relayID string) (relay.DestinationChain, bool) {
 			ch, ok := c.Chains[strings.TrimPrefix(relayID, "relay-")]
 			return ch, ok
 		}})

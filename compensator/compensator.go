@@ -16,7 +16,9 @@ import (
 
 	"github.com/ccgpmesh/ccgp/crypto"
 	"github.com/ccgpmesh/ccgp/govchain"
+	"github.com/ccgpmesh/ccgp/ingest/subchain"
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
+	"github.com/ccgpmesh/ccgp/mesh/offence"
 	"github.com/ccgpmesh/ccgp/router"
 )
 
@@ -47,6 +49,22 @@ type Resolutions interface {
 	Exceptions(ctx context.Context, state govchain.PacketState) ([]*govchain.TxException, error)
 }
 
+// PacketStates reads a packet's records on the governance chain, proven
+// (govchain.Client satisfies it): before any rollback the compensator
+// refuses to undo a packet that governance records as delivered or
+// confirmed.
+type PacketStates interface {
+	PacketStatus(ctx context.Context, pipe string, seq uint64) (*govchain.PacketStatus, int64, error)
+}
+
+// Finder reads a destination chain's own records (subchain.Chain
+// satisfies it): the refusal a receipt claims, or a packet's absence at a
+// block past its timeout.
+type Finder interface {
+	FindDelivery(ctx context.Context, packetID [32]byte) (subchain.Delivery, bool, error)
+	Head(ctx context.Context) (subchain.Head, error)
+}
+
 // Config configures a Compensator.
 type Config struct {
 	RelayID  string
@@ -56,6 +74,16 @@ type Config struct {
 	Recorder Recorder
 	Source   SourceChain
 	Gov      Resolutions
+	// States is governance's view of each packet, checked before every
+	// rollback. Required.
+	States PacketStates
+	// Destinations returns the chain behind a destination relay, for the
+	// evidence of refusals and timeouts; nil or false means it cannot be
+	// reached from here, and such a rollback goes to MANUAL instead.
+	Destinations func(relayID string) (Finder, bool)
+	// Offences, if set, takes a record of every receipt the destination
+	// chain contradicts, against the relay that signed it.
+	Offences offence.Reporter
 	Dir      string // pebble store of packets under compensation
 	Policy   Policy
 	Logger   *slog.Logger
@@ -89,8 +117,11 @@ type Stats struct{ RolledBack, DeliveredOnRetry, Manual, Resends uint64 }
 
 // New opens the store and restores the packets under compensation.
 func New(cfg Config) (*Compensator, error) {
-	if cfg.Signer == nil || cfg.Sender == nil || cfg.Recorder == nil || cfg.Source == nil || cfg.Dir == "" {
-		return nil, errors.New("compensator: Signer, Sender, Recorder, Source and Dir are required")
+	if cfg.Signer == nil || cfg.Sender == nil || cfg.Recorder == nil || cfg.Source == nil || cfg.States == nil || cfg.Dir == "" {
+		return nil, errors.New("compensator: Signer, Sender, Recorder, Source, States and Dir are required")
+	}
+	if cfg.Destinations == nil {
+		cfg.Destinations = func(string) (Finder, bool) { return nil, false }
 	}
 	if cfg.Tick <= 0 {
 		cfg.Tick = 200 * time.Millisecond
@@ -167,14 +198,17 @@ func itemOf(p *amdp.Packet, to string) (*Item, error) {
 	if err != nil {
 		return nil, err
 	}
-	it := &Item{ID: p.ID(), Pipe: p.PipeId, Seq: p.Sequence, To: to, Packet: raw}
+	it := &Item{ID: p.ID(), Pipe: p.PipeId, Seq: p.Sequence, To: to, Packet: raw, TimeoutHeight: p.TimeoutHeight}
 	if p.TimeoutUnixMs > 0 {
 		it.Deadline = time.UnixMilli(int64(p.TimeoutUnixMs))
 	}
 	return it, nil
 }
 
-// Rejected takes stage-1 rejections (router.Compensator): durable on return.
+// Rejected takes the authentic packets that stage 1 refused
+// (router.Compensator): durable on return. Their rollback rests on the
+// router's verification and on governance's record of the packet, checked
+// before it happens.
 func (c *Compensator) Rejected(ctx context.Context, rs []router.Rejection) error {
 	byReason := map[string][]*Item{}
 	for _, r := range rs {
@@ -182,6 +216,7 @@ func (c *Compensator) Rejected(ctx context.Context, rs []router.Rejection) error
 		if err != nil {
 			return err
 		}
+		it.Evidence = EvidenceSourceRefusal
 		reason := "refused at the source relay: " + router.Reason(r.Err)
 		byReason[reason] = append(byReason[reason], it)
 	}
@@ -212,7 +247,9 @@ func (c *Compensator) Undeliverable(ctx context.Context, b *amdp.Batch, cause er
 }
 
 // Receipts takes a receipted batch and compensates the packets the
-// destination refused (the relay calls it before recording receipts).
+// destination refused (the relay calls it before recording receipts):
+// each refusal is checked against the destination chain before any
+// rollback.
 func (c *Compensator) Receipts(ctx context.Context, b *amdp.Batch, rb *amdp.ReceiptBatch) error {
 	byReason := map[string][]*Item{}
 	for i, r := range rb.Receipts {
@@ -221,6 +258,9 @@ func (c *Compensator) Receipts(ctx context.Context, b *amdp.Batch, rb *amdp.Rece
 		}
 		it, err := itemOf(b.Packets[i], b.Header.ToRelay)
 		if err != nil {
+			return err
+		}
+		if err := it.refusedBy(r); err != nil {
 			return err
 		}
 		reason := "refused by the destination: " + r.Reason
@@ -390,6 +430,14 @@ func (c *Compensator) do(ctx context.Context, a Action) error {
 				return fmt.Errorf("rollback %s/%d: %w", it.Pipe, it.Seq, err)
 			}
 		}
+	case Prove:
+		proofs := make([]Proof, 0, len(a.Items))
+		for _, it := range a.Items {
+			proofs = append(proofs, c.prove(ctx, it))
+		}
+		c.mu.Lock()
+		c.queue = append(c.queue, c.m.Proved(proofs, time.Now()))
+		c.mu.Unlock()
 	case Resend:
 		c.retried.Add(uint64(len(a.Items)))
 		acts := c.resend(ctx, a.Items)
@@ -445,6 +493,9 @@ func (c *Compensator) resend(ctx context.Context, items []*Item) []Action {
 		if r.Status == amdp.StatusDelivered {
 			delivered = append(delivered, items[i])
 		} else {
+			if err := items[i].refusedBy(r); err != nil {
+				return fail(err)
+			}
 			refused = append(refused, items[i])
 			reason = "refused by the destination: " + r.Reason
 		}

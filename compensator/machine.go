@@ -20,15 +20,83 @@ type Item struct {
 	Reason   string               `json:"reason"`
 	// Deadline is the packet's own timeout (amdp timeout_unix_ms, which
 	// the source app sets per pipe): a packet not delivered by then is
-	// rolled back instead of retried. Zero: none.
+	// proven not executed and rolled back instead of retried. Zero: none.
 	Deadline time.Time `json:"deadline"`
+	// TimeoutHeight is the packet's timeout_height on the destination
+	// chain (0: none).
+	TimeoutHeight uint64 `json:"timeout_height,omitempty"`
+
+	// Evidence names what a rollback of this item must be checked against
+	// before it happens (DESIGN §5a); set while Proving.
+	Evidence Evidence `json:"evidence,omitempty"`
+	// Receipt is the destination's receipt refusing the packet (encoded
+	// amdp.Receipt), for EvidenceDestRefusal.
+	Receipt []byte `json:"receipt,omitempty"`
+	// Proving: a rollback waits for its evidence to be checked (a Prove
+	// action). A proving item is never resent.
+	Proving bool `json:"proving,omitempty"`
+	// ProofAttempts counts checks that could not be made (a chain out of
+	// reach); past Policy.MaxProofAttempts the item goes to MANUAL.
+	ProofAttempts int `json:"proof_attempts,omitempty"`
+}
+
+// Evidence is the kind of evidence a rollback rests on.
+type Evidence string
+
+const (
+	// EvidenceSourceRefusal: the source relay's router refused an
+	// authentic packet (its signature verified against the pipe's key)
+	// because its governance record does not take it (suspended pipe,
+	// payload over the pipe's limit).
+	EvidenceSourceRefusal Evidence = "source_refusal"
+	// EvidenceDestRefusal: the destination relay's receipt refuses the
+	// packet; the destination chain must hold the same refusal.
+	EvidenceDestRefusal Evidence = "dest_refusal"
+	// EvidenceTimeout: the packet's timeout passed; the destination chain
+	// must show it refused the packet, or that it did not execute it by a
+	// block at or past its timeout.
+	EvidenceTimeout Evidence = "timeout"
+)
+
+// Verdict is the outcome of checking an item's evidence.
+type Verdict int
+
+const (
+	// ProofHolds: the evidence holds and governance does not record the
+	// packet delivered or confirmed: roll it back.
+	ProofHolds Verdict = iota + 1
+	// ProofExecuted: the destination chain executed the packet: it is
+	// delivered, not to be rolled back.
+	ProofExecuted
+	// ProofContradicted: the evidence is contradicted or cannot be
+	// checked at all (a refusal the destination chain does not hold, a
+	// packet governance records as delivered): a person decides, with
+	// both records in the reason.
+	ProofContradicted
+	// ProofPending: the check could not be made now (a chain out of
+	// reach, a destination not yet past the timeout): try again later.
+	ProofPending
+)
+
+// Proof is the wrapper's check of one item's evidence.
+type Proof struct {
+	Item    *Item
+	Verdict Verdict
+	Reason  string
+	// Counts says whether a pending check counts against the item's
+	// proof budget (false while a destination is merely not yet past the
+	// timeout: that resolves itself).
+	Counts bool
 }
 
 // Policy bounds retries.
 type Policy struct {
-	MaxAttempts int           // resends before MANUAL; default 3
-	Base        time.Duration // first backoff; default 1s
-	Max         time.Duration // backoff cap; default 30s
+	MaxAttempts int // resends before MANUAL; default 3
+	// MaxProofAttempts bounds the evidence checks that could not be made
+	// before the item goes to MANUAL; default 20.
+	MaxProofAttempts int
+	Base             time.Duration // first backoff; default 1s
+	Max              time.Duration // backoff cap; default 30s
 	// Jitter maps a backoff to the actual wait (full jitter by default is
 	// the wrapper's choice; the core stays deterministic given Jitter).
 	Jitter func(time.Duration) time.Duration
@@ -39,6 +107,9 @@ func (p Policy) withDefaults() Policy {
 		p.MaxAttempts = 0
 	} else if p.MaxAttempts == 0 {
 		p.MaxAttempts = 3
+	}
+	if p.MaxProofAttempts <= 0 {
+		p.MaxProofAttempts = 20
 	}
 	if p.Base <= 0 {
 		p.Base = time.Second
@@ -66,6 +137,9 @@ const (
 	Forget
 	// Save the Items' new state to the store.
 	Save
+	// Prove checks each Item's evidence (DESIGN §5a) and reports the
+	// result through Proved. No rollback happens without it.
+	Prove
 )
 
 // Action is one step for the wrapper.
@@ -109,22 +183,82 @@ func (m *Machine) Items() []*Item {
 	return out
 }
 
-// Refused: the destination (or stage 1) refused the items
-// deterministically. They are recorded as failed, rolled back on the
-// source chain, recorded as rolled back, and forgotten.
+// Refused: stage 1 at the source or the destination refused the items
+// (their Evidence says which). They are recorded as failed and their
+// evidence is checked (Prove) before anything else happens: a refusal by
+// itself rolls nothing back. Until Proved reports, they are never resent.
 func (m *Machine) Refused(items []*Item, reason string) []Action {
 	reason = clip(reason)
 	for _, it := range items {
 		it.State, it.Reason = govchain.PacketState_PACKET_FAILED, reason
+		it.Proving, it.NextAt = true, time.Time{}
 		m.items[it.ID] = it
+		m.inflight[it.ID] = true
 	}
 	return []Action{
 		{Kind: Save, Items: items},
 		{Kind: Record, Items: items, State: govchain.PacketState_PACKET_FAILED, Reason: reason},
-		{Kind: Rollback, Items: items, Reason: reason},
-		{Kind: Record, Items: items, State: govchain.PacketState_PACKET_ROLLED_BACK, Reason: reason},
-		{Kind: Forget, Items: items},
+		{Kind: Prove, Items: items, Reason: reason},
 	}
+}
+
+// Proved takes the wrapper's checks of Prove's items: a rollback for
+// those whose evidence holds, a delivery for those the destination chain
+// executed, MANUAL for those contradicted or out of proof budget, and a
+// later check for the rest.
+func (m *Machine) Proved(proofs []Proof, now time.Time) []Action {
+	var acts []Action
+	var later []*Item
+	for _, pr := range proofs {
+		it := pr.Item
+		if _, ok := m.items[it.ID]; !ok {
+			continue // forgotten meanwhile (a person's resolution)
+		}
+		delete(m.inflight, it.ID)
+		reason := clip(pr.Reason)
+		one := []*Item{it}
+		switch pr.Verdict {
+		case ProofHolds:
+			acts = append(acts,
+				Action{Kind: Rollback, Items: one, Reason: reason},
+				Action{Kind: Record, Items: one, State: govchain.PacketState_PACKET_ROLLED_BACK, Reason: reason},
+				Action{Kind: Forget, Items: one})
+		case ProofExecuted:
+			acts = append(acts,
+				Action{Kind: Record, Items: one, State: govchain.PacketState_PACKET_DELIVERED, Reason: reason},
+				Action{Kind: Forget, Items: one})
+		case ProofPending:
+			if pr.Counts {
+				it.ProofAttempts++
+			}
+			if it.ProofAttempts >= m.p.MaxProofAttempts {
+				acts = append(acts, m.manual(it, "evidence could not be checked: "+reason)...)
+				continue
+			}
+			d := m.p.Base << min(it.ProofAttempts, 16)
+			if d > m.p.Max || d <= 0 {
+				d = m.p.Max
+			}
+			it.NextAt = now.Add(m.p.Jitter(d))
+			later = append(later, it)
+		default: // ProofContradicted, or a verdict this machine does not know
+			acts = append(acts, m.manual(it, reason)...)
+		}
+	}
+	if len(later) > 0 {
+		acts = append(acts, Action{Kind: Save, Items: later})
+	}
+	return acts
+}
+
+// manual puts one item in MANUAL: nothing automatic happens to it again.
+func (m *Machine) manual(it *Item, reason string) []Action {
+	reason = clip(reason)
+	it.State, it.Reason, it.Proving = govchain.PacketState_PACKET_MANUAL, reason, false
+	one := []*Item{it}
+	return []Action{
+		{Kind: Record, Items: one, State: govchain.PacketState_PACKET_MANUAL, Reason: reason},
+		{Kind: Save, Items: one}}
 }
 
 // Undelivered: the router's send budget is spent for items (one
@@ -163,28 +297,34 @@ func (m *Machine) schedule(items []*Item, now time.Time) []Action {
 	return append(acts, Action{Kind: Save, Items: append(later, manual...)})
 }
 
-// Due rolls back the retryable items whose own timeout passed, and
-// resends those whose backoff ended, grouped by destination.
+// Due checks the evidence of items whose timeout passed (EvidenceTimeout)
+// and of proving items whose check is due again (after a restart, or a
+// check that could not be made), and resends the retryable items whose
+// backoff ended, grouped by destination.
 func (m *Machine) Due(now time.Time) []Action {
 	groups := map[string][]*Item{}
-	var expired []*Item
+	var prove []*Item
 	for _, it := range m.Items() {
 		retryable := it.State == govchain.PacketState_PACKET_FAILED || it.State == govchain.PacketState_PACKET_RETRYING
 		switch {
 		case !retryable || m.inflight[it.ID]:
+		case it.Proving:
+			if !it.NextAt.After(now) {
+				prove = append(prove, it)
+			}
 		case !it.Deadline.IsZero() && !now.Before(it.Deadline):
-			expired = append(expired, it)
+			it.Proving, it.Evidence = true, EvidenceTimeout
+			prove = append(prove, it)
 		case !it.NextAt.After(now):
 			groups[it.To] = append(groups[it.To], it)
 		}
 	}
 	var acts []Action
-	if len(expired) > 0 {
-		const reason = "timed out before delivery"
-		acts = append(acts,
-			Action{Kind: Rollback, Items: expired, Reason: reason},
-			Action{Kind: Record, Items: expired, State: govchain.PacketState_PACKET_ROLLED_BACK, Reason: reason},
-			Action{Kind: Forget, Items: expired})
+	if len(prove) > 0 {
+		for _, it := range prove {
+			m.inflight[it.ID] = true
+		}
+		acts = append(acts, Action{Kind: Save, Items: prove}, Action{Kind: Prove, Items: prove, Reason: "timed out before delivery"})
 	}
 	return append(acts, m.resend(groups)...)
 }
@@ -213,7 +353,8 @@ func (m *Machine) resend(groups map[string][]*Item) []Action {
 }
 
 // Resent reports a resend's outcome for items: delivered, refused by the
-// destination, or failed again (err != "").
+// destination (their Evidence and Receipt set: checked before any
+// rollback), or failed again (err != "").
 func (m *Machine) Resent(delivered, refused, failed []*Item, reason string, now time.Time) []Action {
 	for _, l := range [][]*Item{delivered, refused, failed} {
 		for _, it := range l {
@@ -228,10 +369,8 @@ func (m *Machine) Resent(delivered, refused, failed []*Item, reason string, now 
 			Action{Kind: Forget, Items: delivered})
 	}
 	if len(refused) > 0 {
-		acts = append(acts,
-			Action{Kind: Rollback, Items: refused, Reason: reason},
-			Action{Kind: Record, Items: refused, State: govchain.PacketState_PACKET_ROLLED_BACK, Reason: reason},
-			Action{Kind: Forget, Items: refused})
+		// The caller set each item's Evidence and Receipt.
+		acts = append(acts, m.Refused(refused, reason)...)
 	}
 	if len(failed) > 0 {
 		for _, it := range failed {

@@ -21,29 +21,11 @@ func at(d time.Duration) time.Time { return t0.Add(d) }
 
 func identity(d time.Duration) time.Duration { return d }
 
-// chainAccepts is the governance chain's rule for exception transitions:
-// a copy of exceptionMove in govchain/txcontrol.go (unexported there). Keep
-// the two in step. MANUAL is left only through a person's resolution
-// (RESOLVED), which the harness records in resolve.
-func chainAccepts(from, to govchain.PacketState) bool {
-	switch from {
-	case govchain.PacketState_PACKET_STATE_UNSPECIFIED:
-		return to == govchain.PacketState_PACKET_FAILED || to == govchain.PacketState_PACKET_MANUAL
-	case govchain.PacketState_PACKET_FAILED:
-		return to == govchain.PacketState_PACKET_RETRYING || to == govchain.PacketState_PACKET_ROLLED_BACK ||
-			to == govchain.PacketState_PACKET_MANUAL
-	case govchain.PacketState_PACKET_RETRYING:
-		return to == govchain.PacketState_PACKET_RETRYING || to == govchain.PacketState_PACKET_DELIVERED ||
-			to == govchain.PacketState_PACKET_ROLLED_BACK || to == govchain.PacketState_PACKET_MANUAL ||
-			to == govchain.PacketState_PACKET_FAILED
-	case govchain.PacketState_PACKET_RESOLVED:
-		return to == govchain.PacketState_PACKET_RETRYING || to == govchain.PacketState_PACKET_DELIVERED ||
-			to == govchain.PacketState_PACKET_ROLLED_BACK
-	case govchain.PacketState_PACKET_DELIVERED:
-		return to == govchain.PacketState_PACKET_CONFIRMED || to == govchain.PacketState_PACKET_FAILED
-	}
-	return false
-}
+// chainAccepts is the governance chain's rule for exception transitions
+// (govchain.ExceptionMove, the rule the chain applies). MANUAL is left only
+// through a person's resolution (RESOLVED), which the harness records in
+// resolve.
+func chainAccepts(from, to govchain.PacketState) bool { return govchain.ExceptionMove(from, to) }
 
 // harness drives a Machine the way the wrapper does (it runs Forget
 // actions) and keeps each packet's exception record as the governance
@@ -88,6 +70,16 @@ func (h *harness) list(to, names string) []*Item {
 		out = append(out, it)
 	}
 	return out
+}
+
+// proved hands the machine the wrapper's checks: one verdict for the named
+// items, with reason.
+func (h *harness) proved(v Verdict, names, reason string, now time.Time) []Action {
+	var proofs []Proof
+	for _, it := range h.list("", names) {
+		proofs = append(proofs, Proof{Item: it, Verdict: v, Reason: reason, Counts: true})
+	}
+	return h.m.Proved(proofs, now)
 }
 
 // resolve records a person's decision on chain (MsgResolve: MANUAL to
@@ -152,7 +144,11 @@ func detail(items []*Item) string {
 		if !it.NextAt.IsZero() {
 			next = "+" + it.NextAt.Sub(t0).String()
 		}
-		fmt.Fprintf(&b, "%s{%s n=%d next=%s}", name(it), short(it.State), it.Attempts, next)
+		fmt.Fprintf(&b, "%s{%s n=%d next=%s", name(it), short(it.State), it.Attempts, next)
+		if it.Proving {
+			fmt.Fprintf(&b, " proving %s", it.Evidence)
+		}
+		b.WriteByte('}')
 	}
 	return b.String()
 }
@@ -180,6 +176,8 @@ func (h *harness) render(acts []Action) []string {
 			out = append(out, "Forget "+names(a.Items))
 		case Save:
 			out = append(out, "Save "+detail(a.Items))
+		case Prove:
+			out = append(out, fmt.Sprintf("Prove %s: %s", names(a.Items), a.Reason))
 		default:
 			h.t.Errorf("unknown action kind %d", a.Kind)
 		}
@@ -208,18 +206,137 @@ func TestMachine(t *testing.T) {
 		held    string // detail of Items() at the end
 	}{
 		{
-			name:   "refused: failed, rolled back, forgotten",
+			name:   "refused: failed, proven, then rolled back and forgotten; never resent meanwhile",
 			policy: Policy{Jitter: identity},
-			steps: []step{{
-				do: func(h *harness) []Action { return h.m.Refused(h.list("y", "a/2 a/1"), "contract reverted") },
-				want: []string{
-					"Save a/2{FAILED n=0 next=-} a/1{FAILED n=0 next=-}",
-					"Record FAILED a/2 a/1: contract reverted",
-					"Rollback a/2 a/1: contract reverted",
-					"Record ROLLED_BACK a/2 a/1: contract reverted",
-					"Forget a/2 a/1",
+			steps: []step{
+				{
+					do: func(h *harness) []Action { return h.m.Refused(h.list("y", "a/2 a/1"), "contract reverted") },
+					want: []string{
+						"Save a/2{FAILED n=0 next=- proving } a/1{FAILED n=0 next=- proving }",
+						"Record FAILED a/2 a/1: contract reverted",
+						"Prove a/2 a/1: contract reverted",
+					},
 				},
-			}},
+				{
+					do:   func(h *harness) []Action { return h.m.Due(at(time.Hour)) },
+					want: nil, // the proof is under way: no resend, no second proof
+				},
+				{
+					do: func(h *harness) []Action { return h.proved(ProofHolds, "a/2 a/1", "refused on chain", t0) },
+					want: []string{
+						"Rollback a/2: refused on chain",
+						"Record ROLLED_BACK a/2: refused on chain",
+						"Forget a/2",
+						"Rollback a/1: refused on chain",
+						"Record ROLLED_BACK a/1: refused on chain",
+						"Forget a/1",
+					},
+				},
+			},
+		},
+		{
+			name:   "refusal contradicted: MANUAL, never rolled back",
+			policy: Policy{Jitter: identity},
+			steps: []step{
+				{
+					do: func(h *harness) []Action { return h.m.Refused(h.list("y", "a/1"), "refused") },
+					want: []string{
+						"Save a/1{FAILED n=0 next=- proving }",
+						"Record FAILED a/1: refused",
+						"Prove a/1: refused",
+					},
+				},
+				{
+					do: func(h *harness) []Action {
+						return h.proved(ProofContradicted, "a/1", "the destination chain executed it", t0)
+					},
+					want: []string{
+						"Record MANUAL a/1: the destination chain executed it",
+						"Save a/1{MANUAL n=0 next=-}",
+					},
+				},
+				{
+					do:   func(h *harness) []Action { return h.m.Due(at(time.Hour)) },
+					want: nil,
+				},
+			},
+			held: "a/1{MANUAL n=0 next=-}",
+		},
+		{
+			name:   "evidence out of reach: checked again with backoff, then MANUAL",
+			policy: Policy{MaxProofAttempts: 2, Base: time.Second, Jitter: identity},
+			steps: []step{
+				{
+					do: func(h *harness) []Action { return h.m.Refused(h.list("y", "a/1"), "refused") },
+					want: []string{
+						"Save a/1{FAILED n=0 next=- proving }",
+						"Record FAILED a/1: refused",
+						"Prove a/1: refused",
+					},
+				},
+				{
+					do:   func(h *harness) []Action { return h.proved(ProofPending, "a/1", "chain down", t0) },
+					want: []string{"Save a/1{FAILED n=0 next=+2s proving }"},
+				},
+				{
+					do:   func(h *harness) []Action { return h.m.Due(at(time.Second)) },
+					want: nil,
+				},
+				{
+					do: func(h *harness) []Action { return h.m.Due(at(2 * time.Second)) },
+					want: []string{
+						"Save a/1{FAILED n=0 next=+2s proving }",
+						"Prove a/1: timed out before delivery",
+					},
+				},
+				{
+					do: func(h *harness) []Action { return h.proved(ProofPending, "a/1", "chain down", at(2*time.Second)) },
+					want: []string{
+						"Record MANUAL a/1: evidence could not be checked: chain down",
+						"Save a/1{MANUAL n=0 next=+2s}",
+					},
+				},
+			},
+			held: "a/1{MANUAL n=0 next=+2s}",
+		},
+		{
+			name:   "timeout: proven not executed, or found executed",
+			policy: Policy{Base: time.Second, Jitter: identity},
+			steps: []step{
+				{
+					do: func(h *harness) []Action {
+						items := h.list("y", "a/1 a/2")
+						for _, it := range items {
+							it.Deadline = at(500 * time.Millisecond)
+						}
+						return h.m.Undelivered(items, "unreachable", t0)
+					},
+					want: []string{
+						"Record FAILED a/1 a/2: unreachable",
+						"Save a/1{FAILED n=0 next=+1s} a/2{FAILED n=0 next=+1s}",
+					},
+				},
+				{
+					do: func(h *harness) []Action { return h.m.Due(at(time.Second)) },
+					want: []string{
+						"Save a/1{FAILED n=0 next=+1s proving timeout} a/2{FAILED n=0 next=+1s proving timeout}",
+						"Prove a/1 a/2: timed out before delivery",
+					},
+				},
+				{
+					do: func(h *harness) []Action {
+						return append(h.proved(ProofHolds, "a/1", "not executed by height 9", at(time.Second)),
+							h.proved(ProofExecuted, "a/2", "executed at height 7", at(time.Second))...)
+					},
+					want: []string{
+						"Rollback a/1: not executed by height 9",
+						"Record ROLLED_BACK a/1: not executed by height 9",
+						"Forget a/1",
+						"Record DELIVERED a/2: executed at height 7",
+						"Forget a/2",
+					},
+				},
+			},
 		},
 		{
 			name:   "undelivered: failed, resent after Base, grouped by destination",
@@ -487,14 +604,14 @@ func TestMachine(t *testing.T) {
 					want: []string{
 						"Record DELIVERED a/1: delivered on retry",
 						"Forget a/1",
-						"Rollback a/2: refused by the destination: reverted",
-						"Record ROLLED_BACK a/2: refused by the destination: reverted",
-						"Forget a/2",
+						"Save a/2{FAILED n=1 next=- proving }",
+						"Record FAILED a/2: refused by the destination: reverted",
+						"Prove a/2: refused by the destination: reverted",
 						"Save a/3{RETRYING n=1 next=+4s}",
 					},
 				},
 			},
-			held: "a/3{RETRYING n=1 next=+4s}",
+			held: "a/2{FAILED n=1 next=- proving } a/3{RETRYING n=1 next=+4s}",
 		},
 		{
 			name:   "resent delivered: recorded and forgotten",
@@ -546,8 +663,16 @@ func TestMachine(t *testing.T) {
 				{
 					do: func(h *harness) []Action { return h.m.Resent(nil, h.list("", "a/1"), nil, "refused", at(time.Second)) },
 					want: []string{
-						"Rollback a/1: refused",
-						"Record ROLLED_BACK a/1: refused",
+						"Save a/1{FAILED n=1 next=- proving }",
+						"Record FAILED a/1: refused",
+						"Prove a/1: refused",
+					},
+				},
+				{
+					do: func(h *harness) []Action { return h.proved(ProofHolds, "a/1", "refused on chain", at(time.Second)) },
+					want: []string{
+						"Rollback a/1: refused on chain",
+						"Record ROLLED_BACK a/1: refused on chain",
 						"Forget a/1",
 					},
 				},
@@ -804,15 +929,21 @@ func TestMachineInFlight(t *testing.T) {
 }
 
 // TestMachineDeadline: a packet whose own timeout passes while it waits
-// for a resend is rolled back, not retried; one still in time is resent.
+// for a resend is neither retried nor rolled back at once: its
+// non-execution is proven first (Prove); one still in time is resent.
 func TestMachineDeadline(t *testing.T) {
 	m := NewMachine(Policy{Base: time.Second, Jitter: func(d time.Duration) time.Duration { return d }}, nil)
 	late := &Item{ID: [32]byte{1}, Pipe: "a", Seq: 1, To: "r", Deadline: t0.Add(500 * time.Millisecond)}
 	fine := &Item{ID: [32]byte{2}, Pipe: "a", Seq: 2, To: "r", Deadline: t0.Add(time.Hour)}
 	m.Undelivered([]*Item{late, fine}, "unreachable", t0)
 	acts := m.Due(t0.Add(time.Second))
-	if len(acts) != 6 || acts[0].Kind != Rollback || acts[0].Items[0] != late || acts[1].State != govchain.PacketState_PACKET_ROLLED_BACK ||
-		acts[2].Kind != Forget || acts[5].Kind != Resend || len(acts[5].Items) != 1 || acts[5].Items[0] != fine {
+	if len(acts) != 5 || acts[0].Kind != Save || acts[1].Kind != Prove || acts[1].Items[0] != late || !late.Proving ||
+		late.Evidence != EvidenceTimeout || acts[4].Kind != Resend || len(acts[4].Items) != 1 || acts[4].Items[0] != fine {
 		t.Fatalf("actions: %+v", acts)
+	}
+	for _, a := range acts {
+		if a.Kind == Rollback {
+			t.Fatal("rolled back on the source's clock alone")
+		}
 	}
 }

@@ -317,14 +317,17 @@ func (x *execCtx) confirmBatches(m *MsgConfirmBatches) (*TxError, error) {
 	return nil, nil
 }
 
-// exceptionMove reports whether a packet may go from one exception state
+// ExceptionMove reports whether a packet may go from one exception state
 // to another (none = no record yet). MANUAL is left only by Resolve.
-func exceptionMove(from, to PacketState) bool {
+func ExceptionMove(from, to PacketState) bool {
 	switch from {
 	case PacketState_PACKET_STATE_UNSPECIFIED:
 		return to == PacketState_PACKET_FAILED || to == PacketState_PACKET_MANUAL
 	case PacketState_PACKET_FAILED:
-		return to == PacketState_PACKET_RETRYING || to == PacketState_PACKET_ROLLED_BACK || to == PacketState_PACKET_MANUAL
+		// DELIVERED: a packet whose delivery failed at its relay is found
+		// executed on the destination chain (its timeout's evidence).
+		return to == PacketState_PACKET_RETRYING || to == PacketState_PACKET_ROLLED_BACK || to == PacketState_PACKET_MANUAL ||
+			to == PacketState_PACKET_DELIVERED
 	case PacketState_PACKET_RETRYING:
 		return to == PacketState_PACKET_RETRYING || to == PacketState_PACKET_DELIVERED || to == PacketState_PACKET_ROLLED_BACK ||
 			to == PacketState_PACKET_MANUAL || to == PacketState_PACKET_FAILED
@@ -364,7 +367,7 @@ func (x *execCtx) txException(m *MsgTxException) (*TxError, error) {
 		return reject(CodeInvalid, "tx-exception: state %s is not a transition a relay records", short(m.State.String())), nil
 	}
 	return x.transition(m.Packets, "tx-exception", func(p *Pipe, ex *TxException) *TxError {
-		if !exceptionMove(ex.State, m.State) {
+		if !ExceptionMove(ex.State, m.State) {
 			return reject(CodeBadState, "pipe %s seq %d: cannot go from %s to %s", p.Id, ex.Seq, stateName(ex.State), stateName(m.State))
 		}
 		if m.State == PacketState_PACKET_RETRYING {

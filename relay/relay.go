@@ -24,6 +24,7 @@ import (
 	"github.com/ccgpmesh/ccgp/ingest/subchain"
 	"github.com/ccgpmesh/ccgp/mesh"
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
+	"github.com/ccgpmesh/ccgp/mesh/offence"
 	"github.com/ccgpmesh/ccgp/router"
 	"github.com/ccgpmesh/ccgp/verifier"
 )
@@ -39,6 +40,13 @@ var (
 	_ compensator.SourceChain = subchain.Chain(nil)
 	_ verifier.Finder         = subchain.Chain(nil)
 )
+
+// DestinationChain is a destination chain's records as a source relay
+// reads them (subchain.Chain satisfies it).
+type DestinationChain interface {
+	FindDelivery(ctx context.Context, packetID [32]byte) (subchain.Delivery, bool, error)
+	Head(ctx context.Context) (subchain.Head, error)
+}
 
 // Config configures a Relay.
 type Config struct {
@@ -70,9 +78,13 @@ type Config struct {
 	OnReject func(p *amdp.Packet, err error)
 
 	// Destinations returns the chain behind a destination relay, for the
-	// verifier to confirm receipts against; nil or false leaves batches
-	// proven against their anchors but unconfirmed.
-	Destinations func(relayID string) (verifier.Finder, bool)
+	// verifier to confirm receipts against and the compensator to check a
+	// refusal or a timeout against before any rollback; nil or false leaves
+	// batches proven against their anchors but unconfirmed, and sends
+	// refusals and timeouts to MANUAL (their evidence cannot be checked).
+	Destinations func(relayID string) (DestinationChain, bool)
+	// OffencesTopic is where offence records go, default offence.Topic.
+	OffencesTopic string
 	// Compensation bounds the compensator's resends before MANUAL.
 	Compensation compensator.Policy
 	// SendBudget is how long a shard retries a batch before the
@@ -94,6 +106,7 @@ type Relay struct {
 	txq   *txq
 	ver   *verifier.Verifier
 	comp  *compensator.Compensator
+	offs  *offenceLog
 
 	runCtx atomic.Pointer[context.Context] // set by Run: bounds callbacks from the mesh
 
@@ -129,42 +142,65 @@ func New(ctx context.Context, cfg Config) (*Relay, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("relay: data dir: %w", err)
 	}
+	if cfg.OffencesTopic == "" {
+		cfg.OffencesTopic = offence.Topic
+	}
 	r := &Relay{cfg: cfg, log: cfg.Logger.With("relay", cfg.RelayID)}
+	// One release on error: every part opened so far is closed, in
+	// reverse order.
+	var opened []func() error
+	ok := false
+	defer func() {
+		if !ok {
+			for i := len(opened) - 1; i >= 0; i-- {
+				opened[i]()
+			}
+		}
+	}()
 	var err error
 	if r.cache, err = govchain.NewCache(ctx, cfg.Gov, r.log); err != nil {
 		return nil, fmt.Errorf("relay: governance view: %w", err)
+	}
+	if r.prod, err = ingest.NewKafkaClient(cfg.Brokers); err != nil {
+		return nil, fmt.Errorf("relay: kafka: %w", err)
+	}
+	opened = append(opened, func() error { r.prod.Close(); return nil })
+	if r.offs, err = newOffenceLog(r.prod, cfg.OffencesTopic, r.log, cfg.Metrics, cfg.RelayID); err != nil {
+		return nil, fmt.Errorf("relay: offence metrics: %w", err)
 	}
 	r.txq = newTxq(cfg.Gov, cfg.Signer, r.log, cfg.GovTxEvery)
 	r.ep, err = mesh.New(mesh.Config{RelayID: cfg.RelayID, ListenAddr: cfg.ListenAddr, Certificate: cfg.Certificate, CAs: cfg.CAs,
 		Signer: cfg.Signer, Registry: r.cache, Deliverer: cfg.Chain, DedupeDir: filepath.Join(cfg.DataDir, "delivered"),
 		Limits: cfg.Limits, Logger: cfg.Logger, Metrics: cfg.Metrics, // the mesh labels its own logs
-		Anchors: r.cache, OnReceipts: r.anchorReceipts})
+		Anchors: r.cache, OnReceipts: r.anchorReceipts, Offences: r.offs})
 	if err != nil {
 		return nil, fmt.Errorf("relay: mesh endpoint: %w", err)
 	}
-	if r.ver, err = verifier.New(verifier.Config{Gov: cfg.Gov, Destination: cfg.Destinations, Recorder: r.txq, Logger: r.log}); err != nil {
-		r.ep.Close()
+	opened = append(opened, r.ep.Close)
+	dests := func(relayID string) (compensator.Finder, bool) {
+		if cfg.Destinations == nil {
+			return nil, false
+		}
+		return cfg.Destinations(relayID)
+	}
+	if r.ver, err = verifier.New(verifier.Config{Gov: cfg.Gov, Recorder: r.txq, Logger: r.log,
+		Destination: func(relayID string) (verifier.Finder, bool) { return dests(relayID) }}); err != nil {
 		return nil, err
 	}
 	r.comp, err = compensator.New(compensator.Config{RelayID: cfg.RelayID, Signer: cfg.Signer, Sender: r.ep, Anchors: r.txq,
-		Recorder: r.txq, Source: cfg.Chain, Gov: cfg.Gov, Dir: filepath.Join(cfg.DataDir, "compensator"),
+		Recorder: r.txq, Source: cfg.Chain, Gov: cfg.Gov, States: cfg.Gov, Destinations: dests, Offences: r.offs,
+		Dir:    filepath.Join(cfg.DataDir, "compensator"),
 		Policy: cfg.Compensation, Logger: r.log, SendTimeout: cfg.SendBudget, Record: r.recordReceipts})
 	if err != nil {
-		r.ep.Close()
 		return nil, err
 	}
-	if r.prod, err = ingest.NewKafkaClient(cfg.Brokers); err != nil {
-		r.ep.Close()
-		r.comp.Close()
-		return nil, fmt.Errorf("relay: kafka: %w", err)
-	}
+	opened = append(opened, r.comp.Close)
 	r.lis, err = ingest.NewListener(cfg.Chain, r.prod, ingest.FileCheckpoint(filepath.Join(cfg.DataDir, "listener.checkpoint")),
 		ingest.Topic(cfg.Topic), ingest.WithLogger(r.log))
 	if err != nil {
-		r.ep.Close()
-		r.prod.Close()
 		return nil, fmt.Errorf("relay: listener: %w", err)
 	}
+	ok = true
 	return r, nil
 }
 
@@ -210,6 +246,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	run(&coreWG, core, "governance txs", "txq", r.txq.Run)
 	run(&coreWG, core, "verifier", "verifier", r.ver.Run)
 	run(&coreWG, core, "compensator", "compensator", r.comp.Run)
+	run(&coreWG, core, "offence log", "offences", r.offs.Run)
 	run(&coreWG, core, "mesh", "mesh", r.ep.Run)
 	run(&trafficWG, ctx, "listener", "listener", r.lis.Run)
 	for i := 0; i < r.cfg.Shards; i++ {
@@ -290,7 +327,7 @@ func (r *Relay) newShard(i int) (*router.Shard, error) {
 	rc := router.Config{RelayID: r.cfg.RelayID, Signer: r.cfg.Signer, Registry: r.cache, Sender: r.ep,
 		Receipts: &receiptLog{r: r}, Anchors: r.txq, Comp: r.comp, SendBudget: r.cfg.SendBudget,
 		Brokers: r.cfg.Brokers, Topic: r.cfg.Topic, Limits: r.cfg.Limits,
-		OnReject: r.cfg.OnReject, Logger: r.log.With("shard", i), Metrics: reg}
+		OnReject: r.cfg.OnReject, Offences: r.offs, Logger: r.log.With("shard", i), Metrics: reg}
 	if r.cfg.ShardOpt != nil {
 		r.cfg.ShardOpt(&rc)
 	}

@@ -29,7 +29,7 @@ type Mismatch struct {
 }
 
 // Check compares a batch's receipts with their committed anchor and with
-// the destination chain's records (find). It returns the mismatches; none
+// the destination chain's records (find): deliveries and refusals alike. It returns the mismatches; none
 // means the batch may be confirmed. It does no I/O.
 func Check(b *amdp.Batch, rb *amdp.ReceiptBatch, a *govchain.BatchAnchor, find func(id [32]byte) (subchain.Delivery, bool)) []Mismatch {
 	var out []Mismatch
@@ -55,10 +55,22 @@ func Check(b *amdp.Batch, rb *amdp.ReceiptBatch, a *govchain.BatchAnchor, find f
 		case byte(r.Status) != a.Statuses[i]:
 			out = append(out, Mismatch{p.PipeId, p.Sequence, "anchored status differs from the receipt"})
 			continue
-		case r.Status != amdp.StatusDelivered:
-			continue // refusals are the compensator's, not a verification question
 		}
 		d, ok := find(id)
+		if r.Status != amdp.StatusDelivered {
+			// A refusal is checked like a delivery (DESIGN §5a): the
+			// destination chain must hold the same refusal, or the
+			// receipt is false and nothing is rolled back on its word.
+			switch {
+			case !ok:
+				out = append(out, Mismatch{p.PipeId, p.Sequence, "destination chain holds no record of the refusal"})
+			case d.Status == amdp.StatusDelivered:
+				out = append(out, Mismatch{p.PipeId, p.Sequence, fmt.Sprintf("destination chain executed the packet the receipt refuses (height %d)", d.Height)})
+			case d.Status != r.Status || !bytes.Equal(d.TxHash, r.DestTxHash) || d.Height != r.DestHeight:
+				out = append(out, Mismatch{p.PipeId, p.Sequence, fmt.Sprintf("destination chain's refusal differs from the receipt: chain has height %d", d.Height)})
+			}
+			continue
+		}
 		switch {
 		case !ok:
 			out = append(out, Mismatch{p.PipeId, p.Sequence, "destination chain has no such delivery"})
@@ -185,8 +197,12 @@ func (v *Verifier) verify(ctx context.Context, it item) error {
 		return nil
 	}
 	found := map[[32]byte]subchain.Delivery{}
+	delivered := 0
 	for i, p := range it.b.Packets {
-		if i < len(it.rb.Receipts) && it.rb.Receipts[i].Status == amdp.StatusDelivered {
+		if i < len(it.rb.Receipts) {
+			if it.rb.Receipts[i].Status == amdp.StatusDelivered {
+				delivered++
+			}
 			d, ok, err := dest.FindDelivery(ctx, p.ID())
 			if err != nil {
 				return fmt.Errorf("destination lookup: %w", err)
@@ -199,7 +215,7 @@ func (v *Verifier) verify(ctx context.Context, it item) error {
 	mism := Check(it.b, it.rb, a, func(id [32]byte) (subchain.Delivery, bool) { d, ok := found[id]; return d, ok })
 	if len(mism) == 0 {
 		v.confirmed.Add(1)
-		v.confirmedPackets.Add(uint64(len(found)))
+		v.confirmedPackets.Add(uint64(delivered))
 		v.cfg.Recorder.Confirm(&govchain.BatchRef{FromRelay: h.FromRelay, BatchSeq: h.BatchSeq})
 		return nil
 	}

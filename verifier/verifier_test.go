@@ -81,9 +81,11 @@ func (f *fixture) id(i int) [32]byte { return f.b.Packets[i].ID() }
 
 // refuse makes receipt i a refusal by the destination (relay-b signs and
 // anchors it as such).
+// refuse makes receipt i a refusal that the destination chain holds too.
 func (f *fixture) refuse(i int, st amdp.ReceiptStatus) {
 	r := f.rb.Receipts[i]
-	r.Status, r.DestTxHash, r.DestHeight, r.ResultHash, r.Reason = st, nil, 0, nil, "contract reverted"
+	r.Status, r.DestTxHash, r.DestHeight, r.ResultHash, r.Reason = st, []byte("refusal-tx"), 42, nil, "contract reverted"
+	f.chain[f.id(i)] = subchain.Delivery{PacketID: f.id(i), Status: st, TxHash: []byte("refusal-tx"), Height: 42, Reason: "contract reverted"}
 	f.seal()
 }
 
@@ -233,18 +235,39 @@ func TestCheck(t *testing.T) {
 			},
 		},
 		{
-			name: "a rejected receipt is not checked against the chain",
+			name: "a refusal the destination chain holds is proven",
+			edit: func(f *fixture) { f.refuse(1, amdp.StatusRejected) },
+		},
+		{
+			name: "a timeout the destination chain holds is proven",
+			edit: func(f *fixture) { f.refuse(0, amdp.StatusTimedOut) },
+		},
+		{
+			name: "a refusal the destination chain does not hold",
 			edit: func(f *fixture) {
 				f.refuse(1, amdp.StatusRejected)
 				delete(f.chain, f.id(1))
 			},
+			want: []Mismatch{{"pipe-a", 2, "destination chain holds no record of the refusal"}},
 		},
 		{
-			name: "a failed receipt is not checked against the chain",
+			name: "a refusal of a packet the destination chain executed",
 			edit: func(f *fixture) {
-				f.refuse(0, amdp.StatusFailed)
-				f.chain[f.id(0)] = subchain.Delivery{PacketID: f.id(0), Status: amdp.StatusFailed, Reason: "contract reverted"}
+				d := f.chain[f.id(1)]
+				f.refuse(1, amdp.StatusFailed)
+				f.chain[f.id(1)] = d
 			},
+			want: []Mismatch{{"pipe-a", 2, fmt.Sprintf("destination chain executed the packet the receipt refuses (height %d)", 101)}},
+		},
+		{
+			name: "a refusal at another tx than the chain's",
+			edit: func(f *fixture) {
+				f.refuse(1, amdp.StatusRejected)
+				d := f.chain[f.id(1)]
+				d.TxHash = []byte("other-tx")
+				f.chain[f.id(1)] = d
+			},
+			want: []Mismatch{{"pipe-a", 2, "destination chain's refusal differs from the receipt: chain has height 42"}},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -260,12 +283,10 @@ func TestCheck(t *testing.T) {
 			if !slices.Equal(got, tc.want) {
 				t.Errorf("Check:\n got %+v\nwant %+v", got, tc.want)
 			}
-			// The chain is asked only about the packets the destination
-			// says it delivered.
+			// The chain is asked only about packets of the batch.
 			for _, id := range looked {
-				i := slices.IndexFunc(f.b.Packets, func(p *amdp.Packet) bool { return p.ID() == id })
-				if i < 0 || i >= len(f.rb.Receipts) || f.rb.Receipts[i].Status != amdp.StatusDelivered {
-					t.Errorf("looked up %x, whose receipt is not a delivery", id[:4])
+				if !slices.ContainsFunc(f.b.Packets, func(p *amdp.Packet) bool { return p.ID() == id }) {
+					t.Errorf("looked up %x, not in the batch", id[:4])
 				}
 			}
 		})
