@@ -23,6 +23,7 @@ import (
 	"github.com/ccgpmesh/ccgp/ingest/simchain"
 	"github.com/ccgpmesh/ccgp/ingest/subchain"
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
+	"github.com/ccgpmesh/ccgp/mesh/offence"
 	"github.com/ccgpmesh/ccgp/relay"
 	"github.com/ccgpmesh/ccgp/router"
 )
@@ -183,7 +184,7 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster, err err
 		for _, o := range clusterOrgs {
 			topics = append(topics, eventsTopic("relay-"+o.org))
 		}
-		kopts := append([]kfake.Opt{kfake.NumBrokers(1), kfake.SeedTopics(8, topics...), kfake.SeedTopics(4, "ccgp.receipts"),
+		kopts := append([]kfake.Opt{kfake.NumBrokers(1), kfake.SeedTopics(8, topics...), kfake.SeedTopics(4, "ccgp.receipts"), kfake.SeedTopics(1, offence.Topic),
 			kfake.AllowAutoTopicCreation()}, opts.KafkaOpts...)
 		labelled(ctx, partKafka, func(context.Context) { c.Kafka, err = kfake.NewCluster(kopts...) })
 		if err != nil {
@@ -282,6 +283,13 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster, err err
 }
 
 func eventsTopic(relayID string) string { return "ccgp.events." + relayID }
+
+// Brokers are the cluster's Kafka seed brokers.
+func (c *Cluster) Brokers() []string { return c.brokers }
+
+// EventsTopic is the events topic of org's relay, which its listener
+// writes and its router shards read.
+func (c *Cluster) EventsTopic(org string) string { return eventsTopic(c.part(org).Relay) }
 
 func (c *Cluster) part(org string) govchain.Participant {
 	for _, p := range c.Parts {

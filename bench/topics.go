@@ -8,6 +8,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/ccgpmesh/ccgp/mesh/offence"
 )
 
 // ensureTopics creates the cluster's topics on an external broker (as the
@@ -31,6 +33,7 @@ func ensureTopics(ctx context.Context, brokers []string) error {
 		add(eventsTopic("relay-"+o.org), 8)
 	}
 	add("ccgp.receipts", 4)
+	add(offence.Topic, 1)
 	resp, err := req.RequestWith(ctx, cl)
 	if err != nil {
 		return fmt.Errorf("bench: kafka: create topics: %w", err)
