@@ -82,6 +82,11 @@ func (c *Compensator) evidence(ctx context.Context, it *Item) Proof {
 		switch {
 		case err != nil:
 			return pending(true, "destination chain of %s: %v", it.To, err)
+		case !found && len(r.DestTxHash) == 0:
+			// The relay refused before its chain saw the packet (its
+			// own checks): nothing a third party can check, and no
+			// claim about the chain that could be false.
+			return manual("refusal unproven: %s refused it before its chain: %s", it.To, r.Reason)
 		case !found:
 			c.offend(it, "false_refusal", "the destination chain holds no record of the refusal; receipt: "+describeReceipt(r))
 			return manual("false receipt from %s: the destination chain holds no record of the refusal; receipt: %s", it.To, describeReceipt(r))
