@@ -54,6 +54,28 @@ func (c *Client) Pipe(ctx context.Context, id string) (*Pipe, error) {
 	return getTyped(ctx, c, "pipe "+id, KeyPipe(id), &Pipe{})
 }
 
+// AccountByKey finds, with proofs, the account that a key signs for: the
+// account at the key's own address (keyAddr = AddressOf(suite, key)), or
+// else the account the key was rotated onto. It returns ErrNoRecord when
+// neither exists. Whether the key is still the account's current one is
+// for the caller to compare (Account.Suite and Account.PublicKey).
+func (c *Client) AccountByKey(ctx context.Context, keyAddr crypto.Address) (crypto.Address, *Account, error) {
+	a, err := c.Account(ctx, keyAddr)
+	if err == nil || !errors.Is(err, ErrNoRecord) {
+		return keyAddr, a, err
+	}
+	raw, _, err := c.GetRaw(ctx, 0, KeyAlias(keyAddr))
+	if err != nil {
+		return crypto.Address{}, nil, fmt.Errorf("key %s: %w", keyAddr, err)
+	}
+	owner, err := crypto.AddressFromBytes(raw)
+	if err != nil {
+		return crypto.Address{}, nil, fmt.Errorf("govchain: alias of key %s: %w", keyAddr, err)
+	}
+	a, err = c.Account(ctx, owner)
+	return owner, a, err
+}
+
 // List returns every record under a List* prefix at the latest height,
 // asking page after page (each starts after the last key of the one
 // before) until the node says there is no more. Lists carry no proofs;

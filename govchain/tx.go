@@ -47,6 +47,18 @@ func RotationStatement(chainID string, account crypto.Address, suite string, pub
 	return binary.BigEndian.AppendUint64(out, nonce)
 }
 
+// NewRotateKey builds the rotate-key message that moves account to next's
+// key, for the rotation tx that will carry nonce: next signs the
+// RotationStatement. The tx itself is signed by the account's current key.
+func NewRotateKey(chainID string, account crypto.Address, nonce uint64, next crypto.Signer) (*MsgRotateKey, error) {
+	suite := string(next.Suite())
+	sig, err := next.Sign(RotationStatement(chainID, account, suite, next.PublicKey(), nonce))
+	if err != nil {
+		return nil, fmt.Errorf("sign rotation statement: %w", err)
+	}
+	return &MsgRotateKey{NewSuite: suite, NewPublicKey: next.PublicKey(), NewSignature: sig}, nil
+}
+
 // NewTx builds and signs a tx carrying msg. For an account whose key was
 // rotated, set body.Account to its address first.
 func NewTx(s crypto.Signer, chainID string, nonce uint64, body *TxBody) ([]byte, error) {
