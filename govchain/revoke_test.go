@@ -3,6 +3,7 @@ package govchain
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -269,11 +270,43 @@ func (c *chain) txAs(s crypto.Signer, acct []byte, m proto.Message) []byte {
 func (c *chain) rotation(acct []byte, next crypto.Signer) *MsgRotateKey {
 	c.t.Helper()
 	a, _ := crypto.AddressFromBytes(acct)
-	sig, err := next.Sign(RotationStatement(testChain, a, string(next.Suite()), next.PublicKey(), c.nonces[a]+1))
+	m, err := NewRotateKey(testChain, a, c.nonces[a]+1, next)
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	return &MsgRotateKey{NewSuite: string(next.Suite()), NewPublicKey: next.PublicKey(), NewSignature: sig}
+	return m
+}
+
+func TestNewCodesErrorsIs(t *testing.T) {
+	for _, tc := range []struct {
+		code     uint32
+		sentinel error
+	}{{CodeStaleKey, ErrStaleKey}, {CodeRevoked, ErrRevoked}, {CodeLimit, ErrLimit}} {
+		if err := TxErrorFromResult(tc.code, "x"); !errors.Is(err, tc.sentinel) || errors.Is(err, ErrBadSignature) {
+			t.Fatalf("code %d: errors.Is does not match its sentinel", tc.code)
+		}
+	}
+}
+
+// A rotation statement changes with every field it names.
+func TestRotationStatementBindsEveryField(t *testing.T) {
+	a, b := crypto.SignerAddress(crypto.DevSigner("a")), crypto.SignerAddress(crypto.DevSigner("b"))
+	base := RotationStatement("c", a, "ed25519", []byte{1, 2}, 7)
+	for name, other := range map[string][]byte{
+		"chain":   RotationStatement("d", a, "ed25519", []byte{1, 2}, 7),
+		"account": RotationStatement("c", b, "ed25519", []byte{1, 2}, 7),
+		"suite":   RotationStatement("c", a, "ed448", []byte{1, 2}, 7),
+		"key":     RotationStatement("c", a, "ed25519", []byte{1, 3}, 7),
+		"nonce":   RotationStatement("c", a, "ed25519", []byte{1, 2}, 8),
+		"shifted": RotationStatement("c", a, "ed2551", []byte{9, 1, 2}, 7),
+	} {
+		if bytes.Equal(base, other) {
+			t.Fatalf("%s does not change the statement", name)
+		}
+	}
+	if !bytes.HasPrefix(base, []byte(rotateDomain)) || bytes.HasPrefix(base, []byte(signDomain)) {
+		t.Fatal("rotation statements must carry their own domain tag")
+	}
 }
 
 func TestRotateKey(t *testing.T) {
