@@ -203,7 +203,7 @@ func (f *govFlags) paramsCmd() *cobra.Command {
 		Short: "Show the governance parameters (proven)",
 		Args:  exactArgs(),
 		RunE: func(c *cobra.Command, args []string) error {
-			return f.show(c, kind{name: "params", cols: []string{"quorum_num", "quorum_den", "voting_period", "max_tx_bytes"},
+			return f.show(c, kind{name: "params", cols: []string{"quorum_num", "quorum_den", "voting_period", "max_tx_bytes", "max_open_applications", "max_applications_per_applicant"},
 				newT: func() proto.Message { return &govchain.Params{} }}, govchain.KeyParams(), "params")
 		},
 	}

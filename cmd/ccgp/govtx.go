@@ -132,7 +132,8 @@ func accountTxs(f *govFlags) []*cobra.Command {
 	revoke := &cobra.Command{
 		Use:   "revoke ACCOUNT",
 		Short: "Revoke an account: at once for your own org's, by vote for another org's",
-		Long: `Revoke an account (an address, or a key name in HOME/keys).
+		Long: `Revoke an account: its address, or the name of the key in HOME/keys that
+it was created with (after a rotation, give the address).
 
 Sent by a governor or operator of the account's own org, it takes effect in
 the block that commits it. Sent by a governor of a genesis org for another
