@@ -348,6 +348,7 @@ func (a *Application) FinalizeBlock(_ context.Context, req *abci.FinalizeBlockRe
 		resp.TxResults[i] = res
 		resp.ValidatorUpdates = append(resp.ValidatorUpdates, vals...)
 	}
+	resp.ValidatorUpdates = lastUpdatePerKey(resp.ValidatorUpdates)
 	evs, err := a.expireProposals(height)
 	if err != nil {
 		return nil, fmt.Errorf("govchain: height %d: %w", height, err)
@@ -355,6 +356,28 @@ func (a *Application) FinalizeBlock(_ context.Context, req *abci.FinalizeBlockRe
 	resp.Events = evs
 	resp.AppHash = a.tree.WorkingHash()
 	return resp, nil
+}
+
+// lastUpdatePerKey keeps, for each validator key, only its last update in
+// the block (at the place of its first): CometBFT refuses a block whose
+// updates name one key twice, as a vote that admits a validator and an
+// expulsion that removes it could in one block.
+func lastUpdatePerKey(ups []abci.ValidatorUpdate) []abci.ValidatorUpdate {
+	if len(ups) < 2 {
+		return ups
+	}
+	at := make(map[string]int, len(ups))
+	out := ups[:0:0]
+	for _, u := range ups {
+		k := u.PubKeyType + "/" + string(u.PubKeyBytes)
+		if i, ok := at[k]; ok {
+			out[i] = u
+			continue
+		}
+		at[k] = len(out)
+		out = append(out, u)
+	}
+	return out
 }
 
 func (a *Application) execTx(raw []byte, height uint64) (*abci.ExecTxResult, []abci.ValidatorUpdate, error) {

@@ -1118,6 +1118,9 @@ func (x *execCtx) expel(org *Org) error {
 	if err := x.revokeServices(func(s *Service) bool { return s.Org == org.Id }); err != nil {
 		return err
 	}
+	if err := x.removeValidators(org.Id); err != nil {
+		return err
+	}
 	if !elector {
 		return nil
 	}
@@ -1127,6 +1130,44 @@ func (x *execCtx) expel(org *Org) error {
 	}
 	x.st.set([]byte(keyElectorate), be64(uint64(e-1)))
 	return x.recount(org.Id)
+}
+
+// removeValidators takes an expelled org's validators out of the consensus
+// set (power 0; the node records keep their status), unless that would
+// leave no validator at all: then they stay until others are voted in.
+func (x *execCtx) removeValidators(org string) error {
+	keys, err := x.keysUnder(prefixNode)
+	if err != nil {
+		return err
+	}
+	var total, theirs int64
+	var nodes []*Node
+	for _, k := range keys {
+		n := &Node{}
+		if _, err := load(x.st, k, n); err != nil {
+			return err
+		}
+		if n.Status != NodeStatus_NODE_ACTIVE || n.Power <= 0 || len(n.ConsensusPubKey) == 0 {
+			continue
+		}
+		total += n.Power
+		if n.Org == org {
+			theirs += n.Power
+			nodes = append(nodes, n)
+		}
+	}
+	if theirs == 0 || theirs == total {
+		return nil
+	}
+	for _, n := range nodes {
+		x.valUpdates = append(x.valUpdates, abci.ValidatorUpdate{Power: 0, PubKeyType: "ed25519", PubKeyBytes: n.ConsensusPubKey})
+		n.Power = 0
+		x.emit("node", "id", n.Id, "org", org, "power", "0")
+		if err := x.st.put(KeyNode(n.Id), n); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // recount takes an expelled genesis org out of every proposal still voting:

@@ -544,3 +544,34 @@ func TestMisbehaviourDeterministic(t *testing.T) {
 		t.Fatalf("org-c: %v", org.Status)
 	}
 }
+
+func TestExpelRemovesValidators(t *testing.T) {
+	app, _ := NewInMemoryApp(nil)
+	gs := genesisFor("org-a", "org-b", "org-c")
+	for i, o := range []string{"org-a", "org-b", "org-c"} {
+		gs.Nodes = append(gs.Nodes, &GenesisNode{Id: fmt.Sprintf("%040x", i+1), Org: o, ConsensusPubKey: crypto.DevSigner("val-" + o).PublicKey(), Power: 10})
+	}
+	c := newChain(t, app, gs)
+	id := proposalID(t, c.ok(gov("org-a"), &MsgProposeExpelOrg{Org: "org-c"}))
+	c.ok(gov("org-a"), &MsgVote{ProposalId: id, Approve: true})
+	resp := c.block(c.tx(gov("org-b"), &MsgVote{ProposalId: id, Approve: true}))
+	if r := resp.TxResults[0]; r.Code != CodeOK {
+		t.Fatalf("vote: %d %s", r.Code, r.Log)
+	}
+	if len(resp.ValidatorUpdates) != 1 || resp.ValidatorUpdates[0].Power != 0 ||
+		!bytes.Equal(resp.ValidatorUpdates[0].PubKeyBytes, crypto.DevSigner("val-org-c").PublicKey()) {
+		t.Fatalf("validator updates of an expulsion: %v", resp.ValidatorUpdates)
+	}
+	n := &Node{}
+	c.get(KeyNode(fmt.Sprintf("%040x", 3)), n)
+	if n.Power != 0 {
+		t.Fatalf("expelled org's node: %v", n)
+	}
+
+	// One key updated twice in a block: only the last update is kept.
+	k1, k2 := []byte("k1"), []byte("k2")
+	got := lastUpdatePerKey([]abci.ValidatorUpdate{{PubKeyType: "ed25519", PubKeyBytes: k1, Power: 10}, {PubKeyType: "ed25519", PubKeyBytes: k2, Power: 5}, {PubKeyType: "ed25519", PubKeyBytes: k1, Power: 0}})
+	if len(got) != 2 || !bytes.Equal(got[0].PubKeyBytes, k1) || got[0].Power != 0 || got[1].Power != 5 {
+		t.Fatalf("deduplicated updates: %v", got)
+	}
+}
