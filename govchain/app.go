@@ -24,8 +24,9 @@ const (
 	// QueryKey returns the value at the key in Data, with an ICS-23 proof of
 	// membership or absence when Prove is set.
 	QueryKey = "/key"
-	// QueryList returns every record whose key starts with Data, as a
-	// ListResult, without proofs (at most maxListItems).
+	// QueryList takes a ListRequest in Data and returns one page of the
+	// records under its prefix, as a ListResult, without proofs. A page holds
+	// at most the node's page size (10 000); Truncated says more follow.
 	QueryList = "/list"
 	// QueryLedgerFind takes pipe + 0x00 + big-endian sequence and returns,
 	// as the value, the key of the ledger entry whose range holds it (read
@@ -37,7 +38,8 @@ const (
 )
 
 const (
-	maxListItems = 10000
+	// listPageSize is the most items one list query returns.
+	listPageSize = 10000
 	// keepVersions is how many past versions stay queryable with proofs.
 	keepVersions = 10000
 	appVersion   = 1
@@ -61,6 +63,7 @@ type Application struct {
 	// the working tree that FinalizeBlock is changing.
 	committed *iavl.ImmutableTree
 	verified  *sigCache
+	listPage  int // items per list page: listPageSize; tests set it lower
 }
 
 var _ abci.Application = (*Application)(nil)
@@ -85,7 +88,7 @@ func newApp(db idb.DB, log *slog.Logger) (*Application, error) {
 	if _, err := tree.Load(); err != nil {
 		return nil, fmt.Errorf("govchain: load state: %w", err)
 	}
-	a := &Application{db: db, tree: tree, log: log, verified: newSigCache()}
+	a := &Application{db: db, tree: tree, log: log, verified: newSigCache(), listPage: listPageSize}
 	if err := a.refreshCommitted(); err != nil {
 		return nil, err
 	}
@@ -147,8 +150,15 @@ func (a *Application) Info(context.Context, *abci.InfoRequest) (*abci.InfoRespon
 
 // DefaultParams are the parameters a genesis without any gets.
 func DefaultParams() *Params {
-	return &Params{QuorumNum: 2, QuorumDen: 3, VotingPeriod: 1000, MaxTxBytes: DefaultMaxTxBytes}
+	return &Params{QuorumNum: 2, QuorumDen: 3, VotingPeriod: 1000, MaxTxBytes: DefaultMaxTxBytes,
+		MaxOpenApplications: DefaultMaxOpenApplications, MaxApplicationsPerApplicant: DefaultMaxApplicationsPerApplicant}
 }
+
+// Defaults of the bounds on membership applications.
+const (
+	DefaultMaxOpenApplications         = 64
+	DefaultMaxApplicationsPerApplicant = 1
+)
 
 // ParseGenesisState decodes the app_state of a genesis document.
 func ParseGenesisState(b []byte) (*GenesisState, error) {
@@ -194,6 +204,12 @@ func (a *Application) initState(chainID string, gs *GenesisState) error {
 	}
 	if p.MaxTxBytes == 0 {
 		p.MaxTxBytes = DefaultMaxTxBytes
+	}
+	if p.MaxOpenApplications == 0 {
+		p.MaxOpenApplications = DefaultMaxOpenApplications
+	}
+	if p.MaxApplicationsPerApplicant == 0 {
+		p.MaxApplicationsPerApplicant = DefaultMaxApplicationsPerApplicant
 	}
 	if len(gs.Orgs) == 0 {
 		return errors.New("govchain: genesis lists no orgs")
@@ -262,6 +278,9 @@ func (a *Application) CheckTx(_ context.Context, req *abci.CheckTxRequest) (*abc
 }
 
 // checkSender returns the sender's account (nil for an applicant's new key).
+// The tx's key must be the account's current key: after a rotation the
+// old key is refused (CodeStaleKey) even though the address still derives
+// from it.
 func (a *Application) checkSender(r reader, tx *DecodedTx) (*Account, *TxError, error) {
 	acct := &Account{}
 	found, err := load(r, KeyAccount(tx.Sender), acct)
@@ -269,13 +288,37 @@ func (a *Application) checkSender(r reader, tx *DecodedTx) (*Account, *TxError, 
 		return nil, nil, err
 	}
 	_, applying := tx.Body.Msg.(*TxBody_ApplyOrg)
+	named := len(tx.Body.Account) != 0
+	name := msgName(tx.Body)
 	switch {
-	case !found && applying:
+	case !found && applying && !named:
 		return nil, nil, nil
+	case !found && !named:
+		// A rotated-to key signing without naming its account.
+		if owner, ok, err := keyOwner(r, tx.Sender); err != nil || ok {
+			if err != nil {
+				return nil, nil, err
+			}
+			return nil, reject(CodeUnknownSender, "%s: key %s is account %s's key since a rotation; name that account in the tx (TxBody.account)", name, tx.Sender, owner), nil
+		}
+		return nil, reject(CodeUnknownSender, "%s: account %s is not on chain", name, tx.Sender), nil
 	case !found:
-		return nil, reject(CodeUnknownSender, "%s: account %s is not on chain", msgName(tx.Body), tx.Sender), nil
+		return nil, reject(CodeUnknownSender, "%s: account %s is not on chain", name, tx.Sender), nil
+	case acct.Suite != tx.Suite || !bytes.Equal(acct.PublicKey, tx.PubKey):
+		for _, k := range acct.PreviousKeys {
+			if k.Suite == tx.Suite && bytes.Equal(k.PublicKey, tx.PubKey) {
+				return nil, reject(CodeStaleKey, "%s: account %s rotated this key away at height %d; sign with its current key", name, tx.Sender, k.UntilHeight), nil
+			}
+		}
+		return nil, reject(CodeStaleKey, "%s: the tx's key is not account %s's current key", name, tx.Sender), nil
 	case tx.Body.Nonce <= acct.Nonce:
-		return nil, reject(CodeBadNonce, "%s: nonce %d already used by %s (last %d): replayed tx", msgName(tx.Body), tx.Body.Nonce, tx.Sender, acct.Nonce), nil
+		return nil, reject(CodeBadNonce, "%s: nonce %d already used by %s (last %d): replayed tx", name, tx.Body.Nonce, tx.Sender, acct.Nonce), nil
+	case acct.Status == AccountStatus_ACCOUNT_REVOKED:
+		return acct, reject(CodeRevoked, "%s: account %s was revoked at height %d and may send no tx", name, tx.Sender, acct.RevokedHeight), nil
+	case applying && (acct.Status == AccountStatus_ACCOUNT_REJECTED || acct.Status == AccountStatus_ACCOUNT_PENDING):
+		// A refused key may apply again; a pending one meets the
+		// per-applicant bound (or "already belongs") in applyOrg.
+		return acct, nil, nil
 	case applying:
 		return acct, reject(CodeInvalid, "apply-org: account %s already belongs to org %s; an application is signed by the applicant's new key", tx.Sender, acct.Org), nil
 	case acct.Status == AccountStatus_ACCOUNT_PENDING:
@@ -305,6 +348,7 @@ func (a *Application) FinalizeBlock(_ context.Context, req *abci.FinalizeBlockRe
 		resp.TxResults[i] = res
 		resp.ValidatorUpdates = append(resp.ValidatorUpdates, vals...)
 	}
+	resp.ValidatorUpdates = lastUpdatePerKey(resp.ValidatorUpdates)
 	evs, err := a.expireProposals(height)
 	if err != nil {
 		return nil, fmt.Errorf("govchain: height %d: %w", height, err)
@@ -312,6 +356,28 @@ func (a *Application) FinalizeBlock(_ context.Context, req *abci.FinalizeBlockRe
 	resp.Events = evs
 	resp.AppHash = a.tree.WorkingHash()
 	return resp, nil
+}
+
+// lastUpdatePerKey keeps, for each validator key, only its last update in
+// the block (at the place of its first): CometBFT refuses a block whose
+// updates name one key twice, as a vote that admits a validator and an
+// expulsion that removes it could in one block.
+func lastUpdatePerKey(ups []abci.ValidatorUpdate) []abci.ValidatorUpdate {
+	if len(ups) < 2 {
+		return ups
+	}
+	at := make(map[string]int, len(ups))
+	out := ups[:0:0]
+	for _, u := range ups {
+		k := u.PubKeyType + "/" + string(u.PubKeyBytes)
+		if i, ok := at[k]; ok {
+			out[i] = u
+			continue
+		}
+		at[k] = len(out)
+		out = append(out, u)
+	}
+	return out
 }
 
 func (a *Application) execTx(raw []byte, height uint64) (*abci.ExecTxResult, []abci.ValidatorUpdate, error) {
@@ -338,7 +404,7 @@ func (a *Application) execTx(raw []byte, height uint64) (*abci.ExecTxResult, []a
 			return nil, nil, err
 		}
 	}
-	x := &execCtx{st: newOverlay(a.tree), base: a.tree, height: height, params: a.params, sender: sender,
+	x := &execCtx{chainID: a.chainID, st: newOverlay(a.tree), base: a.tree, height: height, params: a.params, sender: sender,
 		senderAddr: tx.Sender, suite: tx.Suite, pubKey: tx.PubKey, nonce: tx.Body.Nonce}
 	rej, err = x.deliver(tx.Body)
 	if err != nil {
@@ -371,7 +437,7 @@ func (a *Application) expireProposals(height uint64) ([]abci.Event, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	x := &execCtx{st: newOverlay(a.tree), base: a.tree, height: height, params: a.params}
+	x := &execCtx{chainID: a.chainID, st: newOverlay(a.tree), base: a.tree, height: height, params: a.params}
 	for _, id := range ids {
 		p := &Proposal{}
 		if _, err := load(x.st, KeyProposal(id), p); err != nil {
@@ -453,13 +519,28 @@ func (a *Application) Query(_ context.Context, req *abci.QueryRequest) (*abci.Qu
 			resp.Code, resp.Log = CodeNotFound, "no record at this key"
 		}
 	case QueryList:
-		if !strings.HasSuffix(string(req.Data), "/") {
+		lr := &ListRequest{}
+		if err := proto.Unmarshal(req.Data, lr); err != nil {
+			return &abci.QueryResponse{Code: CodeMalformed, Log: fmt.Sprintf("list request does not decode: %v", err)}, nil
+		}
+		if !strings.HasSuffix(lr.Prefix, "/") {
 			return &abci.QueryResponse{Code: CodeInvalid, Log: "list prefix must end in '/'"}, nil
 		}
 		res := &ListResult{}
-		end := append([]byte(string(req.Data[:len(req.Data)-1])), '/'+1)
-		t.IterateRange(req.Data, end, true, func(k, v []byte) bool {
-			if len(res.Items) == maxListItems {
+		end := append([]byte(lr.Prefix[:len(lr.Prefix)-1]), '/'+1)
+		start := []byte(lr.Prefix)
+		if len(lr.After) != 0 {
+			if !bytes.HasPrefix(lr.After, start) {
+				return &abci.QueryResponse{Code: CodeInvalid, Log: "list cursor is not under the prefix"}, nil
+			}
+			start = append(bytes.Clone(lr.After), 0) // the smallest key after the cursor
+		}
+		limit := a.listPage
+		if lr.Limit != 0 && int(lr.Limit) < limit {
+			limit = int(lr.Limit)
+		}
+		t.IterateRange(start, end, true, func(k, v []byte) bool {
+			if len(res.Items) == limit {
 				res.Truncated = true
 				return true
 			}

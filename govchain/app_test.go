@@ -150,6 +150,9 @@ func (c *chain) admitAccount(s crypto.Signer, role Role, newKey crypto.Signer) {
 
 func addr(s crypto.Signer) []byte { a := crypto.SignerAddress(s); return a[:] }
 
+// fp is a TLS certificate fingerprint for services in tests.
+var fp = make([]byte, 32)
+
 // consortium builds: org-a and org-b each with relay, subchain, app,
 // contract; org-d admitted by vote.
 func (c *chain) consortium() {
@@ -157,7 +160,7 @@ func (c *chain) consortium() {
 	for _, o := range []string{"org-a", "org-b"} {
 		cc := crypto.DevSigner("cc-" + o)
 		c.admitAccount(gov(o), Role_ROLE_CROSSCHAIN, cc)
-		c.ok(gov(o), &MsgRegisterService{RelayId: "relay-" + o, Address: "127.0.0.1:7000", Account: addr(cc)})
+		c.ok(gov(o), &MsgRegisterService{RelayId: "relay-" + o, Address: "127.0.0.1:7000", TlsCertSha256: fp, Account: addr(cc)})
 		c.ok(gov(o), &MsgRegisterSubchain{Id: "chain-" + o, Kind: "simchain", RelayId: "relay-" + o})
 		c.ok(gov(o), &MsgRegisterApp{Id: "app-" + o, Subchain: "chain-" + o, Account: addr(cc)})
 		c.ok(gov(o), &MsgRegisterContract{Id: "ct-" + o, App: "app-" + o, Address: "0xabc"})
@@ -176,7 +179,7 @@ func TestOrgAdmissionByVote(t *testing.T) {
 		t.Fatalf("org before votes: %v", org.Status)
 	}
 	// A pending account may not act yet.
-	c.rejected(applicant, &MsgRegisterService{RelayId: "r", Address: "127.0.0.1:1", Account: addr(applicant)}, CodeUnauthorized, "pending")
+	c.rejected(applicant, &MsgRegisterService{RelayId: "r", Address: "127.0.0.1:1", TlsCertSha256: fp, Account: addr(applicant)}, CodeUnauthorized, "pending")
 
 	c.ok(gov("org-a"), &MsgVote{ProposalId: id, Approve: true})
 	c.rejected(gov("org-a"), &MsgVote{ProposalId: id, Approve: true}, CodeDoubleVote, "already voted")
@@ -330,13 +333,14 @@ func TestRegistryRejections(t *testing.T) {
 		code uint32
 		want string
 	}{
-		{"service bad address", &MsgRegisterService{RelayId: "r1", Address: "nope", Account: addr(ccA)}, CodeInvalid, "host:port"},
+		{"service bad address", &MsgRegisterService{RelayId: "r1", Address: "nope", TlsCertSha256: fp, Account: addr(ccA)}, CodeInvalid, "host:port"},
 		{"service bad fingerprint", &MsgRegisterService{RelayId: "r1", Address: "127.0.0.1:1", TlsCertSha256: []byte{1}, Account: addr(ccA)}, CodeInvalid, "fingerprint"},
-		{"service other org account", &MsgRegisterService{RelayId: "r1", Address: "127.0.0.1:1", Account: addr(ccB)}, CodeUnauthorized, "belongs to org org-b"},
-		{"service governor account", &MsgRegisterService{RelayId: "r1", Address: "127.0.0.1:1", Account: addr(ga)}, CodeInvalid, "cross-chain"},
-		{"service pending account", &MsgRegisterService{RelayId: "r1", Address: "127.0.0.1:1", Account: addr(pendingCC)}, CodeBadState, "not active"},
-		{"service unknown account", &MsgRegisterService{RelayId: "r1", Address: "127.0.0.1:1", Account: addr(crypto.DevSigner("nobody"))}, CodeNotFound, "does not exist"},
-		{"service duplicate", &MsgRegisterService{RelayId: "relay-org-a", Address: "127.0.0.1:1", Account: addr(ccA)}, CodeExists, "already registered"},
+		{"service no fingerprint", &MsgRegisterService{RelayId: "r1", Address: "127.0.0.1:1", Account: addr(ccA)}, CodeInvalid, "TLS fingerprint must be"},
+		{"service other org account", &MsgRegisterService{RelayId: "r1", Address: "127.0.0.1:1", TlsCertSha256: fp, Account: addr(ccB)}, CodeUnauthorized, "belongs to org org-b"},
+		{"service governor account", &MsgRegisterService{RelayId: "r1", Address: "127.0.0.1:1", TlsCertSha256: fp, Account: addr(ga)}, CodeInvalid, "cross-chain"},
+		{"service pending account", &MsgRegisterService{RelayId: "r1", Address: "127.0.0.1:1", TlsCertSha256: fp, Account: addr(pendingCC)}, CodeBadState, "not active"},
+		{"service unknown account", &MsgRegisterService{RelayId: "r1", Address: "127.0.0.1:1", TlsCertSha256: fp, Account: addr(crypto.DevSigner("nobody"))}, CodeNotFound, "does not exist"},
+		{"service duplicate", &MsgRegisterService{RelayId: "relay-org-a", Address: "127.0.0.1:1", TlsCertSha256: fp, Account: addr(ccA)}, CodeExists, "already registered"},
 		{"subchain unknown relay", &MsgRegisterSubchain{Id: "s1", Kind: "simchain", RelayId: "nope"}, CodeNotFound, "not registered"},
 		{"subchain other org relay", &MsgRegisterSubchain{Id: "s1", Kind: "simchain", RelayId: "relay-org-b"}, CodeUnauthorized, "belongs to org org-b"},
 		{"subchain duplicate", &MsgRegisterSubchain{Id: "chain-org-a", Kind: "simchain", RelayId: "relay-org-a"}, CodeExists, "already registered"},
@@ -516,7 +520,7 @@ func TestQueryPaths(t *testing.T) {
 	if r := q(QueryKey, KeyOrg("nope")); r.Code != CodeNotFound || r.ProofOps == nil {
 		t.Fatalf("missing org query must say so with an absence proof: %v", r)
 	}
-	r := q(QueryList, []byte(ListOrgs))
+	r := q(QueryList, listReq(ListOrgs, nil, 0))
 	var lr ListResult
 	if err := proto.Unmarshal(r.Value, &lr); err != nil || len(lr.Items) != 3 {
 		t.Fatalf("list orgs: %v %v", lr.Items, err)
@@ -524,7 +528,7 @@ func TestQueryPaths(t *testing.T) {
 	if r := q("/nope", nil); r.Code != CodeInvalid {
 		t.Fatalf("unknown path: %v", r)
 	}
-	if r := q(QueryList, []byte("o")); r.Code != CodeInvalid {
+	if r := q(QueryList, listReq("o", nil, 0)); r.Code != CodeInvalid {
 		t.Fatalf("bad prefix: %v", r)
 	}
 	if r, _ := c.app.Query(context.Background(), &abci.QueryRequest{Path: QueryKey, Data: KeyOrg("org-a"), Height: 99999}); r.Code != CodeNotFound {

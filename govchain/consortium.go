@@ -16,7 +16,7 @@ type Participant struct {
 	Admin    crypto.Signer // governor of a genesis org, or the applicant's key
 	Relay    string
 	Address  string // the relay's QUIC host:port
-	TLSCert  []byte // SHA-256 of the relay's TLS certificate (optional)
+	TLSCert  []byte // SHA-256 of the relay's TLS certificate (required)
 	RelayKey crypto.Signer
 	Subchain string
 	Kind     string // chain plugin kind

@@ -23,6 +23,9 @@ const (
 	CodeBadState      uint32 = 11 // the record is not in a state that allows this
 	CodeDoubleVote    uint32 = 12 // the org already voted on this proposal
 	CodeExpired       uint32 = 13 // the proposal's deadline has passed
+	CodeStaleKey      uint32 = 14 // the tx's key is not the account's current key (rotated away)
+	CodeRevoked       uint32 = 15 // the sending account is revoked (or its org expelled)
+	CodeLimit         uint32 = 16 // a bound on free requests (open applications) is reached
 )
 
 // TxError is a tx rejection: a result code and the reason in words. Clients
@@ -56,6 +59,9 @@ var (
 	ErrBadState      = &TxError{Code: CodeBadState}
 	ErrDoubleVote    = &TxError{Code: CodeDoubleVote}
 	ErrExpired       = &TxError{Code: CodeExpired}
+	ErrStaleKey      = &TxError{Code: CodeStaleKey}
+	ErrRevoked       = &TxError{Code: CodeRevoked}
+	ErrLimit         = &TxError{Code: CodeLimit}
 )
 
 func reject(code uint32, format string, args ...any) *TxError {

@@ -1,8 +1,10 @@
 package govchain
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"regexp"
@@ -19,6 +21,7 @@ const (
 	maxNameLen      = 128
 	maxAddressLen   = 256
 	maxReasonLen    = 256
+	maxPreviousKeys = 16
 	maxPipePayload  = 1 << 20
 	defaultPayload  = 64 << 10
 	consensusKeyLen = 32
@@ -36,6 +39,7 @@ func validID(what, id string) *TxError {
 // execCtx is one tx's view of the chain: the state through an overlay, the
 // block height, and the verified sender.
 type execCtx struct {
+	chainID    string
 	st         *overlay
 	base       *iavl.MutableTree // for range scans; reads go through st
 	height     uint64
@@ -97,6 +101,14 @@ func (x *execCtx) deliver(body *TxBody) (rej *TxError, err error) {
 		return x.txException(m.TxException)
 	case *TxBody_Resolve:
 		return x.resolve(m.Resolve)
+	case *TxBody_RevokeAccount:
+		return x.revokeAccount(m.RevokeAccount)
+	case *TxBody_ProposeExpelOrg:
+		return x.proposeExpelOrg(m.ProposeExpelOrg)
+	case *TxBody_RotateKey:
+		return x.rotateKey(m.RotateKey)
+	case *TxBody_UpdateService:
+		return x.updateService(m.UpdateService)
 	default:
 		return reject(CodeMalformed, "tx carries no known message"), nil
 	}
@@ -141,6 +153,14 @@ func msgName(body *TxBody) string {
 		return "tx-exception"
 	case *TxBody_Resolve:
 		return "resolve"
+	case *TxBody_RevokeAccount:
+		return "revoke-account"
+	case *TxBody_ProposeExpelOrg:
+		return "propose-expel-org"
+	case *TxBody_RotateKey:
+		return "rotate-key"
+	case *TxBody_UpdateService:
+		return "update-service"
 	}
 	return "unknown"
 }
@@ -180,8 +200,26 @@ func roleName(r Role) string {
 // ---- orgs, accounts, proposals ----
 
 func (x *execCtx) applyOrg(m *MsgApplyOrg) (*TxError, error) {
-	if x.sender != nil {
+	// Applications cost the applicant nothing, so they are bounded: per
+	// applicant (an application makes the key's account, and an account
+	// belongs to one org, so a limit above 1 cannot be reached) and in all.
+	mine, err := counter(x.st, keyApplying(x.senderAddr))
+	if err != nil {
+		return nil, err
+	}
+	if limit := x.params.applicationsPerApplicant(); mine >= limit {
+		return reject(CodeLimit, "apply-org: applicant %s already has %d application(s) voting, the most one applicant may (max_applications_per_applicant)", x.senderAddr, mine), nil
+	}
+	// A key whose earlier application or proposal was refused may apply
+	// again; any other account already belongs to an org.
+	if x.sender != nil && x.sender.Status != AccountStatus_ACCOUNT_REJECTED {
 		return reject(CodeInvalid, "apply-org: account %s already belongs to org %s; an application is signed by the applicant's new key", x.senderAddr, x.sender.Org), nil
+	}
+	if owner, ok, err := keyOwner(x.st, x.senderAddr); err != nil || ok {
+		if err != nil {
+			return nil, err
+		}
+		return reject(CodeExists, "apply-org: this key is account %s's (rotated onto it); an application needs a new key", owner), nil
 	}
 	if r := validID("org", m.Id); r != nil {
 		return r, nil
@@ -195,6 +233,19 @@ func (x *execCtx) applyOrg(m *MsgApplyOrg) (*TxError, error) {
 		}
 		return reject(CodeExists, "apply-org: org %s already exists", m.Id), nil
 	}
+	open, err := counter(x.st, []byte(keyOpenApps))
+	if err != nil {
+		return nil, err
+	}
+	if limit := x.params.openApplications(); open >= limit {
+		return reject(CodeLimit, "apply-org: %d applications are already voting, the most the chain takes (max_open_applications); apply again once some are decided", open), nil
+	}
+	if err := x.st.addCounter([]byte(keyOpenApps), 1); err != nil {
+		return nil, err
+	}
+	if err := x.st.addCounter(keyApplying(x.senderAddr), 1); err != nil {
+		return nil, err
+	}
 	if err := x.st.put(KeyOrg(m.Id), &Org{Id: m.Id, Name: m.Name, Status: OrgStatus_ORG_PENDING, SinceHeight: x.height}); err != nil {
 		return nil, err
 	}
@@ -206,7 +257,30 @@ func (x *execCtx) applyOrg(m *MsgApplyOrg) (*TxError, error) {
 	return x.propose(ProposalKind_PROPOSAL_ADMIT_ORG, m.Id, m.Id)
 }
 
+// openApplications and applicationsPerApplicant are the application bounds,
+// with the defaults for chains whose params predate them.
+func (p *Params) openApplications() uint64 {
+	if p.MaxOpenApplications == 0 {
+		return DefaultMaxOpenApplications
+	}
+	return uint64(p.MaxOpenApplications)
+}
+
+func (p *Params) applicationsPerApplicant() uint64 {
+	if p.MaxApplicationsPerApplicant == 0 {
+		return DefaultMaxApplicationsPerApplicant
+	}
+	return uint64(p.MaxApplicationsPerApplicant)
+}
+
+// propose opens a proposal without a reason.
 func (x *execCtx) propose(kind ProposalKind, subject, proposerOrg string) (*TxError, error) {
+	return x.proposeWhy(kind, subject, proposerOrg, "")
+}
+
+// proposeWhy opens a proposal. The electorate is the active genesis orgs,
+// less the subject of an expulsion: an org does not vote on its own.
+func (x *execCtx) proposeWhy(kind ProposalKind, subject, proposerOrg, reason string) (*TxError, error) {
 	next, err := x.st.Get([]byte(keyNextProp))
 	if err != nil {
 		return nil, err
@@ -220,9 +294,16 @@ func (x *execCtx) propose(kind ProposalKind, subject, proposerOrg string) (*TxEr
 	if err != nil {
 		return nil, err
 	}
+	if kind == ProposalKind_PROPOSAL_EXPEL_ORG {
+		if elector, err := x.isElector(subject); err != nil {
+			return nil, err
+		} else if elector {
+			electorate--
+		}
+	}
 	p := &Proposal{Id: id, Kind: kind, Subject: subject, ProposerOrg: proposerOrg, Proposer: x.senderAddr[:],
 		CreatedHeight: x.height, DeadlineHeight: x.height + x.params.VotingPeriod, Status: ProposalStatus_PROPOSAL_VOTING,
-		Electorate: electorate, QuorumNum: x.params.QuorumNum, QuorumDen: x.params.QuorumDen}
+		Electorate: electorate, QuorumNum: x.params.QuorumNum, QuorumDen: x.params.QuorumDen, Reason: reason}
 	if err := x.st.put(KeyProposal(id), p); err != nil {
 		return nil, err
 	}
@@ -241,8 +322,19 @@ func kindName(k ProposalKind) string {
 		return "add-validator"
 	case ProposalKind_PROPOSAL_PIPE_MODE:
 		return "pipe-mode"
+	case ProposalKind_PROPOSAL_REVOKE_ACCOUNT:
+		return "revoke-account"
+	case ProposalKind_PROPOSAL_EXPEL_ORG:
+		return "expel-org"
 	}
 	return "unspecified"
+}
+
+// isElector says whether org is an active genesis org: one that votes.
+func (x *execCtx) isElector(id string) (bool, error) {
+	org := &Org{}
+	found, err := load(x.st, KeyOrg(id), org)
+	return found && org.Genesis && org.Status == OrgStatus_ORG_ACTIVE, err
 }
 
 // genesisOrgs counts the electorate: active genesis orgs. Kept as a counter
@@ -282,12 +374,24 @@ func (x *execCtx) vote(m *MsgVote) (*TxError, error) {
 	if x.height > p.DeadlineHeight {
 		return reject(CodeExpired, "vote: proposal %d closed at height %d", p.Id, p.DeadlineHeight), nil
 	}
+	if p.Kind == ProposalKind_PROPOSAL_EXPEL_ORG && p.Subject == org.Id {
+		return reject(CodeUnauthorized, "vote: org %s does not vote on its own expulsion (proposal %d)", org.Id, p.Id), nil
+	}
 	for _, v := range p.Votes {
 		if v.Org == org.Id {
 			return reject(CodeDoubleVote, "vote: org %s already voted on proposal %d", org.Id, p.Id), nil
 		}
 	}
 	p.Votes = append(p.Votes, &Vote{Org: org.Id, Voter: x.senderAddr[:], Approve: m.Approve, Height: x.height})
+	// Emitted before a decision's own events, which may cascade.
+	x.emit("vote", "proposal", fmt.Sprint(p.Id), "org", org.Id, "approve", fmt.Sprint(m.Approve))
+	return nil, x.decideIfDone(p)
+}
+
+// tally says whether p's votes decide it: it passes when yes votes * den >
+// electorate * num, and fails when it could not pass even if every elector
+// yet to vote said yes.
+func tally(p *Proposal) (decided, pass bool) {
 	var yes, no uint64
 	for _, v := range p.Votes {
 		if v.Approve {
@@ -299,20 +403,19 @@ func (x *execCtx) vote(m *MsgVote) (*TxError, error) {
 	e, num, den := uint64(p.Electorate), uint64(p.QuorumNum), uint64(p.QuorumDen)
 	switch {
 	case yes*den > e*num:
-		if err := x.decide(p, true); err != nil {
-			return nil, err
-		}
-	case (e-no)*den <= e*num: // even if every remaining org says yes, it cannot pass
-		if err := x.decide(p, false); err != nil {
-			return nil, err
-		}
-	default:
-		if err := x.st.put(KeyProposal(p.Id), p); err != nil {
-			return nil, err
-		}
+		return true, true
+	case no >= e || (e-no)*den <= e*num:
+		return true, false
 	}
-	x.emit("vote", "proposal", fmt.Sprint(p.Id), "org", org.Id, "approve", fmt.Sprint(m.Approve))
-	return nil, nil
+	return false, false
+}
+
+// decideIfDone decides p if its votes do, else saves it.
+func (x *execCtx) decideIfDone(p *Proposal) error {
+	if decided, pass := tally(p); decided {
+		return x.decide(p, pass)
+	}
+	return x.st.put(KeyProposal(p.Id), p)
 }
 
 func proposalStatusName(s ProposalStatus) string {
@@ -361,6 +464,13 @@ func (x *execCtx) settle(p *Proposal, pass bool) error {
 			return err
 		}
 		addr, _ := crypto.AddressFromBytes(p.Proposer)
+		// The application stops counting against the bounds.
+		if err := x.st.addCounter([]byte(keyOpenApps), -1); err != nil {
+			return err
+		}
+		if err := x.st.addCounter(keyApplying(addr), -1); err != nil {
+			return err
+		}
 		return x.settleAccount(addr, pass)
 	case ProposalKind_PROPOSAL_ADD_ACCOUNT:
 		addr, err := crypto.ParseAddress(p.Subject)
@@ -391,6 +501,30 @@ func (x *execCtx) settle(p *Proposal, pass bool) error {
 		pp.Mode = p.Mode
 		x.emit("pipe", "id", pp.Id, "mode", strings.ToLower(strings.TrimPrefix(pp.Mode.String(), "MODE_")))
 		return x.st.put(KeyPipe(pp.Id), pp)
+	case ProposalKind_PROPOSAL_REVOKE_ACCOUNT:
+		if !pass {
+			return nil
+		}
+		addr, err := crypto.ParseAddress(p.Subject)
+		if err != nil {
+			return fmt.Errorf("state: proposal %d subject: %w", p.Id, err)
+		}
+		a := &Account{}
+		found, err := load(x.st, KeyAccount(addr), a)
+		if err != nil || !found || a.Status == AccountStatus_ACCOUNT_REVOKED {
+			return err // revoked meanwhile by its own org: nothing left to do
+		}
+		return x.revoke(a, "account revoked", p.Reason)
+	case ProposalKind_PROPOSAL_EXPEL_ORG:
+		if !pass {
+			return nil
+		}
+		org := &Org{}
+		found, err := load(x.st, KeyOrg(p.Subject), org)
+		if err != nil || !found || org.Status == OrgStatus_ORG_EXPELLED {
+			return err
+		}
+		return x.expel(org)
 	}
 	return fmt.Errorf("state: proposal %d has unknown kind %d", p.Id, p.Kind)
 }
@@ -398,8 +532,8 @@ func (x *execCtx) settle(p *Proposal, pass bool) error {
 func (x *execCtx) settleAccount(addr crypto.Address, pass bool) error {
 	a := &Account{}
 	found, err := load(x.st, KeyAccount(addr), a)
-	if err != nil || !found {
-		return err
+	if err != nil || !found || a.Status != AccountStatus_ACCOUNT_PENDING {
+		return err // revoked while pending: a vote never brings it back
 	}
 	a.Status = AccountStatus_ACCOUNT_REJECTED
 	if pass {
@@ -434,6 +568,12 @@ func (x *execCtx) proposeAccount(m *MsgProposeAccount) (*TxError, error) {
 			return nil, err
 		}
 		return reject(CodeExists, "propose-account: account %s already exists", addr), nil
+	}
+	if owner, ok, err := keyOwner(x.st, addr); err != nil || ok {
+		if err != nil {
+			return nil, err
+		}
+		return reject(CodeExists, "propose-account: this key is account %s's (rotated onto it); a key serves one account", owner), nil
 	}
 	a := &Account{Address: addr[:], Org: org.Id, Role: m.Role, Suite: m.Suite, PublicKey: m.PublicKey,
 		Status: AccountStatus_ACCOUNT_PENDING, Name: m.Name}
@@ -493,11 +633,8 @@ func (x *execCtx) registerService(m *MsgRegisterService) (*TxError, error) {
 	if r := validID("relay", m.RelayId); r != nil {
 		return r, nil
 	}
-	if _, _, err := net.SplitHostPort(m.Address); err != nil || len(m.Address) > maxAddressLen {
-		return reject(CodeInvalid, "register-service %s: address %q is not host:port", m.RelayId, m.Address), nil
-	}
-	if len(m.TlsCertSha256) != 0 && len(m.TlsCertSha256) != 32 {
-		return reject(CodeInvalid, "register-service %s: TLS fingerprint must be a 32-byte SHA-256", m.RelayId), nil
+	if r := checkEndpoint("register-service "+m.RelayId, m.Address, m.TlsCertSha256); r != nil {
+		return r, nil
 	}
 	if r, err := x.crossChainAccount("register-service "+m.RelayId, m.Account, org.Id); r != nil || err != nil {
 		return r, err
@@ -508,9 +645,22 @@ func (x *execCtx) registerService(m *MsgRegisterService) (*TxError, error) {
 		}
 		return reject(CodeExists, "register-service: relay %s already registered", m.RelayId), nil
 	}
-	s := &Service{RelayId: m.RelayId, Org: org.Id, Address: m.Address, TlsCertSha256: m.TlsCertSha256, Account: m.Account, SinceHeight: x.height}
-	x.emit("service", "relay", m.RelayId, "org", org.Id)
+	s := &Service{RelayId: m.RelayId, Org: org.Id, Address: m.Address, TlsCertSha256: m.TlsCertSha256, Account: m.Account,
+		SinceHeight: x.height, Status: ServiceStatus_SERVICE_ACTIVE}
+	x.emit("service", "relay", m.RelayId, "org", org.Id, "status", "active")
 	return nil, x.st.put(KeyService(m.RelayId), s)
+}
+
+// checkEndpoint checks a service's QUIC address and TLS fingerprint, both
+// required: a relay is reachable and recognisable or not registered.
+func checkEndpoint(action, address string, fingerprint []byte) *TxError {
+	if _, _, err := net.SplitHostPort(address); err != nil || len(address) > maxAddressLen {
+		return reject(CodeInvalid, "%s: address %q is not host:port", action, address)
+	}
+	if len(fingerprint) != 32 {
+		return reject(CodeInvalid, "%s: TLS fingerprint must be the 32-byte SHA-256 of the relay's certificate (got %d bytes)", action, len(fingerprint))
+	}
+	return nil
 }
 
 // crossChainAccount checks that raw names an active cross-chain account of org.
@@ -830,9 +980,421 @@ func (x *execCtx) resumePipe(m *MsgResumePipe) (*TxError, error) {
 	if p.Status != PipeStatus_PIPE_SUSPENDED {
 		return reject(CodeBadState, "pipe %s: is %s, not suspended", p.Id, pipeStatusName(p.Status)), nil
 	}
+	if p.AuthorizedHeight == 0 {
+		return reject(CodeBadState, "pipe %s: was suspended before its destination org authorized it; apply for a new pipe", p.Id), nil
+	}
+	if r, err := x.endpointsLive("resume-pipe "+p.Id, p); r != nil || err != nil {
+		return r, err
+	}
 	p.Status, p.StatusReason = PipeStatus_PIPE_ACTIVE, ""
 	x.emit("pipe", "id", p.Id, "status", "active")
 	return nil, x.st.put(KeyPipe(p.Id), p)
+}
+
+// ---- misbehaving parties: revocation, expulsion, key rotation ----
+
+// revokeAccount revokes an account: at once when the sender governs or
+// operates the account's own org; by vote when a governor of another,
+// genesis, org asks.
+func (x *execCtx) revokeAccount(m *MsgRevokeAccount) (*TxError, error) {
+	org, r, err := x.requireRole("revoke-account", Role_ROLE_GOVERNOR, Role_ROLE_OPERATOR)
+	if r != nil || err != nil {
+		return r, err
+	}
+	addr, err := crypto.AddressFromBytes(m.Account)
+	if err != nil {
+		return reject(CodeInvalid, "revoke-account: account: %v", err), nil
+	}
+	if len(m.Reason) > maxReasonLen {
+		return reject(CodeInvalid, "revoke-account %s: reason over %d bytes", addr, maxReasonLen), nil
+	}
+	a := &Account{}
+	found, err := load(x.st, KeyAccount(addr), a)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case !found:
+		return reject(CodeNotFound, "revoke-account: account %s does not exist", addr), nil
+	case a.Status == AccountStatus_ACCOUNT_REVOKED:
+		return reject(CodeBadState, "revoke-account: account %s was already revoked at height %d", addr, a.RevokedHeight), nil
+	case a.Status == AccountStatus_ACCOUNT_REJECTED:
+		return reject(CodeBadState, "revoke-account: account %s was never admitted (rejected)", addr), nil
+	case a.Org == org.Id:
+		return nil, x.revoke(a, "account revoked", m.Reason)
+	case org.Genesis && x.sender.Role == Role_ROLE_GOVERNOR:
+		return x.proposeWhy(ProposalKind_PROPOSAL_REVOKE_ACCOUNT, addr.String(), org.Id, m.Reason)
+	}
+	return reject(CodeUnauthorized, "revoke-account: account %s belongs to org %s; only that org's governors and operators revoke it at once, or the genesis orgs by vote (a governor of a genesis org proposes it)", addr, a.Org), nil
+}
+
+func (x *execCtx) proposeExpelOrg(m *MsgProposeExpelOrg) (*TxError, error) {
+	org, r, err := x.requireRole("propose-expel-org", Role_ROLE_GOVERNOR)
+	if r != nil || err != nil {
+		return r, err
+	}
+	if !org.Genesis {
+		return reject(CodeUnauthorized, "propose-expel-org: only genesis orgs propose expulsions; %s is not one", org.Id), nil
+	}
+	if len(m.Reason) > maxReasonLen {
+		return reject(CodeInvalid, "propose-expel-org %s: reason over %d bytes", m.Org, maxReasonLen), nil
+	}
+	target := &Org{}
+	found, err := load(x.st, KeyOrg(m.Org), target)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case !found:
+		return reject(CodeNotFound, "propose-expel-org: org %s does not exist", m.Org), nil
+	case target.Status != OrgStatus_ORG_ACTIVE:
+		return reject(CodeBadState, "propose-expel-org: org %s is not an active member", m.Org), nil
+	}
+	if target.Genesis {
+		if e, err := x.genesisOrgs(); err != nil {
+			return nil, err
+		} else if e <= 1 {
+			return reject(CodeInvalid, "propose-expel-org: %s is the last genesis org; nobody would be left to vote", m.Org), nil
+		}
+	}
+	return x.proposeWhy(ProposalKind_PROPOSAL_EXPEL_ORG, m.Org, org.Id, m.Reason)
+}
+
+// revoke marks a revoked and cuts what it signs for: every pipe whose
+// source or destination endpoint names it is suspended with reason, and
+// every service it signs batches for is revoked.
+func (x *execCtx) revoke(a *Account, reason, note string) error {
+	addr, err := crypto.AddressFromBytes(a.Address)
+	if err != nil {
+		return fmt.Errorf("state: account record: %w", err)
+	}
+	if err := x.markRevoked(a, note); err != nil {
+		return err
+	}
+	names := func(e *PipeEndpoint) bool { return e != nil && bytes.Equal(e.Account, addr[:]) }
+	if err := x.suspendPipes(reason, func(p *Pipe) bool { return names(p.Source) || names(p.Destination) }); err != nil {
+		return err
+	}
+	return x.revokeServices(func(s *Service) bool { return bytes.Equal(s.Account, addr[:]) })
+}
+
+func (x *execCtx) markRevoked(a *Account, note string) error {
+	a.Status, a.RevokedHeight, a.StatusReason = AccountStatus_ACCOUNT_REVOKED, x.height, note
+	addr, _ := crypto.AddressFromBytes(a.Address)
+	x.emit("account", "address", addr.String(), "org", a.Org, "status", "revoked")
+	return x.st.put(KeyAccount(addr), a)
+}
+
+// expel expels org: its accounts are revoked, its services revoked, every
+// pipe with an endpoint in it suspended. A genesis org leaves the
+// electorate, and the proposals still voting are recounted without it.
+func (x *execCtx) expel(org *Org) error {
+	elector := org.Genesis && org.Status == OrgStatus_ORG_ACTIVE
+	org.Status, org.ExpelledHeight = OrgStatus_ORG_EXPELLED, x.height
+	if err := x.st.put(KeyOrg(org.Id), org); err != nil {
+		return err
+	}
+	x.emit("org", "id", org.Id, "status", "expelled")
+	keys, err := x.keysUnder(prefixAccount)
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		a := &Account{}
+		if _, err := load(x.st, k, a); err != nil {
+			return err
+		}
+		if a.Org != org.Id || a.Status == AccountStatus_ACCOUNT_REVOKED || a.Status == AccountStatus_ACCOUNT_REJECTED {
+			continue
+		}
+		if err := x.markRevoked(a, "org expelled"); err != nil {
+			return err
+		}
+	}
+	inOrg := func(e *PipeEndpoint) bool { return e != nil && e.Org == org.Id }
+	if err := x.suspendPipes("org expelled", func(p *Pipe) bool { return inOrg(p.Source) || inOrg(p.Destination) }); err != nil {
+		return err
+	}
+	if err := x.revokeServices(func(s *Service) bool { return s.Org == org.Id }); err != nil {
+		return err
+	}
+	if err := x.removeValidators(org.Id); err != nil {
+		return err
+	}
+	if !elector {
+		return nil
+	}
+	e, err := x.genesisOrgs()
+	if err != nil {
+		return err
+	}
+	x.st.set([]byte(keyElectorate), be64(uint64(e-1)))
+	return x.recount(org.Id)
+}
+
+// removeValidators takes an expelled org's validators out of the consensus
+// set (power 0; the node records keep their status), unless that would
+// leave no validator at all: then they stay until others are voted in.
+func (x *execCtx) removeValidators(org string) error {
+	keys, err := x.keysUnder(prefixNode)
+	if err != nil {
+		return err
+	}
+	var total, theirs int64
+	var nodes []*Node
+	for _, k := range keys {
+		n := &Node{}
+		if _, err := load(x.st, k, n); err != nil {
+			return err
+		}
+		if n.Status != NodeStatus_NODE_ACTIVE || n.Power <= 0 || len(n.ConsensusPubKey) == 0 {
+			continue
+		}
+		total += n.Power
+		if n.Org == org {
+			theirs += n.Power
+			nodes = append(nodes, n)
+		}
+	}
+	if theirs == 0 || theirs == total {
+		return nil
+	}
+	for _, n := range nodes {
+		x.valUpdates = append(x.valUpdates, abci.ValidatorUpdate{Power: 0, PubKeyType: "ed25519", PubKeyBytes: n.ConsensusPubKey})
+		n.Power = 0
+		x.emit("node", "id", n.Id, "org", org, "power", "0")
+		if err := x.st.put(KeyNode(n.Id), n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// recount takes an expelled genesis org out of every proposal still voting:
+// its vote is dropped, the electorate shrinks by one, and a proposal that
+// the remaining votes now decide is decided here (which may cascade: the
+// chain is bounded by the number of genesis orgs).
+func (x *execCtx) recount(expelled string) error {
+	keys, err := x.keysUnder(prefixOpenProp)
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		p := &Proposal{}
+		if _, err := load(x.st, KeyProposal(beUint64(k[len(prefixOpenProp)+8:])), p); err != nil {
+			return err
+		}
+		if p.Status != ProposalStatus_PROPOSAL_VOTING {
+			continue // decided earlier in this tx
+		}
+		if p.Kind == ProposalKind_PROPOSAL_EXPEL_ORG && p.Subject == expelled {
+			continue // its electorate never counted the org; it settles as a no-op
+		}
+		votes := p.Votes[:0]
+		for _, v := range p.Votes {
+			if v.Org != expelled {
+				votes = append(votes, v)
+			}
+		}
+		p.Votes = votes
+		if p.Electorate > 0 {
+			p.Electorate--
+		}
+		if err := x.decideIfDone(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// suspendPipes suspends, with reason, every pipe that match selects and
+// that is not suspended already (a suspended one gets the new reason).
+// Proposed pipes are suspended too, so they can never be authorized.
+func (x *execCtx) suspendPipes(reason string, match func(*Pipe) bool) error {
+	keys, err := x.keysUnder(prefixPipe)
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		p := &Pipe{}
+		if _, err := load(x.st, k, p); err != nil {
+			return err
+		}
+		if !match(p) {
+			continue
+		}
+		p.Status, p.StatusReason = PipeStatus_PIPE_SUSPENDED, reason
+		x.emit("pipe", "id", p.Id, "status", "suspended", "reason", reason)
+		if err := x.st.put(k, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (x *execCtx) revokeServices(match func(*Service) bool) error {
+	keys, err := x.keysUnder(prefixService)
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		s := &Service{}
+		if _, err := load(x.st, k, s); err != nil {
+			return err
+		}
+		if s.Status == ServiceStatus_SERVICE_REVOKED || !match(s) {
+			continue
+		}
+		s.Status, s.RevokedHeight = ServiceStatus_SERVICE_REVOKED, x.height
+		x.emit("service", "relay", s.RelayId, "org", s.Org, "status", "revoked")
+		if err := x.st.put(k, s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// keysUnder lists, in key order, the keys under prefix in the working tree.
+// Callers read each record back through the overlay, so this tx's own
+// changes count; no caller scans a kind of record that its tx creates.
+func (x *execCtx) keysUnder(prefix string) ([][]byte, error) {
+	end := []byte(prefix)
+	end[len(end)-1]++
+	it, err := x.base.Iterator([]byte(prefix), end, true)
+	if err != nil {
+		return nil, fmt.Errorf("state: scan %q: %w", prefix, err)
+	}
+	var keys [][]byte
+	for ; it.Valid(); it.Next() {
+		keys = append(keys, bytes.Clone(it.Key()))
+	}
+	if err := errors.Join(it.Error(), it.Close()); err != nil {
+		return nil, fmt.Errorf("state: scan %q: %w", prefix, err)
+	}
+	return keys, nil
+}
+
+// endpointsLive checks that both ends of p may carry traffic again: their
+// orgs active and their accounts active.
+func (x *execCtx) endpointsLive(action string, p *Pipe) (*TxError, error) {
+	for _, e := range []*PipeEndpoint{p.Source, p.Destination} {
+		org := &Org{}
+		if _, err := load(x.st, KeyOrg(e.Org), org); err != nil {
+			return nil, err
+		}
+		if org.Status != OrgStatus_ORG_ACTIVE {
+			return reject(CodeBadState, "%s: org %s is not an active member", action, e.Org), nil
+		}
+		addr, err := crypto.AddressFromBytes(e.Account)
+		if err != nil {
+			return nil, fmt.Errorf("state: pipe %s endpoint account: %w", p.Id, err)
+		}
+		a := &Account{}
+		if _, err := load(x.st, KeyAccount(addr), a); err != nil {
+			return nil, err
+		}
+		if a.Status != AccountStatus_ACCOUNT_ACTIVE {
+			return reject(CodeBadState, "%s: endpoint account %s is not active (revoked?)", action, addr), nil
+		}
+	}
+	return nil, nil
+}
+
+// rotateKey moves the sending account to a new key, from this block on.
+// The account keeps its address; the old key goes to previous_keys and its
+// signatures are refused from now on (checkSender); every pipe endpoint
+// that names the account takes the new key in the same tx.
+func (x *execCtx) rotateKey(m *MsgRotateKey) (*TxError, error) {
+	if err := crypto.ValidatePublicKey(crypto.Suite(m.NewSuite), m.NewPublicKey); err != nil {
+		return reject(CodeInvalid, "rotate-key: new key: %v", err), nil
+	}
+	if len(m.NewSignature) == 0 || len(m.NewSignature) > maxSigLen {
+		return reject(CodeInvalid, "rotate-key: the new key's signature must be 1-%d bytes", maxSigLen), nil
+	}
+	a := &Account{}
+	if _, err := load(x.st, KeyAccount(x.senderAddr), a); err != nil {
+		return nil, err
+	}
+	if a.Suite == m.NewSuite && bytes.Equal(a.PublicKey, m.NewPublicKey) {
+		return reject(CodeInvalid, "rotate-key: that is already account %s's key", x.senderAddr), nil
+	}
+	keyAddr := crypto.AddressOf(crypto.Suite(m.NewSuite), m.NewPublicKey)
+	if found, err := load(x.st, KeyAccount(keyAddr), &Account{}); err != nil || found {
+		if err != nil {
+			return nil, err
+		}
+		return reject(CodeExists, "rotate-key: the new key is account %s's own; a key serves one account, once", keyAddr), nil
+	}
+	if owner, ok, err := keyOwner(x.st, keyAddr); err != nil || ok {
+		if err != nil {
+			return nil, err
+		}
+		return reject(CodeExists, "rotate-key: the new key was already rotated onto account %s; a key serves one account, once", owner), nil
+	}
+	stmt := RotationStatement(x.chainID, x.senderAddr, m.NewSuite, m.NewPublicKey, x.nonce)
+	if err := crypto.Verify(crypto.Suite(m.NewSuite), m.NewPublicKey, stmt, m.NewSignature); err != nil {
+		return reject(CodeBadSignature, "rotate-key: the new key's signature over the rotation statement does not verify: %v", err), nil
+	}
+	a.PreviousKeys = append(a.PreviousKeys, &PreviousKey{Suite: a.Suite, PublicKey: a.PublicKey, UntilHeight: x.height})
+	if n := len(a.PreviousKeys); n > maxPreviousKeys {
+		a.PreviousKeys = a.PreviousKeys[n-maxPreviousKeys:]
+	}
+	a.Suite, a.PublicKey, a.KeyHeight = m.NewSuite, m.NewPublicKey, x.height
+	if err := x.st.put(KeyAccount(x.senderAddr), a); err != nil {
+		return nil, err
+	}
+	x.st.set(KeyAlias(keyAddr), x.senderAddr[:])
+	keys, err := x.keysUnder(prefixPipe)
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range keys {
+		p := &Pipe{}
+		if _, err := load(x.st, k, p); err != nil {
+			return nil, err
+		}
+		changed := false
+		for _, e := range []*PipeEndpoint{p.Source, p.Destination} {
+			if e != nil && bytes.Equal(e.Account, x.senderAddr[:]) {
+				e.Suite, e.PublicKey, changed = m.NewSuite, m.NewPublicKey, true
+			}
+		}
+		if changed {
+			x.emit("pipe", "id", p.Id, "status", pipeStatusName(p.Status), "key_rotated", x.senderAddr.String())
+			if err := x.st.put(k, p); err != nil {
+				return nil, err
+			}
+		}
+	}
+	x.emit("account", "address", x.senderAddr.String(), "org", a.Org, "key_height", fmt.Sprint(x.height))
+	return nil, nil
+}
+
+func (x *execCtx) updateService(m *MsgUpdateService) (*TxError, error) {
+	org, r, err := x.requireRole("update-service", Role_ROLE_GOVERNOR, Role_ROLE_OPERATOR)
+	if r != nil || err != nil {
+		return r, err
+	}
+	action := "update-service " + m.RelayId
+	s := &Service{}
+	found, err := load(x.st, KeyService(m.RelayId), s)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case !found:
+		return reject(CodeNotFound, "%s: relay is not registered", action), nil
+	case s.Org != org.Id:
+		return reject(CodeUnauthorized, "%s: relay belongs to org %s; only its own org updates it", action, s.Org), nil
+	case s.Status == ServiceStatus_SERVICE_REVOKED:
+		return reject(CodeBadState, "%s: the service was revoked at height %d", action, s.RevokedHeight), nil
+	}
+	if r := checkEndpoint(action, m.Address, m.TlsCertSha256); r != nil {
+		return r, nil
+	}
+	s.Address, s.TlsCertSha256, s.UpdatedHeight = m.Address, m.TlsCertSha256, x.height
+	x.emit("service", "relay", s.RelayId, "org", s.Org, "status", "updated")
+	return nil, x.st.put(KeyService(s.RelayId), s)
 }
 
 func be64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }

@@ -16,6 +16,8 @@ func FuzzDecodeTx(f *testing.F) {
 		Wrap(&MsgVote{ProposalId: 1, Approve: true}),
 		Wrap(&MsgApplyPipe{Id: "p", SourceContract: "c", DestinationOrg: "o", DestinationSubchain: "s", Limits: &PipeLimits{MaxPayload: 10}}),
 		{},
+		{Account: make([]byte, 20), Msg: &TxBody_RotateKey{RotateKey: &MsgRotateKey{NewSuite: "ed25519", NewPublicKey: s.PublicKey(), NewSignature: []byte{1}}}},
+		{Account: []byte{1, 2, 3}, Msg: &TxBody_RevokeAccount{RevokeAccount: &MsgRevokeAccount{Account: []byte{1}}}},
 	} {
 		raw, err := NewTx(s, "fuzz-chain", 1, m)
 		if err != nil {
@@ -41,6 +43,9 @@ func FuzzDecodeTx(f *testing.F) {
 		}
 		if tx.Body.Msg == nil || tx.Body.Nonce == 0 {
 			t.Fatal("accepted a tx without message or nonce")
+		}
+		if len(tx.Body.Account) != 0 && string(tx.Sender[:]) != string(tx.Body.Account) {
+			t.Fatal("a tx that names its account must act for it")
 		}
 	})
 }

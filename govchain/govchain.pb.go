@@ -304,6 +304,8 @@ const (
 	ProposalKind_PROPOSAL_ADD_ACCOUNT      ProposalKind = 2
 	ProposalKind_PROPOSAL_ADD_VALIDATOR    ProposalKind = 3
 	ProposalKind_PROPOSAL_PIPE_MODE        ProposalKind = 4 // change a pipe's consistency mode
+	ProposalKind_PROPOSAL_REVOKE_ACCOUNT   ProposalKind = 5 // revoke another org's account (subject: address hex)
+	ProposalKind_PROPOSAL_EXPEL_ORG        ProposalKind = 6 // expel an org (subject: org id)
 )
 
 // Enum value maps for ProposalKind.
@@ -314,6 +316,8 @@ var (
 		2: "PROPOSAL_ADD_ACCOUNT",
 		3: "PROPOSAL_ADD_VALIDATOR",
 		4: "PROPOSAL_PIPE_MODE",
+		5: "PROPOSAL_REVOKE_ACCOUNT",
+		6: "PROPOSAL_EXPEL_ORG",
 	}
 	ProposalKind_value = map[string]int32{
 		"PROPOSAL_KIND_UNSPECIFIED": 0,
@@ -321,6 +325,8 @@ var (
 		"PROPOSAL_ADD_ACCOUNT":      2,
 		"PROPOSAL_ADD_VALIDATOR":    3,
 		"PROPOSAL_PIPE_MODE":        4,
+		"PROPOSAL_REVOKE_ACCOUNT":   5,
+		"PROPOSAL_EXPEL_ORG":        6,
 	}
 )
 
@@ -349,6 +355,55 @@ func (x ProposalKind) Number() protoreflect.EnumNumber {
 // Deprecated: Use ProposalKind.Descriptor instead.
 func (ProposalKind) EnumDescriptor() ([]byte, []int) {
 	return file_govchain_proto_rawDescGZIP(), []int{5}
+}
+
+type ServiceStatus int32
+
+const (
+	ServiceStatus_SERVICE_STATUS_UNSPECIFIED ServiceStatus = 0 // registered before statuses existed: active
+	ServiceStatus_SERVICE_ACTIVE             ServiceStatus = 1
+	ServiceStatus_SERVICE_REVOKED            ServiceStatus = 2 // its signing account was revoked or its org expelled
+)
+
+// Enum value maps for ServiceStatus.
+var (
+	ServiceStatus_name = map[int32]string{
+		0: "SERVICE_STATUS_UNSPECIFIED",
+		1: "SERVICE_ACTIVE",
+		2: "SERVICE_REVOKED",
+	}
+	ServiceStatus_value = map[string]int32{
+		"SERVICE_STATUS_UNSPECIFIED": 0,
+		"SERVICE_ACTIVE":             1,
+		"SERVICE_REVOKED":            2,
+	}
+)
+
+func (x ServiceStatus) Enum() *ServiceStatus {
+	p := new(ServiceStatus)
+	*p = x
+	return p
+}
+
+func (x ServiceStatus) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ServiceStatus) Descriptor() protoreflect.EnumDescriptor {
+	return file_govchain_proto_enumTypes[6].Descriptor()
+}
+
+func (ServiceStatus) Type() protoreflect.EnumType {
+	return &file_govchain_proto_enumTypes[6]
+}
+
+func (x ServiceStatus) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ServiceStatus.Descriptor instead.
+func (ServiceStatus) EnumDescriptor() ([]byte, []int) {
+	return file_govchain_proto_rawDescGZIP(), []int{6}
 }
 
 type ProposalStatus int32
@@ -390,11 +445,11 @@ func (x ProposalStatus) String() string {
 }
 
 func (ProposalStatus) Descriptor() protoreflect.EnumDescriptor {
-	return file_govchain_proto_enumTypes[6].Descriptor()
+	return file_govchain_proto_enumTypes[7].Descriptor()
 }
 
 func (ProposalStatus) Type() protoreflect.EnumType {
-	return &file_govchain_proto_enumTypes[6]
+	return &file_govchain_proto_enumTypes[7]
 }
 
 func (x ProposalStatus) Number() protoreflect.EnumNumber {
@@ -403,7 +458,7 @@ func (x ProposalStatus) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ProposalStatus.Descriptor instead.
 func (ProposalStatus) EnumDescriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{6}
+	return file_govchain_proto_rawDescGZIP(), []int{7}
 }
 
 type PipeStatus int32
@@ -442,11 +497,11 @@ func (x PipeStatus) String() string {
 }
 
 func (PipeStatus) Descriptor() protoreflect.EnumDescriptor {
-	return file_govchain_proto_enumTypes[7].Descriptor()
+	return file_govchain_proto_enumTypes[8].Descriptor()
 }
 
 func (PipeStatus) Type() protoreflect.EnumType {
-	return &file_govchain_proto_enumTypes[7]
+	return &file_govchain_proto_enumTypes[8]
 }
 
 func (x PipeStatus) Number() protoreflect.EnumNumber {
@@ -455,7 +510,7 @@ func (x PipeStatus) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use PipeStatus.Descriptor instead.
 func (PipeStatus) EnumDescriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{7}
+	return file_govchain_proto_rawDescGZIP(), []int{8}
 }
 
 type ConsistencyMode int32
@@ -491,11 +546,11 @@ func (x ConsistencyMode) String() string {
 }
 
 func (ConsistencyMode) Descriptor() protoreflect.EnumDescriptor {
-	return file_govchain_proto_enumTypes[8].Descriptor()
+	return file_govchain_proto_enumTypes[9].Descriptor()
 }
 
 func (ConsistencyMode) Type() protoreflect.EnumType {
-	return &file_govchain_proto_enumTypes[8]
+	return &file_govchain_proto_enumTypes[9]
 }
 
 func (x ConsistencyMode) Number() protoreflect.EnumNumber {
@@ -504,7 +559,7 @@ func (x ConsistencyMode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ConsistencyMode.Descriptor instead.
 func (ConsistencyMode) EnumDescriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{8}
+	return file_govchain_proto_rawDescGZIP(), []int{9}
 }
 
 // The states of a cross-chain transaction (one packet). OPEN, DELIVERED
@@ -561,11 +616,11 @@ func (x PacketState) String() string {
 }
 
 func (PacketState) Descriptor() protoreflect.EnumDescriptor {
-	return file_govchain_proto_enumTypes[9].Descriptor()
+	return file_govchain_proto_enumTypes[10].Descriptor()
 }
 
 func (PacketState) Type() protoreflect.EnumType {
-	return &file_govchain_proto_enumTypes[9]
+	return &file_govchain_proto_enumTypes[10]
 }
 
 func (x PacketState) Number() protoreflect.EnumNumber {
@@ -574,7 +629,7 @@ func (x PacketState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use PacketState.Descriptor instead.
 func (PacketState) EnumDescriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{9}
+	return file_govchain_proto_rawDescGZIP(), []int{10}
 }
 
 type Params struct {
@@ -585,9 +640,17 @@ type Params struct {
 	// Blocks a proposal stays open for votes.
 	VotingPeriod uint64 `protobuf:"varint,3,opt,name=voting_period,json=votingPeriod,proto3" json:"voting_period,omitempty"`
 	// Largest tx accepted, in bytes.
-	MaxTxBytes    uint32 `protobuf:"varint,4,opt,name=max_tx_bytes,json=maxTxBytes,proto3" json:"max_tx_bytes,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	MaxTxBytes uint32 `protobuf:"varint,4,opt,name=max_tx_bytes,json=maxTxBytes,proto3" json:"max_tx_bytes,omitempty"`
+	// Membership applications (apply-org) are free to anyone, so they are
+	// bounded: at most this many voting at once (0: the default, 64) ...
+	MaxOpenApplications uint32 `protobuf:"varint,5,opt,name=max_open_applications,json=maxOpenApplications,proto3" json:"max_open_applications,omitempty"`
+	// ... and at most this many voting per applicant address (0: the
+	// default, 1). A decided or expired application stops counting. An
+	// application makes the key's account, which belongs to one org, so a
+	// value above 1 cannot be reached.
+	MaxApplicationsPerApplicant uint32 `protobuf:"varint,6,opt,name=max_applications_per_applicant,json=maxApplicationsPerApplicant,proto3" json:"max_applications_per_applicant,omitempty"`
+	unknownFields               protoimpl.UnknownFields
+	sizeCache                   protoimpl.SizeCache
 }
 
 func (x *Params) Reset() {
@@ -648,15 +711,30 @@ func (x *Params) GetMaxTxBytes() uint32 {
 	return 0
 }
 
+func (x *Params) GetMaxOpenApplications() uint32 {
+	if x != nil {
+		return x.MaxOpenApplications
+	}
+	return 0
+}
+
+func (x *Params) GetMaxApplicationsPerApplicant() uint32 {
+	if x != nil {
+		return x.MaxApplicationsPerApplicant
+	}
+	return 0
+}
+
 type Org struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Status        OrgStatus              `protobuf:"varint,3,opt,name=status,proto3,enum=ccgp.govchain.v1.OrgStatus" json:"status,omitempty"`
-	Genesis       bool                   `protobuf:"varint,4,opt,name=genesis,proto3" json:"genesis,omitempty"`
-	SinceHeight   uint64                 `protobuf:"varint,5,opt,name=since_height,json=sinceHeight,proto3" json:"since_height,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Id             string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name           string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Status         OrgStatus              `protobuf:"varint,3,opt,name=status,proto3,enum=ccgp.govchain.v1.OrgStatus" json:"status,omitempty"`
+	Genesis        bool                   `protobuf:"varint,4,opt,name=genesis,proto3" json:"genesis,omitempty"`
+	SinceHeight    uint64                 `protobuf:"varint,5,opt,name=since_height,json=sinceHeight,proto3" json:"since_height,omitempty"`
+	ExpelledHeight uint64                 `protobuf:"varint,6,opt,name=expelled_height,json=expelledHeight,proto3" json:"expelled_height,omitempty"` // set with ORG_EXPELLED
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Org) Reset() {
@@ -724,6 +802,13 @@ func (x *Org) GetSinceHeight() uint64 {
 	return 0
 }
 
+func (x *Org) GetExpelledHeight() uint64 {
+	if x != nil {
+		return x.ExpelledHeight
+	}
+	return 0
+}
+
 type Account struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Address   []byte                 `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
@@ -733,8 +818,17 @@ type Account struct {
 	PublicKey []byte                 `protobuf:"bytes,5,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
 	Status    AccountStatus          `protobuf:"varint,6,opt,name=status,proto3,enum=ccgp.govchain.v1.AccountStatus" json:"status,omitempty"`
 	// Highest nonce used; the next tx must carry a larger one.
-	Nonce         uint64 `protobuf:"varint,7,opt,name=nonce,proto3" json:"nonce,omitempty"`
-	Name          string `protobuf:"bytes,8,opt,name=name,proto3" json:"name,omitempty"`
+	Nonce uint64 `protobuf:"varint,7,opt,name=nonce,proto3" json:"nonce,omitempty"`
+	Name  string `protobuf:"bytes,8,opt,name=name,proto3" json:"name,omitempty"`
+	// Set with ACCOUNT_REVOKED: the height from which it sends no tx.
+	RevokedHeight uint64 `protobuf:"varint,9,opt,name=revoked_height,json=revokedHeight,proto3" json:"revoked_height,omitempty"`
+	// The height from which suite/public_key hold (0: since creation). The
+	// address never changes: it is the account's identity, derived from its
+	// first key.
+	KeyHeight uint64 `protobuf:"varint,10,opt,name=key_height,json=keyHeight,proto3" json:"key_height,omitempty"`
+	// Keys the account held before, oldest first (at most 16 kept).
+	PreviousKeys  []*PreviousKey `protobuf:"bytes,11,rep,name=previous_keys,json=previousKeys,proto3" json:"previous_keys,omitempty"`
+	StatusReason  string         `protobuf:"bytes,12,opt,name=status_reason,json=statusReason,proto3" json:"status_reason,omitempty"` // why it was revoked
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -825,6 +919,96 @@ func (x *Account) GetName() string {
 	return ""
 }
 
+func (x *Account) GetRevokedHeight() uint64 {
+	if x != nil {
+		return x.RevokedHeight
+	}
+	return 0
+}
+
+func (x *Account) GetKeyHeight() uint64 {
+	if x != nil {
+		return x.KeyHeight
+	}
+	return 0
+}
+
+func (x *Account) GetPreviousKeys() []*PreviousKey {
+	if x != nil {
+		return x.PreviousKeys
+	}
+	return nil
+}
+
+func (x *Account) GetStatusReason() string {
+	if x != nil {
+		return x.StatusReason
+	}
+	return ""
+}
+
+// A key an account rotated away from. Its tx signatures are refused from
+// the block after until_height (the rotation's height) on.
+type PreviousKey struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Suite         string                 `protobuf:"bytes,1,opt,name=suite,proto3" json:"suite,omitempty"`
+	PublicKey     []byte                 `protobuf:"bytes,2,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	UntilHeight   uint64                 `protobuf:"varint,3,opt,name=until_height,json=untilHeight,proto3" json:"until_height,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreviousKey) Reset() {
+	*x = PreviousKey{}
+	mi := &file_govchain_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreviousKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreviousKey) ProtoMessage() {}
+
+func (x *PreviousKey) ProtoReflect() protoreflect.Message {
+	mi := &file_govchain_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreviousKey.ProtoReflect.Descriptor instead.
+func (*PreviousKey) Descriptor() ([]byte, []int) {
+	return file_govchain_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *PreviousKey) GetSuite() string {
+	if x != nil {
+		return x.Suite
+	}
+	return ""
+}
+
+func (x *PreviousKey) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
+func (x *PreviousKey) GetUntilHeight() uint64 {
+	if x != nil {
+		return x.UntilHeight
+	}
+	return 0
+}
+
 type Vote struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Org           string                 `protobuf:"bytes,1,opt,name=org,proto3" json:"org,omitempty"`
@@ -837,7 +1021,7 @@ type Vote struct {
 
 func (x *Vote) Reset() {
 	*x = Vote{}
-	mi := &file_govchain_proto_msgTypes[3]
+	mi := &file_govchain_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -849,7 +1033,7 @@ func (x *Vote) String() string {
 func (*Vote) ProtoMessage() {}
 
 func (x *Vote) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[3]
+	mi := &file_govchain_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -862,7 +1046,7 @@ func (x *Vote) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Vote.ProtoReflect.Descriptor instead.
 func (*Vote) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{3}
+	return file_govchain_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Vote) GetOrg() string {
@@ -912,14 +1096,16 @@ type Proposal struct {
 	QuorumNum  uint32 `protobuf:"varint,12,opt,name=quorum_num,json=quorumNum,proto3" json:"quorum_num,omitempty"`
 	QuorumDen  uint32 `protobuf:"varint,13,opt,name=quorum_den,json=quorumDen,proto3" json:"quorum_den,omitempty"`
 	// What the proposal would set (PROPOSAL_PIPE_MODE: the new mode).
-	Mode          ConsistencyMode `protobuf:"varint,14,opt,name=mode,proto3,enum=ccgp.govchain.v1.ConsistencyMode" json:"mode,omitempty"`
+	Mode ConsistencyMode `protobuf:"varint,14,opt,name=mode,proto3,enum=ccgp.govchain.v1.ConsistencyMode" json:"mode,omitempty"`
+	// Why (revoke and expel proposals), as the proposer gave it.
+	Reason        string `protobuf:"bytes,15,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Proposal) Reset() {
 	*x = Proposal{}
-	mi := &file_govchain_proto_msgTypes[4]
+	mi := &file_govchain_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -931,7 +1117,7 @@ func (x *Proposal) String() string {
 func (*Proposal) ProtoMessage() {}
 
 func (x *Proposal) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[4]
+	mi := &file_govchain_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -944,7 +1130,7 @@ func (x *Proposal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Proposal.ProtoReflect.Descriptor instead.
 func (*Proposal) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{4}
+	return file_govchain_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Proposal) GetId() uint64 {
@@ -1045,6 +1231,13 @@ func (x *Proposal) GetMode() ConsistencyMode {
 	return ConsistencyMode_CONSISTENCY_MODE_UNSPECIFIED
 }
 
+func (x *Proposal) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 type Node struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	Id              string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"` // CometBFT node id (hex of the node key address)
@@ -1060,7 +1253,7 @@ type Node struct {
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_govchain_proto_msgTypes[5]
+	mi := &file_govchain_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1072,7 +1265,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[5]
+	mi := &file_govchain_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1085,7 +1278,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{5}
+	return file_govchain_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Node) GetId() string {
@@ -1145,13 +1338,16 @@ type Service struct {
 	TlsCertSha256 []byte                 `protobuf:"bytes,4,opt,name=tls_cert_sha256,json=tlsCertSha256,proto3" json:"tls_cert_sha256,omitempty"` // fingerprint of the relay's TLS certificate
 	Account       []byte                 `protobuf:"bytes,5,opt,name=account,proto3" json:"account,omitempty"`                                    // cross-chain account that signs batches
 	SinceHeight   uint64                 `protobuf:"varint,6,opt,name=since_height,json=sinceHeight,proto3" json:"since_height,omitempty"`
+	Status        ServiceStatus          `protobuf:"varint,7,opt,name=status,proto3,enum=ccgp.govchain.v1.ServiceStatus" json:"status,omitempty"`
+	RevokedHeight uint64                 `protobuf:"varint,8,opt,name=revoked_height,json=revokedHeight,proto3" json:"revoked_height,omitempty"` // set with SERVICE_REVOKED
+	UpdatedHeight uint64                 `protobuf:"varint,9,opt,name=updated_height,json=updatedHeight,proto3" json:"updated_height,omitempty"` // last update-service (0: never)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_govchain_proto_msgTypes[6]
+	mi := &file_govchain_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1163,7 +1359,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[6]
+	mi := &file_govchain_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1176,7 +1372,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{6}
+	return file_govchain_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Service) GetRelayId() string {
@@ -1221,6 +1417,27 @@ func (x *Service) GetSinceHeight() uint64 {
 	return 0
 }
 
+func (x *Service) GetStatus() ServiceStatus {
+	if x != nil {
+		return x.Status
+	}
+	return ServiceStatus_SERVICE_STATUS_UNSPECIFIED
+}
+
+func (x *Service) GetRevokedHeight() uint64 {
+	if x != nil {
+		return x.RevokedHeight
+	}
+	return 0
+}
+
+func (x *Service) GetUpdatedHeight() uint64 {
+	if x != nil {
+		return x.UpdatedHeight
+	}
+	return 0
+}
+
 type Subchain struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1233,7 +1450,7 @@ type Subchain struct {
 
 func (x *Subchain) Reset() {
 	*x = Subchain{}
-	mi := &file_govchain_proto_msgTypes[7]
+	mi := &file_govchain_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1245,7 +1462,7 @@ func (x *Subchain) String() string {
 func (*Subchain) ProtoMessage() {}
 
 func (x *Subchain) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[7]
+	mi := &file_govchain_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1258,7 +1475,7 @@ func (x *Subchain) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Subchain.ProtoReflect.Descriptor instead.
 func (*Subchain) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{7}
+	return file_govchain_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Subchain) GetId() string {
@@ -1301,7 +1518,7 @@ type App struct {
 
 func (x *App) Reset() {
 	*x = App{}
-	mi := &file_govchain_proto_msgTypes[8]
+	mi := &file_govchain_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1313,7 +1530,7 @@ func (x *App) String() string {
 func (*App) ProtoMessage() {}
 
 func (x *App) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[8]
+	mi := &file_govchain_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1326,7 +1543,7 @@ func (x *App) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use App.ProtoReflect.Descriptor instead.
 func (*App) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{8}
+	return file_govchain_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *App) GetId() string {
@@ -1370,7 +1587,7 @@ type Contract struct {
 
 func (x *Contract) Reset() {
 	*x = Contract{}
-	mi := &file_govchain_proto_msgTypes[9]
+	mi := &file_govchain_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1382,7 +1599,7 @@ func (x *Contract) String() string {
 func (*Contract) ProtoMessage() {}
 
 func (x *Contract) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[9]
+	mi := &file_govchain_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1395,7 +1612,7 @@ func (x *Contract) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Contract.ProtoReflect.Descriptor instead.
 func (*Contract) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{9}
+	return file_govchain_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Contract) GetId() string {
@@ -1449,7 +1666,7 @@ type PipeEndpoint struct {
 
 func (x *PipeEndpoint) Reset() {
 	*x = PipeEndpoint{}
-	mi := &file_govchain_proto_msgTypes[10]
+	mi := &file_govchain_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1461,7 +1678,7 @@ func (x *PipeEndpoint) String() string {
 func (*PipeEndpoint) ProtoMessage() {}
 
 func (x *PipeEndpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[10]
+	mi := &file_govchain_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1474,7 +1691,7 @@ func (x *PipeEndpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PipeEndpoint.ProtoReflect.Descriptor instead.
 func (*PipeEndpoint) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{10}
+	return file_govchain_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PipeEndpoint) GetOrg() string {
@@ -1543,7 +1760,7 @@ type PipeLimits struct {
 
 func (x *PipeLimits) Reset() {
 	*x = PipeLimits{}
-	mi := &file_govchain_proto_msgTypes[11]
+	mi := &file_govchain_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1555,7 +1772,7 @@ func (x *PipeLimits) String() string {
 func (*PipeLimits) ProtoMessage() {}
 
 func (x *PipeLimits) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[11]
+	mi := &file_govchain_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1568,7 +1785,7 @@ func (x *PipeLimits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PipeLimits.ProtoReflect.Descriptor instead.
 func (*PipeLimits) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{11}
+	return file_govchain_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PipeLimits) GetMaxPayload() uint32 {
@@ -1602,7 +1819,7 @@ type Pipe struct {
 
 func (x *Pipe) Reset() {
 	*x = Pipe{}
-	mi := &file_govchain_proto_msgTypes[12]
+	mi := &file_govchain_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1614,7 +1831,7 @@ func (x *Pipe) String() string {
 func (*Pipe) ProtoMessage() {}
 
 func (x *Pipe) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[12]
+	mi := &file_govchain_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1627,7 +1844,7 @@ func (x *Pipe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pipe.ProtoReflect.Descriptor instead.
 func (*Pipe) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{12}
+	return file_govchain_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Pipe) GetId() string {
@@ -1703,7 +1920,7 @@ type GenesisOrg struct {
 
 func (x *GenesisOrg) Reset() {
 	*x = GenesisOrg{}
-	mi := &file_govchain_proto_msgTypes[13]
+	mi := &file_govchain_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1715,7 +1932,7 @@ func (x *GenesisOrg) String() string {
 func (*GenesisOrg) ProtoMessage() {}
 
 func (x *GenesisOrg) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[13]
+	mi := &file_govchain_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1728,7 +1945,7 @@ func (x *GenesisOrg) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenesisOrg.ProtoReflect.Descriptor instead.
 func (*GenesisOrg) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{13}
+	return file_govchain_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GenesisOrg) GetId() string {
@@ -1758,7 +1975,7 @@ type GenesisAccount struct {
 
 func (x *GenesisAccount) Reset() {
 	*x = GenesisAccount{}
-	mi := &file_govchain_proto_msgTypes[14]
+	mi := &file_govchain_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1770,7 +1987,7 @@ func (x *GenesisAccount) String() string {
 func (*GenesisAccount) ProtoMessage() {}
 
 func (x *GenesisAccount) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[14]
+	mi := &file_govchain_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1783,7 +2000,7 @@ func (x *GenesisAccount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenesisAccount.ProtoReflect.Descriptor instead.
 func (*GenesisAccount) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{14}
+	return file_govchain_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GenesisAccount) GetOrg() string {
@@ -1833,7 +2050,7 @@ type GenesisNode struct {
 
 func (x *GenesisNode) Reset() {
 	*x = GenesisNode{}
-	mi := &file_govchain_proto_msgTypes[15]
+	mi := &file_govchain_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1845,7 +2062,7 @@ func (x *GenesisNode) String() string {
 func (*GenesisNode) ProtoMessage() {}
 
 func (x *GenesisNode) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[15]
+	mi := &file_govchain_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1858,7 +2075,7 @@ func (x *GenesisNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenesisNode.ProtoReflect.Descriptor instead.
 func (*GenesisNode) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{15}
+	return file_govchain_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GenesisNode) GetId() string {
@@ -1902,7 +2119,7 @@ type GenesisState struct {
 
 func (x *GenesisState) Reset() {
 	*x = GenesisState{}
-	mi := &file_govchain_proto_msgTypes[16]
+	mi := &file_govchain_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1914,7 +2131,7 @@ func (x *GenesisState) String() string {
 func (*GenesisState) ProtoMessage() {}
 
 func (x *GenesisState) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[16]
+	mi := &file_govchain_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1927,7 +2144,7 @@ func (x *GenesisState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenesisState.ProtoReflect.Descriptor instead.
 func (*GenesisState) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{16}
+	return file_govchain_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GenesisState) GetParams() *Params {
@@ -1970,7 +2187,7 @@ type Tx struct {
 
 func (x *Tx) Reset() {
 	*x = Tx{}
-	mi := &file_govchain_proto_msgTypes[17]
+	mi := &file_govchain_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1982,7 +2199,7 @@ func (x *Tx) String() string {
 func (*Tx) ProtoMessage() {}
 
 func (x *Tx) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[17]
+	mi := &file_govchain_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1995,7 +2212,7 @@ func (x *Tx) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tx.ProtoReflect.Descriptor instead.
 func (*Tx) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{17}
+	return file_govchain_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Tx) GetBody() []byte {
@@ -2030,6 +2247,11 @@ type TxBody struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	ChainId string                 `protobuf:"bytes,1,opt,name=chain_id,json=chainId,proto3" json:"chain_id,omitempty"`
 	Nonce   uint64                 `protobuf:"varint,2,opt,name=nonce,proto3" json:"nonce,omitempty"`
+	// The sending account's address. Empty means AddressOf(suite, public_key)
+	// of the Tx, which is right until the account rotates its key; after a
+	// rotation the account keeps its address and every tx names it here.
+	// Either way the Tx's key must be the account's current key.
+	Account []byte `protobuf:"bytes,3,opt,name=account,proto3" json:"account,omitempty"`
 	// Types that are valid to be assigned to Msg:
 	//
 	//	*TxBody_ApplyOrg
@@ -2050,6 +2272,10 @@ type TxBody struct {
 	//	*TxBody_ConfirmBatches
 	//	*TxBody_TxException
 	//	*TxBody_Resolve
+	//	*TxBody_RevokeAccount
+	//	*TxBody_ProposeExpelOrg
+	//	*TxBody_RotateKey
+	//	*TxBody_UpdateService
 	Msg           isTxBody_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2057,7 +2283,7 @@ type TxBody struct {
 
 func (x *TxBody) Reset() {
 	*x = TxBody{}
-	mi := &file_govchain_proto_msgTypes[18]
+	mi := &file_govchain_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2069,7 +2295,7 @@ func (x *TxBody) String() string {
 func (*TxBody) ProtoMessage() {}
 
 func (x *TxBody) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[18]
+	mi := &file_govchain_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2082,7 +2308,7 @@ func (x *TxBody) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxBody.ProtoReflect.Descriptor instead.
 func (*TxBody) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{18}
+	return file_govchain_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TxBody) GetChainId() string {
@@ -2097,6 +2323,13 @@ func (x *TxBody) GetNonce() uint64 {
 		return x.Nonce
 	}
 	return 0
+}
+
+func (x *TxBody) GetAccount() []byte {
+	if x != nil {
+		return x.Account
+	}
+	return nil
 }
 
 func (x *TxBody) GetMsg() isTxBody_Msg {
@@ -2268,6 +2501,42 @@ func (x *TxBody) GetResolve() *MsgResolve {
 	return nil
 }
 
+func (x *TxBody) GetRevokeAccount() *MsgRevokeAccount {
+	if x != nil {
+		if x, ok := x.Msg.(*TxBody_RevokeAccount); ok {
+			return x.RevokeAccount
+		}
+	}
+	return nil
+}
+
+func (x *TxBody) GetProposeExpelOrg() *MsgProposeExpelOrg {
+	if x != nil {
+		if x, ok := x.Msg.(*TxBody_ProposeExpelOrg); ok {
+			return x.ProposeExpelOrg
+		}
+	}
+	return nil
+}
+
+func (x *TxBody) GetRotateKey() *MsgRotateKey {
+	if x != nil {
+		if x, ok := x.Msg.(*TxBody_RotateKey); ok {
+			return x.RotateKey
+		}
+	}
+	return nil
+}
+
+func (x *TxBody) GetUpdateService() *MsgUpdateService {
+	if x != nil {
+		if x, ok := x.Msg.(*TxBody_UpdateService); ok {
+			return x.UpdateService
+		}
+	}
+	return nil
+}
+
 type isTxBody_Msg interface {
 	isTxBody_Msg()
 }
@@ -2344,6 +2613,22 @@ type TxBody_Resolve struct {
 	Resolve *MsgResolve `protobuf:"bytes,27,opt,name=resolve,proto3,oneof"`
 }
 
+type TxBody_RevokeAccount struct {
+	RevokeAccount *MsgRevokeAccount `protobuf:"bytes,28,opt,name=revoke_account,json=revokeAccount,proto3,oneof"`
+}
+
+type TxBody_ProposeExpelOrg struct {
+	ProposeExpelOrg *MsgProposeExpelOrg `protobuf:"bytes,29,opt,name=propose_expel_org,json=proposeExpelOrg,proto3,oneof"`
+}
+
+type TxBody_RotateKey struct {
+	RotateKey *MsgRotateKey `protobuf:"bytes,30,opt,name=rotate_key,json=rotateKey,proto3,oneof"`
+}
+
+type TxBody_UpdateService struct {
+	UpdateService *MsgUpdateService `protobuf:"bytes,31,opt,name=update_service,json=updateService,proto3,oneof"`
+}
+
 func (*TxBody_ApplyOrg) isTxBody_Msg() {}
 
 func (*TxBody_Vote) isTxBody_Msg() {}
@@ -2380,6 +2665,248 @@ func (*TxBody_TxException) isTxBody_Msg() {}
 
 func (*TxBody_Resolve) isTxBody_Msg() {}
 
+func (*TxBody_RevokeAccount) isTxBody_Msg() {}
+
+func (*TxBody_ProposeExpelOrg) isTxBody_Msg() {}
+
+func (*TxBody_RotateKey) isTxBody_Msg() {}
+
+func (*TxBody_UpdateService) isTxBody_Msg() {}
+
+// Revoke an account. From a governor or operator of the account's own org
+// it takes effect at once; from a governor of another, genesis, org it
+// opens a PROPOSAL_REVOKE_ACCOUNT that the genesis orgs vote on.
+type MsgRevokeAccount struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Account       []byte                 `protobuf:"bytes,1,opt,name=account,proto3" json:"account,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MsgRevokeAccount) Reset() {
+	*x = MsgRevokeAccount{}
+	mi := &file_govchain_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MsgRevokeAccount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MsgRevokeAccount) ProtoMessage() {}
+
+func (x *MsgRevokeAccount) ProtoReflect() protoreflect.Message {
+	mi := &file_govchain_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MsgRevokeAccount.ProtoReflect.Descriptor instead.
+func (*MsgRevokeAccount) Descriptor() ([]byte, []int) {
+	return file_govchain_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *MsgRevokeAccount) GetAccount() []byte {
+	if x != nil {
+		return x.Account
+	}
+	return nil
+}
+
+func (x *MsgRevokeAccount) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// A governor of a genesis org proposes to expel an org (PROPOSAL_EXPEL_ORG).
+type MsgProposeExpelOrg struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Org           string                 `protobuf:"bytes,1,opt,name=org,proto3" json:"org,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MsgProposeExpelOrg) Reset() {
+	*x = MsgProposeExpelOrg{}
+	mi := &file_govchain_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MsgProposeExpelOrg) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MsgProposeExpelOrg) ProtoMessage() {}
+
+func (x *MsgProposeExpelOrg) ProtoReflect() protoreflect.Message {
+	mi := &file_govchain_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MsgProposeExpelOrg.ProtoReflect.Descriptor instead.
+func (*MsgProposeExpelOrg) Descriptor() ([]byte, []int) {
+	return file_govchain_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *MsgProposeExpelOrg) GetOrg() string {
+	if x != nil {
+		return x.Org
+	}
+	return ""
+}
+
+func (x *MsgProposeExpelOrg) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// The sending account moves to a new key. The tx is signed by the current
+// key as usual; new_signature is the new key's signature over
+// RotationStatement(chain id, account, new suite, new public key, tx
+// nonce), proving the sender holds it.
+type MsgRotateKey struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NewSuite      string                 `protobuf:"bytes,1,opt,name=new_suite,json=newSuite,proto3" json:"new_suite,omitempty"`
+	NewPublicKey  []byte                 `protobuf:"bytes,2,opt,name=new_public_key,json=newPublicKey,proto3" json:"new_public_key,omitempty"`
+	NewSignature  []byte                 `protobuf:"bytes,3,opt,name=new_signature,json=newSignature,proto3" json:"new_signature,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MsgRotateKey) Reset() {
+	*x = MsgRotateKey{}
+	mi := &file_govchain_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MsgRotateKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MsgRotateKey) ProtoMessage() {}
+
+func (x *MsgRotateKey) ProtoReflect() protoreflect.Message {
+	mi := &file_govchain_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MsgRotateKey.ProtoReflect.Descriptor instead.
+func (*MsgRotateKey) Descriptor() ([]byte, []int) {
+	return file_govchain_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *MsgRotateKey) GetNewSuite() string {
+	if x != nil {
+		return x.NewSuite
+	}
+	return ""
+}
+
+func (x *MsgRotateKey) GetNewPublicKey() []byte {
+	if x != nil {
+		return x.NewPublicKey
+	}
+	return nil
+}
+
+func (x *MsgRotateKey) GetNewSignature() []byte {
+	if x != nil {
+		return x.NewSignature
+	}
+	return nil
+}
+
+// An operator or governor of the service's org changes its QUIC address and
+// TLS certificate fingerprint (both required).
+type MsgUpdateService struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RelayId       string                 `protobuf:"bytes,1,opt,name=relay_id,json=relayId,proto3" json:"relay_id,omitempty"`
+	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	TlsCertSha256 []byte                 `protobuf:"bytes,3,opt,name=tls_cert_sha256,json=tlsCertSha256,proto3" json:"tls_cert_sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MsgUpdateService) Reset() {
+	*x = MsgUpdateService{}
+	mi := &file_govchain_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MsgUpdateService) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MsgUpdateService) ProtoMessage() {}
+
+func (x *MsgUpdateService) ProtoReflect() protoreflect.Message {
+	mi := &file_govchain_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MsgUpdateService.ProtoReflect.Descriptor instead.
+func (*MsgUpdateService) Descriptor() ([]byte, []int) {
+	return file_govchain_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *MsgUpdateService) GetRelayId() string {
+	if x != nil {
+		return x.RelayId
+	}
+	return ""
+}
+
+func (x *MsgUpdateService) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *MsgUpdateService) GetTlsCertSha256() []byte {
+	if x != nil {
+		return x.TlsCertSha256
+	}
+	return nil
+}
+
 // An applicant org asks to join. Signed by a key not yet on chain, which
 // becomes the org's first (operator) account if the genesis orgs admit it.
 type MsgApplyOrg struct {
@@ -2393,7 +2920,7 @@ type MsgApplyOrg struct {
 
 func (x *MsgApplyOrg) Reset() {
 	*x = MsgApplyOrg{}
-	mi := &file_govchain_proto_msgTypes[19]
+	mi := &file_govchain_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2405,7 +2932,7 @@ func (x *MsgApplyOrg) String() string {
 func (*MsgApplyOrg) ProtoMessage() {}
 
 func (x *MsgApplyOrg) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[19]
+	mi := &file_govchain_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2418,7 +2945,7 @@ func (x *MsgApplyOrg) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MsgApplyOrg.ProtoReflect.Descriptor instead.
 func (*MsgApplyOrg) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{19}
+	return file_govchain_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *MsgApplyOrg) GetId() string {
@@ -2452,7 +2979,7 @@ type MsgVote struct {
 
 func (x *MsgVote) Reset() {
 	*x = MsgVote{}
-	mi := &file_govchain_proto_msgTypes[20]
+	mi := &file_govchain_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2464,7 +2991,7 @@ func (x *MsgVote) String() string {
 func (*MsgVote) ProtoMessage() {}
 
 func (x *MsgVote) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[20]
+	mi := &file_govchain_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2477,7 +3004,7 @@ func (x *MsgVote) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MsgVote.ProtoReflect.Descriptor instead.
 func (*MsgVote) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{20}
+	return file_govchain_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *MsgVote) GetProposalId() uint64 {
@@ -2507,7 +3034,7 @@ type MsgProposeAccount struct {
 
 func (x *MsgProposeAccount) Reset() {
 	*x = MsgProposeAccount{}
-	mi := &file_govchain_proto_msgTypes[21]
+	mi := &file_govchain_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2519,7 +3046,7 @@ func (x *MsgProposeAccount) String() string {
 func (*MsgProposeAccount) ProtoMessage() {}
 
 func (x *MsgProposeAccount) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[21]
+	mi := &file_govchain_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2532,7 +3059,7 @@ func (x *MsgProposeAccount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MsgProposeAccount.ProtoReflect.Descriptor instead.
 func (*MsgProposeAccount) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{21}
+	return file_govchain_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *MsgProposeAccount) GetRole() Role {
@@ -2575,7 +3102,7 @@ type MsgRegisterNode struct {
 
 func (x *MsgRegisterNode) Reset() {
 	*x = MsgRegisterNode{}
-	mi := &file_govchain_proto_msgTypes[22]
+	mi := &file_govchain_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2587,7 +3114,7 @@ func (x *MsgRegisterNode) String() string {
 func (*MsgRegisterNode) ProtoMessage() {}
 
 func (x *MsgRegisterNode) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[22]
+	mi := &file_govchain_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2600,7 +3127,7 @@ func (x *MsgRegisterNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MsgRegisterNode.ProtoReflect.Descriptor instead.
 func (*MsgRegisterNode) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{22}
+	return file_govchain_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *MsgRegisterNode) GetId() string {
@@ -2643,7 +3170,7 @@ type MsgRegisterService struct {
 
 func (x *MsgRegisterService) Reset() {
 	*x = MsgRegisterService{}
-	mi := &file_govchain_proto_msgTypes[23]
+	mi := &file_govchain_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2655,7 +3182,7 @@ func (x *MsgRegisterService) String() string {
 func (*MsgRegisterService) ProtoMessage() {}
 
 func (x *MsgRegisterService) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[23]
+	mi := &file_govchain_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2668,7 +3195,7 @@ func (x *MsgRegisterService) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MsgRegisterService.ProtoReflect.Descriptor instead.
 func (*MsgRegisterService) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{23}
+	return file_govchain_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *MsgRegisterService) GetRelayId() string {
@@ -2710,7 +3237,7 @@ type MsgRegisterSubchain struct {
 
 func (x *MsgRegisterSubchain) Reset() {
 	*x = MsgRegisterSubchain{}
-	mi := &file_govchain_proto_msgTypes[24]
+	mi := &file_govchain_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2722,7 +3249,7 @@ func (x *MsgRegisterSubchain) String() string {
 func (*MsgRegisterSubchain) ProtoMessage() {}
 
 func (x *MsgRegisterSubchain) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[24]
+	mi := &file_govchain_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2735,7 +3262,7 @@ func (x *MsgRegisterSubchain) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MsgRegisterSubchain.ProtoReflect.Descriptor instead.
 func (*MsgRegisterSubchain) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{24}
+	return file_govchain_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *MsgRegisterSubchain) GetId() string {
@@ -2770,7 +3297,7 @@ type MsgRegisterApp struct {
 
 func (x *MsgRegisterApp) Reset() {
 	*x = MsgRegisterApp{}
-	mi := &file_govchain_proto_msgTypes[25]
+	mi := &file_govchain_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2782,7 +3309,7 @@ func (x *MsgRegisterApp) String() string {
 func (*MsgRegisterApp) ProtoMessage() {}
 
 func (x *MsgRegisterApp) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[25]
+	mi := &file_govchain_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2795,7 +3322,7 @@ func (x *MsgRegisterApp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MsgRegisterApp.ProtoReflect.Descriptor instead.
 func (*MsgRegisterApp) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{25}
+	return file_govchain_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *MsgRegisterApp) GetId() string {
@@ -2830,7 +3357,7 @@ type MsgRegisterContract struct {
 
 func (x *MsgRegisterContract) Reset() {
 	*x = MsgRegisterContract{}
-	mi := &file_govchain_proto_msgTypes[26]
+	mi := &file_govchain_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2842,7 +3369,7 @@ func (x *MsgRegisterContract) String() string {
 func (*MsgRegisterContract) ProtoMessage() {}
 
 func (x *MsgRegisterContract) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[26]
+	mi := &file_govchain_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2855,7 +3382,7 @@ func (x *MsgRegisterContract) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MsgRegisterContract.ProtoReflect.Descriptor instead.
 func (*MsgRegisterContract) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{26}
+	return file_govchain_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *MsgRegisterContract) GetId() string {
@@ -2895,7 +3422,7 @@ type MsgApplyPipe struct {
 
 func (x *MsgApplyPipe) Reset() {
 	*x = MsgApplyPipe{}
-	mi := &file_govchain_proto_msgTypes[27]
+	mi := &file_govchain_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2907,7 +3434,7 @@ func (x *MsgApplyPipe) String() string {
 func (*MsgApplyPipe) ProtoMessage() {}
 
 func (x *MsgApplyPipe) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[27]
+	mi := &file_govchain_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2920,7 +3447,7 @@ func (x *MsgApplyPipe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MsgApplyPipe.ProtoReflect.Descriptor instead.
 func (*MsgApplyPipe) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{27}
+	return file_govchain_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *MsgApplyPipe) GetId() string {
@@ -2976,7 +3503,7 @@ type MsgAuthorizePipe struct {
 
 func (x *MsgAuthorizePipe) Reset() {
 	*x = MsgAuthorizePipe{}
-	mi := &file_govchain_proto_msgTypes[28]
+	mi := &file_govchain_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2988,7 +3515,7 @@ func (x *MsgAuthorizePipe) String() string {
 func (*MsgAuthorizePipe) ProtoMessage() {}
 
 func (x *MsgAuthorizePipe) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[28]
+	mi := &file_govchain_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3001,7 +3528,7 @@ func (x *MsgAuthorizePipe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MsgAuthorizePipe.ProtoReflect.Descriptor instead.
 func (*MsgAuthorizePipe) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{28}
+	return file_govchain_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *MsgAuthorizePipe) GetId() string {
@@ -3028,7 +3555,7 @@ type MsgSuspendPipe struct {
 
 func (x *MsgSuspendPipe) Reset() {
 	*x = MsgSuspendPipe{}
-	mi := &file_govchain_proto_msgTypes[29]
+	mi := &file_govchain_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3040,7 +3567,7 @@ func (x *MsgSuspendPipe) String() string {
 func (*MsgSuspendPipe) ProtoMessage() {}
 
 func (x *MsgSuspendPipe) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[29]
+	mi := &file_govchain_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3053,7 +3580,7 @@ func (x *MsgSuspendPipe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MsgSuspendPipe.ProtoReflect.Descriptor instead.
 func (*MsgSuspendPipe) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{29}
+	return file_govchain_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *MsgSuspendPipe) GetId() string {
@@ -3079,7 +3606,7 @@ type MsgResumePipe struct {
 
 func (x *MsgResumePipe) Reset() {
 	*x = MsgResumePipe{}
-	mi := &file_govchain_proto_msgTypes[30]
+	mi := &file_govchain_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3091,7 +3618,7 @@ func (x *MsgResumePipe) String() string {
 func (*MsgResumePipe) ProtoMessage() {}
 
 func (x *MsgResumePipe) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[30]
+	mi := &file_govchain_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3104,7 +3631,7 @@ func (x *MsgResumePipe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MsgResumePipe.ProtoReflect.Descriptor instead.
 func (*MsgResumePipe) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{30}
+	return file_govchain_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *MsgResumePipe) GetId() string {
@@ -3126,7 +3653,7 @@ type MsgProposePipeMode struct {
 
 func (x *MsgProposePipeMode) Reset() {
 	*x = MsgProposePipeMode{}
-	mi := &file_govchain_proto_msgTypes[31]
+	mi := &file_govchain_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3138,7 +3665,7 @@ func (x *MsgProposePipeMode) String() string {
 func (*MsgProposePipeMode) ProtoMessage() {}
 
 func (x *MsgProposePipeMode) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[31]
+	mi := &file_govchain_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3151,7 +3678,7 @@ func (x *MsgProposePipeMode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MsgProposePipeMode.ProtoReflect.Descriptor instead.
 func (*MsgProposePipeMode) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{31}
+	return file_govchain_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *MsgProposePipeMode) GetPipe() string {
@@ -3183,7 +3710,7 @@ type PipeRange struct {
 
 func (x *PipeRange) Reset() {
 	*x = PipeRange{}
-	mi := &file_govchain_proto_msgTypes[32]
+	mi := &file_govchain_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3195,7 +3722,7 @@ func (x *PipeRange) String() string {
 func (*PipeRange) ProtoMessage() {}
 
 func (x *PipeRange) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[32]
+	mi := &file_govchain_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3208,7 +3735,7 @@ func (x *PipeRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PipeRange.ProtoReflect.Descriptor instead.
 func (*PipeRange) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{32}
+	return file_govchain_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *PipeRange) GetPipe() string {
@@ -3255,7 +3782,7 @@ type BatchOpen struct {
 
 func (x *BatchOpen) Reset() {
 	*x = BatchOpen{}
-	mi := &file_govchain_proto_msgTypes[33]
+	mi := &file_govchain_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3267,7 +3794,7 @@ func (x *BatchOpen) String() string {
 func (*BatchOpen) ProtoMessage() {}
 
 func (x *BatchOpen) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[33]
+	mi := &file_govchain_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3280,7 +3807,7 @@ func (x *BatchOpen) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchOpen.ProtoReflect.Descriptor instead.
 func (*BatchOpen) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{33}
+	return file_govchain_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *BatchOpen) GetFromRelay() string {
@@ -3335,7 +3862,7 @@ type MsgOpenBatches struct {
 
 func (x *MsgOpenBatches) Reset() {
 	*x = MsgOpenBatches{}
-	mi := &file_govchain_proto_msgTypes[34]
+	mi := &file_govchain_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3347,7 +3874,7 @@ func (x *MsgOpenBatches) String() string {
 func (*MsgOpenBatches) ProtoMessage() {}
 
 func (x *MsgOpenBatches) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[34]
+	mi := &file_govchain_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3360,7 +3887,7 @@ func (x *MsgOpenBatches) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MsgOpenBatches.ProtoReflect.Descriptor instead.
 func (*MsgOpenBatches) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{34}
+	return file_govchain_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *MsgOpenBatches) GetBatches() []*BatchOpen {
@@ -3385,7 +3912,7 @@ type BatchReceipts struct {
 
 func (x *BatchReceipts) Reset() {
 	*x = BatchReceipts{}
-	mi := &file_govchain_proto_msgTypes[35]
+	mi := &file_govchain_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3397,7 +3924,7 @@ func (x *BatchReceipts) String() string {
 func (*BatchReceipts) ProtoMessage() {}
 
 func (x *BatchReceipts) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[35]
+	mi := &file_govchain_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3410,7 +3937,7 @@ func (x *BatchReceipts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchReceipts.ProtoReflect.Descriptor instead.
 func (*BatchReceipts) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{35}
+	return file_govchain_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *BatchReceipts) GetFromRelay() string {
@@ -3451,7 +3978,7 @@ type MsgAnchorReceipts struct {
 
 func (x *MsgAnchorReceipts) Reset() {
 	*x = MsgAnchorReceipts{}
-	mi := &file_govchain_proto_msgTypes[36]
+	mi := &file_govchain_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3463,7 +3990,7 @@ func (x *MsgAnchorReceipts) String() string {
 func (*MsgAnchorReceipts) ProtoMessage() {}
 
 func (x *MsgAnchorReceipts) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[36]
+	mi := &file_govchain_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3476,7 +4003,7 @@ func (x *MsgAnchorReceipts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MsgAnchorReceipts.ProtoReflect.Descriptor instead.
 func (*MsgAnchorReceipts) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{36}
+	return file_govchain_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *MsgAnchorReceipts) GetBatches() []*BatchReceipts {
@@ -3496,7 +4023,7 @@ type BatchRef struct {
 
 func (x *BatchRef) Reset() {
 	*x = BatchRef{}
-	mi := &file_govchain_proto_msgTypes[37]
+	mi := &file_govchain_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3508,7 +4035,7 @@ func (x *BatchRef) String() string {
 func (*BatchRef) ProtoMessage() {}
 
 func (x *BatchRef) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[37]
+	mi := &file_govchain_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3521,7 +4048,7 @@ func (x *BatchRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchRef.ProtoReflect.Descriptor instead.
 func (*BatchRef) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{37}
+	return file_govchain_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *BatchRef) GetFromRelay() string {
@@ -3549,7 +4076,7 @@ type MsgConfirmBatches struct {
 
 func (x *MsgConfirmBatches) Reset() {
 	*x = MsgConfirmBatches{}
-	mi := &file_govchain_proto_msgTypes[38]
+	mi := &file_govchain_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3561,7 +4088,7 @@ func (x *MsgConfirmBatches) String() string {
 func (*MsgConfirmBatches) ProtoMessage() {}
 
 func (x *MsgConfirmBatches) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[38]
+	mi := &file_govchain_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3574,7 +4101,7 @@ func (x *MsgConfirmBatches) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MsgConfirmBatches.ProtoReflect.Descriptor instead.
 func (*MsgConfirmBatches) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{38}
+	return file_govchain_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *MsgConfirmBatches) GetBatches() []*BatchRef {
@@ -3594,7 +4121,7 @@ type PacketRef struct {
 
 func (x *PacketRef) Reset() {
 	*x = PacketRef{}
-	mi := &file_govchain_proto_msgTypes[39]
+	mi := &file_govchain_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3606,7 +4133,7 @@ func (x *PacketRef) String() string {
 func (*PacketRef) ProtoMessage() {}
 
 func (x *PacketRef) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[39]
+	mi := &file_govchain_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3619,7 +4146,7 @@ func (x *PacketRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PacketRef.ProtoReflect.Descriptor instead.
 func (*PacketRef) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{39}
+	return file_govchain_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *PacketRef) GetPipe() string {
@@ -3648,7 +4175,7 @@ type MsgTxException struct {
 
 func (x *MsgTxException) Reset() {
 	*x = MsgTxException{}
-	mi := &file_govchain_proto_msgTypes[40]
+	mi := &file_govchain_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3660,7 +4187,7 @@ func (x *MsgTxException) String() string {
 func (*MsgTxException) ProtoMessage() {}
 
 func (x *MsgTxException) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[40]
+	mi := &file_govchain_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3673,7 +4200,7 @@ func (x *MsgTxException) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MsgTxException.ProtoReflect.Descriptor instead.
 func (*MsgTxException) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{40}
+	return file_govchain_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *MsgTxException) GetPackets() []*PacketRef {
@@ -3709,7 +4236,7 @@ type MsgResolve struct {
 
 func (x *MsgResolve) Reset() {
 	*x = MsgResolve{}
-	mi := &file_govchain_proto_msgTypes[41]
+	mi := &file_govchain_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3721,7 +4248,7 @@ func (x *MsgResolve) String() string {
 func (*MsgResolve) ProtoMessage() {}
 
 func (x *MsgResolve) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[41]
+	mi := &file_govchain_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3734,7 +4261,7 @@ func (x *MsgResolve) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MsgResolve.ProtoReflect.Descriptor instead.
 func (*MsgResolve) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{41}
+	return file_govchain_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *MsgResolve) GetPackets() []*PacketRef {
@@ -3778,7 +4305,7 @@ type BatchAnchor struct {
 
 func (x *BatchAnchor) Reset() {
 	*x = BatchAnchor{}
-	mi := &file_govchain_proto_msgTypes[42]
+	mi := &file_govchain_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3790,7 +4317,7 @@ func (x *BatchAnchor) String() string {
 func (*BatchAnchor) ProtoMessage() {}
 
 func (x *BatchAnchor) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[42]
+	mi := &file_govchain_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3803,7 +4330,7 @@ func (x *BatchAnchor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchAnchor.ProtoReflect.Descriptor instead.
 func (*BatchAnchor) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{42}
+	return file_govchain_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *BatchAnchor) GetFromRelay() string {
@@ -3901,7 +4428,7 @@ type LedgerEntry struct {
 
 func (x *LedgerEntry) Reset() {
 	*x = LedgerEntry{}
-	mi := &file_govchain_proto_msgTypes[43]
+	mi := &file_govchain_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3913,7 +4440,7 @@ func (x *LedgerEntry) String() string {
 func (*LedgerEntry) ProtoMessage() {}
 
 func (x *LedgerEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[43]
+	mi := &file_govchain_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3926,7 +4453,7 @@ func (x *LedgerEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LedgerEntry.ProtoReflect.Descriptor instead.
 func (*LedgerEntry) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{43}
+	return file_govchain_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *LedgerEntry) GetPipe() string {
@@ -3990,7 +4517,7 @@ type Transition struct {
 
 func (x *Transition) Reset() {
 	*x = Transition{}
-	mi := &file_govchain_proto_msgTypes[44]
+	mi := &file_govchain_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4002,7 +4529,7 @@ func (x *Transition) String() string {
 func (*Transition) ProtoMessage() {}
 
 func (x *Transition) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[44]
+	mi := &file_govchain_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4015,7 +4542,7 @@ func (x *Transition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transition.ProtoReflect.Descriptor instead.
 func (*Transition) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{44}
+	return file_govchain_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *Transition) GetState() PacketState {
@@ -4064,7 +4591,7 @@ type TxException struct {
 
 func (x *TxException) Reset() {
 	*x = TxException{}
-	mi := &file_govchain_proto_msgTypes[45]
+	mi := &file_govchain_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4076,7 +4603,7 @@ func (x *TxException) String() string {
 func (*TxException) ProtoMessage() {}
 
 func (x *TxException) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[45]
+	mi := &file_govchain_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4089,7 +4616,7 @@ func (x *TxException) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxException.ProtoReflect.Descriptor instead.
 func (*TxException) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{45}
+	return file_govchain_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *TxException) GetPipe() string {
@@ -4171,7 +4698,7 @@ type PacketStatus struct {
 
 func (x *PacketStatus) Reset() {
 	*x = PacketStatus{}
-	mi := &file_govchain_proto_msgTypes[46]
+	mi := &file_govchain_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4183,7 +4710,7 @@ func (x *PacketStatus) String() string {
 func (*PacketStatus) ProtoMessage() {}
 
 func (x *PacketStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[46]
+	mi := &file_govchain_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4196,7 +4723,7 @@ func (x *PacketStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PacketStatus.ProtoReflect.Descriptor instead.
 func (*PacketStatus) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{46}
+	return file_govchain_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *PacketStatus) GetPipe() string {
@@ -4258,7 +4785,7 @@ type KV struct {
 
 func (x *KV) Reset() {
 	*x = KV{}
-	mi := &file_govchain_proto_msgTypes[47]
+	mi := &file_govchain_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4270,7 +4797,7 @@ func (x *KV) String() string {
 func (*KV) ProtoMessage() {}
 
 func (x *KV) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[47]
+	mi := &file_govchain_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4283,7 +4810,7 @@ func (x *KV) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KV.ProtoReflect.Descriptor instead.
 func (*KV) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{47}
+	return file_govchain_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *KV) GetKey() []byte {
@@ -4300,17 +4827,81 @@ func (x *KV) GetValue() []byte {
 	return nil
 }
 
-type ListResult struct {
+// A page of a list query: records under prefix whose keys sort after
+// `after` (empty: from the start), at most limit (0 or over the node's
+// page size: the node's page size).
+type ListRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Items         []*KV                  `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
-	Truncated     bool                   `protobuf:"varint,2,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	Prefix        string                 `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	After         []byte                 `protobuf:"bytes,2,opt,name=after,proto3" json:"after,omitempty"`
+	Limit         uint32                 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRequest) Reset() {
+	*x = ListRequest{}
+	mi := &file_govchain_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRequest) ProtoMessage() {}
+
+func (x *ListRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_govchain_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
+func (*ListRequest) Descriptor() ([]byte, []int) {
+	return file_govchain_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *ListRequest) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *ListRequest) GetAfter() []byte {
+	if x != nil {
+		return x.After
+	}
+	return nil
+}
+
+func (x *ListRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ListResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Items []*KV                  `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	// More records follow the last item: ask again with after = its key.
+	Truncated     bool `protobuf:"varint,2,opt,name=truncated,proto3" json:"truncated,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListResult) Reset() {
 	*x = ListResult{}
-	mi := &file_govchain_proto_msgTypes[48]
+	mi := &file_govchain_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4322,7 +4913,7 @@ func (x *ListResult) String() string {
 func (*ListResult) ProtoMessage() {}
 
 func (x *ListResult) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[48]
+	mi := &file_govchain_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4335,7 +4926,7 @@ func (x *ListResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResult.ProtoReflect.Descriptor instead.
 func (*ListResult) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{48}
+	return file_govchain_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ListResult) GetItems() []*KV {
@@ -4356,7 +4947,7 @@ var File_govchain_proto protoreflect.FileDescriptor
 
 const file_govchain_proto_rawDesc = "" +
 	"\n" +
-	"\x0egovchain.proto\x12\x10ccgp.govchain.v1\"\x8d\x01\n" +
+	"\x0egovchain.proto\x12\x10ccgp.govchain.v1\"\x86\x02\n" +
 	"\x06Params\x12\x1d\n" +
 	"\n" +
 	"quorum_num\x18\x01 \x01(\rR\tquorumNum\x12\x1d\n" +
@@ -4364,13 +4955,16 @@ const file_govchain_proto_rawDesc = "" +
 	"quorum_den\x18\x02 \x01(\rR\tquorumDen\x12#\n" +
 	"\rvoting_period\x18\x03 \x01(\x04R\fvotingPeriod\x12 \n" +
 	"\fmax_tx_bytes\x18\x04 \x01(\rR\n" +
-	"maxTxBytes\"\x9b\x01\n" +
+	"maxTxBytes\x122\n" +
+	"\x15max_open_applications\x18\x05 \x01(\rR\x13maxOpenApplications\x12C\n" +
+	"\x1emax_applications_per_applicant\x18\x06 \x01(\rR\x1bmaxApplicationsPerApplicant\"\xc4\x01\n" +
 	"\x03Org\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x123\n" +
 	"\x06status\x18\x03 \x01(\x0e2\x1b.ccgp.govchain.v1.OrgStatusR\x06status\x12\x18\n" +
 	"\agenesis\x18\x04 \x01(\bR\agenesis\x12!\n" +
-	"\fsince_height\x18\x05 \x01(\x04R\vsinceHeight\"\xf9\x01\n" +
+	"\fsince_height\x18\x05 \x01(\x04R\vsinceHeight\x12'\n" +
+	"\x0fexpelled_height\x18\x06 \x01(\x04R\x0eexpelledHeight\"\xa8\x03\n" +
 	"\aAccount\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\fR\aaddress\x12\x10\n" +
 	"\x03org\x18\x02 \x01(\tR\x03org\x12*\n" +
@@ -4380,12 +4974,23 @@ const file_govchain_proto_rawDesc = "" +
 	"public_key\x18\x05 \x01(\fR\tpublicKey\x127\n" +
 	"\x06status\x18\x06 \x01(\x0e2\x1f.ccgp.govchain.v1.AccountStatusR\x06status\x12\x14\n" +
 	"\x05nonce\x18\a \x01(\x04R\x05nonce\x12\x12\n" +
-	"\x04name\x18\b \x01(\tR\x04name\"`\n" +
+	"\x04name\x18\b \x01(\tR\x04name\x12%\n" +
+	"\x0erevoked_height\x18\t \x01(\x04R\rrevokedHeight\x12\x1d\n" +
+	"\n" +
+	"key_height\x18\n" +
+	" \x01(\x04R\tkeyHeight\x12B\n" +
+	"\rprevious_keys\x18\v \x03(\v2\x1d.ccgp.govchain.v1.PreviousKeyR\fpreviousKeys\x12#\n" +
+	"\rstatus_reason\x18\f \x01(\tR\fstatusReason\"e\n" +
+	"\vPreviousKey\x12\x14\n" +
+	"\x05suite\x18\x01 \x01(\tR\x05suite\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x02 \x01(\fR\tpublicKey\x12!\n" +
+	"\funtil_height\x18\x03 \x01(\x04R\vuntilHeight\"`\n" +
 	"\x04Vote\x12\x10\n" +
 	"\x03org\x18\x01 \x01(\tR\x03org\x12\x14\n" +
 	"\x05voter\x18\x02 \x01(\fR\x05voter\x12\x18\n" +
 	"\aapprove\x18\x03 \x01(\bR\aapprove\x12\x16\n" +
-	"\x06height\x18\x04 \x01(\x04R\x06height\"\x9b\x04\n" +
+	"\x06height\x18\x04 \x01(\x04R\x06height\"\xb3\x04\n" +
 	"\bProposal\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x122\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1e.ccgp.govchain.v1.ProposalKindR\x04kind\x12\x18\n" +
@@ -4405,7 +5010,8 @@ const file_govchain_proto_rawDesc = "" +
 	"quorum_num\x18\f \x01(\rR\tquorumNum\x12\x1d\n" +
 	"\n" +
 	"quorum_den\x18\r \x01(\rR\tquorumDen\x125\n" +
-	"\x04mode\x18\x0e \x01(\x0e2!.ccgp.govchain.v1.ConsistencyModeR\x04mode\"\xf1\x01\n" +
+	"\x04mode\x18\x0e \x01(\x0e2!.ccgp.govchain.v1.ConsistencyModeR\x04mode\x12\x16\n" +
+	"\x06reason\x18\x0f \x01(\tR\x06reason\"\xf1\x01\n" +
 	"\x04Node\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03org\x18\x02 \x01(\tR\x03org\x12.\n" +
@@ -4414,14 +5020,17 @@ const file_govchain_proto_rawDesc = "" +
 	"\x05power\x18\x05 \x01(\x03R\x05power\x12\x1f\n" +
 	"\vp2p_address\x18\x06 \x01(\tR\n" +
 	"p2pAddress\x124\n" +
-	"\x06status\x18\a \x01(\x0e2\x1c.ccgp.govchain.v1.NodeStatusR\x06status\"\xb5\x01\n" +
+	"\x06status\x18\a \x01(\x0e2\x1c.ccgp.govchain.v1.NodeStatusR\x06status\"\xbc\x02\n" +
 	"\aService\x12\x19\n" +
 	"\brelay_id\x18\x01 \x01(\tR\arelayId\x12\x10\n" +
 	"\x03org\x18\x02 \x01(\tR\x03org\x12\x18\n" +
 	"\aaddress\x18\x03 \x01(\tR\aaddress\x12&\n" +
 	"\x0ftls_cert_sha256\x18\x04 \x01(\fR\rtlsCertSha256\x12\x18\n" +
 	"\aaccount\x18\x05 \x01(\fR\aaccount\x12!\n" +
-	"\fsince_height\x18\x06 \x01(\x04R\vsinceHeight\"[\n" +
+	"\fsince_height\x18\x06 \x01(\x04R\vsinceHeight\x127\n" +
+	"\x06status\x18\a \x01(\x0e2\x1f.ccgp.govchain.v1.ServiceStatusR\x06status\x12%\n" +
+	"\x0erevoked_height\x18\b \x01(\x04R\rrevokedHeight\x12%\n" +
+	"\x0eupdated_height\x18\t \x01(\x04R\rupdatedHeight\"[\n" +
 	"\bSubchain\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x10\n" +
@@ -4490,11 +5099,11 @@ const file_govchain_proto_rawDesc = "" +
 	"\x05suite\x18\x02 \x01(\tR\x05suite\x12\x1d\n" +
 	"\n" +
 	"public_key\x18\x03 \x01(\fR\tpublicKey\x12\x1c\n" +
-	"\tsignature\x18\x04 \x01(\fR\tsignature\"\xe4\n" +
-	"\n" +
+	"\tsignature\x18\x04 \x01(\fR\tsignature\"\xad\r\n" +
 	"\x06TxBody\x12\x19\n" +
 	"\bchain_id\x18\x01 \x01(\tR\achainId\x12\x14\n" +
-	"\x05nonce\x18\x02 \x01(\x04R\x05nonce\x12<\n" +
+	"\x05nonce\x18\x02 \x01(\x04R\x05nonce\x12\x18\n" +
+	"\aaccount\x18\x03 \x01(\fR\aaccount\x12<\n" +
 	"\tapply_org\x18\n" +
 	" \x01(\v2\x1d.ccgp.govchain.v1.MsgApplyOrgH\x00R\bapplyOrg\x12/\n" +
 	"\x04vote\x18\v \x01(\v2\x19.ccgp.govchain.v1.MsgVoteH\x00R\x04vote\x12N\n" +
@@ -4515,8 +5124,27 @@ const file_govchain_proto_rawDesc = "" +
 	"\x0fanchor_receipts\x18\x18 \x01(\v2#.ccgp.govchain.v1.MsgAnchorReceiptsH\x00R\x0eanchorReceipts\x12N\n" +
 	"\x0fconfirm_batches\x18\x19 \x01(\v2#.ccgp.govchain.v1.MsgConfirmBatchesH\x00R\x0econfirmBatches\x12E\n" +
 	"\ftx_exception\x18\x1a \x01(\v2 .ccgp.govchain.v1.MsgTxExceptionH\x00R\vtxException\x128\n" +
-	"\aresolve\x18\x1b \x01(\v2\x1c.ccgp.govchain.v1.MsgResolveH\x00R\aresolveB\x05\n" +
-	"\x03msg\"T\n" +
+	"\aresolve\x18\x1b \x01(\v2\x1c.ccgp.govchain.v1.MsgResolveH\x00R\aresolve\x12K\n" +
+	"\x0erevoke_account\x18\x1c \x01(\v2\".ccgp.govchain.v1.MsgRevokeAccountH\x00R\rrevokeAccount\x12R\n" +
+	"\x11propose_expel_org\x18\x1d \x01(\v2$.ccgp.govchain.v1.MsgProposeExpelOrgH\x00R\x0fproposeExpelOrg\x12?\n" +
+	"\n" +
+	"rotate_key\x18\x1e \x01(\v2\x1e.ccgp.govchain.v1.MsgRotateKeyH\x00R\trotateKey\x12K\n" +
+	"\x0eupdate_service\x18\x1f \x01(\v2\".ccgp.govchain.v1.MsgUpdateServiceH\x00R\rupdateServiceB\x05\n" +
+	"\x03msg\"D\n" +
+	"\x10MsgRevokeAccount\x12\x18\n" +
+	"\aaccount\x18\x01 \x01(\fR\aaccount\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\">\n" +
+	"\x12MsgProposeExpelOrg\x12\x10\n" +
+	"\x03org\x18\x01 \x01(\tR\x03org\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"v\n" +
+	"\fMsgRotateKey\x12\x1b\n" +
+	"\tnew_suite\x18\x01 \x01(\tR\bnewSuite\x12$\n" +
+	"\x0enew_public_key\x18\x02 \x01(\fR\fnewPublicKey\x12#\n" +
+	"\rnew_signature\x18\x03 \x01(\fR\fnewSignature\"o\n" +
+	"\x10MsgUpdateService\x12\x19\n" +
+	"\brelay_id\x18\x01 \x01(\tR\arelayId\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12&\n" +
+	"\x0ftls_cert_sha256\x18\x03 \x01(\fR\rtlsCertSha256\"T\n" +
 	"\vMsgApplyOrg\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12!\n" +
@@ -4666,7 +5294,11 @@ const file_govchain_proto_rawDesc = "" +
 	"\texception\x18\a \x01(\v2\x1d.ccgp.govchain.v1.TxExceptionR\texception\",\n" +
 	"\x02KV\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value\"V\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\"Q\n" +
+	"\vListRequest\x12\x16\n" +
+	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x14\n" +
+	"\x05after\x18\x02 \x01(\fR\x05after\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\"V\n" +
 	"\n" +
 	"ListResult\x12*\n" +
 	"\x05items\x18\x01 \x03(\v2\x14.ccgp.govchain.v1.KVR\x05items\x12\x1c\n" +
@@ -4701,13 +5333,19 @@ const file_govchain_proto_rawDesc = "" +
 	"\x17NODE_STATUS_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fNODE_PENDING\x10\x01\x12\x0f\n" +
 	"\vNODE_ACTIVE\x10\x02\x12\x11\n" +
-	"\rNODE_REJECTED\x10\x03*\x93\x01\n" +
+	"\rNODE_REJECTED\x10\x03*\xc8\x01\n" +
 	"\fProposalKind\x12\x1d\n" +
 	"\x19PROPOSAL_KIND_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12PROPOSAL_ADMIT_ORG\x10\x01\x12\x18\n" +
 	"\x14PROPOSAL_ADD_ACCOUNT\x10\x02\x12\x1a\n" +
 	"\x16PROPOSAL_ADD_VALIDATOR\x10\x03\x12\x16\n" +
-	"\x12PROPOSAL_PIPE_MODE\x10\x04*\x88\x01\n" +
+	"\x12PROPOSAL_PIPE_MODE\x10\x04\x12\x1b\n" +
+	"\x17PROPOSAL_REVOKE_ACCOUNT\x10\x05\x12\x16\n" +
+	"\x12PROPOSAL_EXPEL_ORG\x10\x06*X\n" +
+	"\rServiceStatus\x12\x1e\n" +
+	"\x1aSERVICE_STATUS_UNSPECIFIED\x10\x00\x12\x12\n" +
+	"\x0eSERVICE_ACTIVE\x10\x01\x12\x13\n" +
+	"\x0fSERVICE_REVOKED\x10\x02*\x88\x01\n" +
 	"\x0eProposalStatus\x12\x1f\n" +
 	"\x1bPROPOSAL_STATUS_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fPROPOSAL_VOTING\x10\x01\x12\x13\n" +
@@ -4747,8 +5385,8 @@ func file_govchain_proto_rawDescGZIP() []byte {
 	return file_govchain_proto_rawDescData
 }
 
-var file_govchain_proto_enumTypes = make([]protoimpl.EnumInfo, 10)
-var file_govchain_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
+var file_govchain_proto_enumTypes = make([]protoimpl.EnumInfo, 11)
+var file_govchain_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
 var file_govchain_proto_goTypes = []any{
 	(Role)(0),                   // 0: ccgp.govchain.v1.Role
 	(OrgStatus)(0),              // 1: ccgp.govchain.v1.OrgStatus
@@ -4756,124 +5394,137 @@ var file_govchain_proto_goTypes = []any{
 	(NodeKind)(0),               // 3: ccgp.govchain.v1.NodeKind
 	(NodeStatus)(0),             // 4: ccgp.govchain.v1.NodeStatus
 	(ProposalKind)(0),           // 5: ccgp.govchain.v1.ProposalKind
-	(ProposalStatus)(0),         // 6: ccgp.govchain.v1.ProposalStatus
-	(PipeStatus)(0),             // 7: ccgp.govchain.v1.PipeStatus
-	(ConsistencyMode)(0),        // 8: ccgp.govchain.v1.ConsistencyMode
-	(PacketState)(0),            // 9: ccgp.govchain.v1.PacketState
-	(*Params)(nil),              // 10: ccgp.govchain.v1.Params
-	(*Org)(nil),                 // 11: ccgp.govchain.v1.Org
-	(*Account)(nil),             // 12: ccgp.govchain.v1.Account
-	(*Vote)(nil),                // 13: ccgp.govchain.v1.Vote
-	(*Proposal)(nil),            // 14: ccgp.govchain.v1.Proposal
-	(*Node)(nil),                // 15: ccgp.govchain.v1.Node
-	(*Service)(nil),             // 16: ccgp.govchain.v1.Service
-	(*Subchain)(nil),            // 17: ccgp.govchain.v1.Subchain
-	(*App)(nil),                 // 18: ccgp.govchain.v1.App
-	(*Contract)(nil),            // 19: ccgp.govchain.v1.Contract
-	(*PipeEndpoint)(nil),        // 20: ccgp.govchain.v1.PipeEndpoint
-	(*PipeLimits)(nil),          // 21: ccgp.govchain.v1.PipeLimits
-	(*Pipe)(nil),                // 22: ccgp.govchain.v1.Pipe
-	(*GenesisOrg)(nil),          // 23: ccgp.govchain.v1.GenesisOrg
-	(*GenesisAccount)(nil),      // 24: ccgp.govchain.v1.GenesisAccount
-	(*GenesisNode)(nil),         // 25: ccgp.govchain.v1.GenesisNode
-	(*GenesisState)(nil),        // 26: ccgp.govchain.v1.GenesisState
-	(*Tx)(nil),                  // 27: ccgp.govchain.v1.Tx
-	(*TxBody)(nil),              // 28: ccgp.govchain.v1.TxBody
-	(*MsgApplyOrg)(nil),         // 29: ccgp.govchain.v1.MsgApplyOrg
-	(*MsgVote)(nil),             // 30: ccgp.govchain.v1.MsgVote
-	(*MsgProposeAccount)(nil),   // 31: ccgp.govchain.v1.MsgProposeAccount
-	(*MsgRegisterNode)(nil),     // 32: ccgp.govchain.v1.MsgRegisterNode
-	(*MsgRegisterService)(nil),  // 33: ccgp.govchain.v1.MsgRegisterService
-	(*MsgRegisterSubchain)(nil), // 34: ccgp.govchain.v1.MsgRegisterSubchain
-	(*MsgRegisterApp)(nil),      // 35: ccgp.govchain.v1.MsgRegisterApp
-	(*MsgRegisterContract)(nil), // 36: ccgp.govchain.v1.MsgRegisterContract
-	(*MsgApplyPipe)(nil),        // 37: ccgp.govchain.v1.MsgApplyPipe
-	(*MsgAuthorizePipe)(nil),    // 38: ccgp.govchain.v1.MsgAuthorizePipe
-	(*MsgSuspendPipe)(nil),      // 39: ccgp.govchain.v1.MsgSuspendPipe
-	(*MsgResumePipe)(nil),       // 40: ccgp.govchain.v1.MsgResumePipe
-	(*MsgProposePipeMode)(nil),  // 41: ccgp.govchain.v1.MsgProposePipeMode
-	(*PipeRange)(nil),           // 42: ccgp.govchain.v1.PipeRange
-	(*BatchOpen)(nil),           // 43: ccgp.govchain.v1.BatchOpen
-	(*MsgOpenBatches)(nil),      // 44: ccgp.govchain.v1.MsgOpenBatches
-	(*BatchReceipts)(nil),       // 45: ccgp.govchain.v1.BatchReceipts
-	(*MsgAnchorReceipts)(nil),   // 46: ccgp.govchain.v1.MsgAnchorReceipts
-	(*BatchRef)(nil),            // 47: ccgp.govchain.v1.BatchRef
-	(*MsgConfirmBatches)(nil),   // 48: ccgp.govchain.v1.MsgConfirmBatches
-	(*PacketRef)(nil),           // 49: ccgp.govchain.v1.PacketRef
-	(*MsgTxException)(nil),      // 50: ccgp.govchain.v1.MsgTxException
-	(*MsgResolve)(nil),          // 51: ccgp.govchain.v1.MsgResolve
-	(*BatchAnchor)(nil),         // 52: ccgp.govchain.v1.BatchAnchor
-	(*LedgerEntry)(nil),         // 53: ccgp.govchain.v1.LedgerEntry
-	(*Transition)(nil),          // 54: ccgp.govchain.v1.Transition
-	(*TxException)(nil),         // 55: ccgp.govchain.v1.TxException
-	(*PacketStatus)(nil),        // 56: ccgp.govchain.v1.PacketStatus
-	(*KV)(nil),                  // 57: ccgp.govchain.v1.KV
-	(*ListResult)(nil),          // 58: ccgp.govchain.v1.ListResult
+	(ServiceStatus)(0),          // 6: ccgp.govchain.v1.ServiceStatus
+	(ProposalStatus)(0),         // 7: ccgp.govchain.v1.ProposalStatus
+	(PipeStatus)(0),             // 8: ccgp.govchain.v1.PipeStatus
+	(ConsistencyMode)(0),        // 9: ccgp.govchain.v1.ConsistencyMode
+	(PacketState)(0),            // 10: ccgp.govchain.v1.PacketState
+	(*Params)(nil),              // 11: ccgp.govchain.v1.Params
+	(*Org)(nil),                 // 12: ccgp.govchain.v1.Org
+	(*Account)(nil),             // 13: ccgp.govchain.v1.Account
+	(*PreviousKey)(nil),         // 14: ccgp.govchain.v1.PreviousKey
+	(*Vote)(nil),                // 15: ccgp.govchain.v1.Vote
+	(*Proposal)(nil),            // 16: ccgp.govchain.v1.Proposal
+	(*Node)(nil),                // 17: ccgp.govchain.v1.Node
+	(*Service)(nil),             // 18: ccgp.govchain.v1.Service
+	(*Subchain)(nil),            // 19: ccgp.govchain.v1.Subchain
+	(*App)(nil),                 // 20: ccgp.govchain.v1.App
+	(*Contract)(nil),            // 21: ccgp.govchain.v1.Contract
+	(*PipeEndpoint)(nil),        // 22: ccgp.govchain.v1.PipeEndpoint
+	(*PipeLimits)(nil),          // 23: ccgp.govchain.v1.PipeLimits
+	(*Pipe)(nil),                // 24: ccgp.govchain.v1.Pipe
+	(*GenesisOrg)(nil),          // 25: ccgp.govchain.v1.GenesisOrg
+	(*GenesisAccount)(nil),      // 26: ccgp.govchain.v1.GenesisAccount
+	(*GenesisNode)(nil),         // 27: ccgp.govchain.v1.GenesisNode
+	(*GenesisState)(nil),        // 28: ccgp.govchain.v1.GenesisState
+	(*Tx)(nil),                  // 29: ccgp.govchain.v1.Tx
+	(*TxBody)(nil),              // 30: ccgp.govchain.v1.TxBody
+	(*MsgRevokeAccount)(nil),    // 31: ccgp.govchain.v1.MsgRevokeAccount
+	(*MsgProposeExpelOrg)(nil),  // 32: ccgp.govchain.v1.MsgProposeExpelOrg
+	(*MsgRotateKey)(nil),        // 33: ccgp.govchain.v1.MsgRotateKey
+	(*MsgUpdateService)(nil),    // 34: ccgp.govchain.v1.MsgUpdateService
+	(*MsgApplyOrg)(nil),         // 35: ccgp.govchain.v1.MsgApplyOrg
+	(*MsgVote)(nil),             // 36: ccgp.govchain.v1.MsgVote
+	(*MsgProposeAccount)(nil),   // 37: ccgp.govchain.v1.MsgProposeAccount
+	(*MsgRegisterNode)(nil),     // 38: ccgp.govchain.v1.MsgRegisterNode
+	(*MsgRegisterService)(nil),  // 39: ccgp.govchain.v1.MsgRegisterService
+	(*MsgRegisterSubchain)(nil), // 40: ccgp.govchain.v1.MsgRegisterSubchain
+	(*MsgRegisterApp)(nil),      // 41: ccgp.govchain.v1.MsgRegisterApp
+	(*MsgRegisterContract)(nil), // 42: ccgp.govchain.v1.MsgRegisterContract
+	(*MsgApplyPipe)(nil),        // 43: ccgp.govchain.v1.MsgApplyPipe
+	(*MsgAuthorizePipe)(nil),    // 44: ccgp.govchain.v1.MsgAuthorizePipe
+	(*MsgSuspendPipe)(nil),      // 45: ccgp.govchain.v1.MsgSuspendPipe
+	(*MsgResumePipe)(nil),       // 46: ccgp.govchain.v1.MsgResumePipe
+	(*MsgProposePipeMode)(nil),  // 47: ccgp.govchain.v1.MsgProposePipeMode
+	(*PipeRange)(nil),           // 48: ccgp.govchain.v1.PipeRange
+	(*BatchOpen)(nil),           // 49: ccgp.govchain.v1.BatchOpen
+	(*MsgOpenBatches)(nil),      // 50: ccgp.govchain.v1.MsgOpenBatches
+	(*BatchReceipts)(nil),       // 51: ccgp.govchain.v1.BatchReceipts
+	(*MsgAnchorReceipts)(nil),   // 52: ccgp.govchain.v1.MsgAnchorReceipts
+	(*BatchRef)(nil),            // 53: ccgp.govchain.v1.BatchRef
+	(*MsgConfirmBatches)(nil),   // 54: ccgp.govchain.v1.MsgConfirmBatches
+	(*PacketRef)(nil),           // 55: ccgp.govchain.v1.PacketRef
+	(*MsgTxException)(nil),      // 56: ccgp.govchain.v1.MsgTxException
+	(*MsgResolve)(nil),          // 57: ccgp.govchain.v1.MsgResolve
+	(*BatchAnchor)(nil),         // 58: ccgp.govchain.v1.BatchAnchor
+	(*LedgerEntry)(nil),         // 59: ccgp.govchain.v1.LedgerEntry
+	(*Transition)(nil),          // 60: ccgp.govchain.v1.Transition
+	(*TxException)(nil),         // 61: ccgp.govchain.v1.TxException
+	(*PacketStatus)(nil),        // 62: ccgp.govchain.v1.PacketStatus
+	(*KV)(nil),                  // 63: ccgp.govchain.v1.KV
+	(*ListRequest)(nil),         // 64: ccgp.govchain.v1.ListRequest
+	(*ListResult)(nil),          // 65: ccgp.govchain.v1.ListResult
 }
 var file_govchain_proto_depIdxs = []int32{
 	1,  // 0: ccgp.govchain.v1.Org.status:type_name -> ccgp.govchain.v1.OrgStatus
 	0,  // 1: ccgp.govchain.v1.Account.role:type_name -> ccgp.govchain.v1.Role
 	2,  // 2: ccgp.govchain.v1.Account.status:type_name -> ccgp.govchain.v1.AccountStatus
-	5,  // 3: ccgp.govchain.v1.Proposal.kind:type_name -> ccgp.govchain.v1.ProposalKind
-	6,  // 4: ccgp.govchain.v1.Proposal.status:type_name -> ccgp.govchain.v1.ProposalStatus
-	13, // 5: ccgp.govchain.v1.Proposal.votes:type_name -> ccgp.govchain.v1.Vote
-	8,  // 6: ccgp.govchain.v1.Proposal.mode:type_name -> ccgp.govchain.v1.ConsistencyMode
-	3,  // 7: ccgp.govchain.v1.Node.kind:type_name -> ccgp.govchain.v1.NodeKind
-	4,  // 8: ccgp.govchain.v1.Node.status:type_name -> ccgp.govchain.v1.NodeStatus
-	20, // 9: ccgp.govchain.v1.Pipe.source:type_name -> ccgp.govchain.v1.PipeEndpoint
-	20, // 10: ccgp.govchain.v1.Pipe.destination:type_name -> ccgp.govchain.v1.PipeEndpoint
-	7,  // 11: ccgp.govchain.v1.Pipe.status:type_name -> ccgp.govchain.v1.PipeStatus
-	21, // 12: ccgp.govchain.v1.Pipe.limits:type_name -> ccgp.govchain.v1.PipeLimits
-	8,  // 13: ccgp.govchain.v1.Pipe.mode:type_name -> ccgp.govchain.v1.ConsistencyMode
-	0,  // 14: ccgp.govchain.v1.GenesisAccount.role:type_name -> ccgp.govchain.v1.Role
-	10, // 15: ccgp.govchain.v1.GenesisState.params:type_name -> ccgp.govchain.v1.Params
-	23, // 16: ccgp.govchain.v1.GenesisState.orgs:type_name -> ccgp.govchain.v1.GenesisOrg
-	24, // 17: ccgp.govchain.v1.GenesisState.accounts:type_name -> ccgp.govchain.v1.GenesisAccount
-	25, // 18: ccgp.govchain.v1.GenesisState.nodes:type_name -> ccgp.govchain.v1.GenesisNode
-	29, // 19: ccgp.govchain.v1.TxBody.apply_org:type_name -> ccgp.govchain.v1.MsgApplyOrg
-	30, // 20: ccgp.govchain.v1.TxBody.vote:type_name -> ccgp.govchain.v1.MsgVote
-	31, // 21: ccgp.govchain.v1.TxBody.propose_account:type_name -> ccgp.govchain.v1.MsgProposeAccount
-	32, // 22: ccgp.govchain.v1.TxBody.register_node:type_name -> ccgp.govchain.v1.MsgRegisterNode
-	33, // 23: ccgp.govchain.v1.TxBody.register_service:type_name -> ccgp.govchain.v1.MsgRegisterService
-	34, // 24: ccgp.govchain.v1.TxBody.register_subchain:type_name -> ccgp.govchain.v1.MsgRegisterSubchain
-	35, // 25: ccgp.govchain.v1.TxBody.register_app:type_name -> ccgp.govchain.v1.MsgRegisterApp
-	36, // 26: ccgp.govchain.v1.TxBody.register_contract:type_name -> ccgp.govchain.v1.MsgRegisterContract
-	37, // 27: ccgp.govchain.v1.TxBody.apply_pipe:type_name -> ccgp.govchain.v1.MsgApplyPipe
-	38, // 28: ccgp.govchain.v1.TxBody.authorize_pipe:type_name -> ccgp.govchain.v1.MsgAuthorizePipe
-	39, // 29: ccgp.govchain.v1.TxBody.suspend_pipe:type_name -> ccgp.govchain.v1.MsgSuspendPipe
-	40, // 30: ccgp.govchain.v1.TxBody.resume_pipe:type_name -> ccgp.govchain.v1.MsgResumePipe
-	41, // 31: ccgp.govchain.v1.TxBody.propose_pipe_mode:type_name -> ccgp.govchain.v1.MsgProposePipeMode
-	44, // 32: ccgp.govchain.v1.TxBody.open_batches:type_name -> ccgp.govchain.v1.MsgOpenBatches
-	46, // 33: ccgp.govchain.v1.TxBody.anchor_receipts:type_name -> ccgp.govchain.v1.MsgAnchorReceipts
-	48, // 34: ccgp.govchain.v1.TxBody.confirm_batches:type_name -> ccgp.govchain.v1.MsgConfirmBatches
-	50, // 35: ccgp.govchain.v1.TxBody.tx_exception:type_name -> ccgp.govchain.v1.MsgTxException
-	51, // 36: ccgp.govchain.v1.TxBody.resolve:type_name -> ccgp.govchain.v1.MsgResolve
-	0,  // 37: ccgp.govchain.v1.MsgProposeAccount.role:type_name -> ccgp.govchain.v1.Role
-	3,  // 38: ccgp.govchain.v1.MsgRegisterNode.kind:type_name -> ccgp.govchain.v1.NodeKind
-	21, // 39: ccgp.govchain.v1.MsgApplyPipe.limits:type_name -> ccgp.govchain.v1.PipeLimits
-	8,  // 40: ccgp.govchain.v1.MsgApplyPipe.mode:type_name -> ccgp.govchain.v1.ConsistencyMode
-	8,  // 41: ccgp.govchain.v1.MsgProposePipeMode.mode:type_name -> ccgp.govchain.v1.ConsistencyMode
-	42, // 42: ccgp.govchain.v1.BatchOpen.ranges:type_name -> ccgp.govchain.v1.PipeRange
-	43, // 43: ccgp.govchain.v1.MsgOpenBatches.batches:type_name -> ccgp.govchain.v1.BatchOpen
-	45, // 44: ccgp.govchain.v1.MsgAnchorReceipts.batches:type_name -> ccgp.govchain.v1.BatchReceipts
-	47, // 45: ccgp.govchain.v1.MsgConfirmBatches.batches:type_name -> ccgp.govchain.v1.BatchRef
-	49, // 46: ccgp.govchain.v1.MsgTxException.packets:type_name -> ccgp.govchain.v1.PacketRef
-	9,  // 47: ccgp.govchain.v1.MsgTxException.state:type_name -> ccgp.govchain.v1.PacketState
-	49, // 48: ccgp.govchain.v1.MsgResolve.packets:type_name -> ccgp.govchain.v1.PacketRef
-	42, // 49: ccgp.govchain.v1.BatchAnchor.ranges:type_name -> ccgp.govchain.v1.PipeRange
-	9,  // 50: ccgp.govchain.v1.Transition.state:type_name -> ccgp.govchain.v1.PacketState
-	9,  // 51: ccgp.govchain.v1.TxException.state:type_name -> ccgp.govchain.v1.PacketState
-	54, // 52: ccgp.govchain.v1.TxException.history:type_name -> ccgp.govchain.v1.Transition
-	9,  // 53: ccgp.govchain.v1.PacketStatus.state:type_name -> ccgp.govchain.v1.PacketState
-	53, // 54: ccgp.govchain.v1.PacketStatus.ledger:type_name -> ccgp.govchain.v1.LedgerEntry
-	52, // 55: ccgp.govchain.v1.PacketStatus.anchor:type_name -> ccgp.govchain.v1.BatchAnchor
-	55, // 56: ccgp.govchain.v1.PacketStatus.exception:type_name -> ccgp.govchain.v1.TxException
-	57, // 57: ccgp.govchain.v1.ListResult.items:type_name -> ccgp.govchain.v1.KV
-	58, // [58:58] is the sub-list for method output_type
-	58, // [58:58] is the sub-list for method input_type
-	58, // [58:58] is the sub-list for extension type_name
-	58, // [58:58] is the sub-list for extension extendee
-	0,  // [0:58] is the sub-list for field type_name
+	14, // 3: ccgp.govchain.v1.Account.previous_keys:type_name -> ccgp.govchain.v1.PreviousKey
+	5,  // 4: ccgp.govchain.v1.Proposal.kind:type_name -> ccgp.govchain.v1.ProposalKind
+	7,  // 5: ccgp.govchain.v1.Proposal.status:type_name -> ccgp.govchain.v1.ProposalStatus
+	15, // 6: ccgp.govchain.v1.Proposal.votes:type_name -> ccgp.govchain.v1.Vote
+	9,  // 7: ccgp.govchain.v1.Proposal.mode:type_name -> ccgp.govchain.v1.ConsistencyMode
+	3,  // 8: ccgp.govchain.v1.Node.kind:type_name -> ccgp.govchain.v1.NodeKind
+	4,  // 9: ccgp.govchain.v1.Node.status:type_name -> ccgp.govchain.v1.NodeStatus
+	6,  // 10: ccgp.govchain.v1.Service.status:type_name -> ccgp.govchain.v1.ServiceStatus
+	22, // 11: ccgp.govchain.v1.Pipe.source:type_name -> ccgp.govchain.v1.PipeEndpoint
+	22, // 12: ccgp.govchain.v1.Pipe.destination:type_name -> ccgp.govchain.v1.PipeEndpoint
+	8,  // 13: ccgp.govchain.v1.Pipe.status:type_name -> ccgp.govchain.v1.PipeStatus
+	23, // 14: ccgp.govchain.v1.Pipe.limits:type_name -> ccgp.govchain.v1.PipeLimits
+	9,  // 15: ccgp.govchain.v1.Pipe.mode:type_name -> ccgp.govchain.v1.ConsistencyMode
+	0,  // 16: ccgp.govchain.v1.GenesisAccount.role:type_name -> ccgp.govchain.v1.Role
+	11, // 17: ccgp.govchain.v1.GenesisState.params:type_name -> ccgp.govchain.v1.Params
+	25, // 18: ccgp.govchain.v1.GenesisState.orgs:type_name -> ccgp.govchain.v1.GenesisOrg
+	26, // 19: ccgp.govchain.v1.GenesisState.accounts:type_name -> ccgp.govchain.v1.GenesisAccount
+	27, // 20: ccgp.govchain.v1.GenesisState.nodes:type_name -> ccgp.govchain.v1.GenesisNode
+	35, // 21: ccgp.govchain.v1.TxBody.apply_org:type_name -> ccgp.govchain.v1.MsgApplyOrg
+	36, // 22: ccgp.govchain.v1.TxBody.vote:type_name -> ccgp.govchain.v1.MsgVote
+	37, // 23: ccgp.govchain.v1.TxBody.propose_account:type_name -> ccgp.govchain.v1.MsgProposeAccount
+	38, // 24: ccgp.govchain.v1.TxBody.register_node:type_name -> ccgp.govchain.v1.MsgRegisterNode
+	39, // 25: ccgp.govchain.v1.TxBody.register_service:type_name -> ccgp.govchain.v1.MsgRegisterService
+	40, // 26: ccgp.govchain.v1.TxBody.register_subchain:type_name -> ccgp.govchain.v1.MsgRegisterSubchain
+	41, // 27: ccgp.govchain.v1.TxBody.register_app:type_name -> ccgp.govchain.v1.MsgRegisterApp
+	42, // 28: ccgp.govchain.v1.TxBody.register_contract:type_name -> ccgp.govchain.v1.MsgRegisterContract
+	43, // 29: ccgp.govchain.v1.TxBody.apply_pipe:type_name -> ccgp.govchain.v1.MsgApplyPipe
+	44, // 30: ccgp.govchain.v1.TxBody.authorize_pipe:type_name -> ccgp.govchain.v1.MsgAuthorizePipe
+	45, // 31: ccgp.govchain.v1.TxBody.suspend_pipe:type_name -> ccgp.govchain.v1.MsgSuspendPipe
+	46, // 32: ccgp.govchain.v1.TxBody.resume_pipe:type_name -> ccgp.govchain.v1.MsgResumePipe
+	47, // 33: ccgp.govchain.v1.TxBody.propose_pipe_mode:type_name -> ccgp.govchain.v1.MsgProposePipeMode
+	50, // 34: ccgp.govchain.v1.TxBody.open_batches:type_name -> ccgp.govchain.v1.MsgOpenBatches
+	52, // 35: ccgp.govchain.v1.TxBody.anchor_receipts:type_name -> ccgp.govchain.v1.MsgAnchorReceipts
+	54, // 36: ccgp.govchain.v1.TxBody.confirm_batches:type_name -> ccgp.govchain.v1.MsgConfirmBatches
+	56, // 37: ccgp.govchain.v1.TxBody.tx_exception:type_name -> ccgp.govchain.v1.MsgTxException
+	57, // 38: ccgp.govchain.v1.TxBody.resolve:type_name -> ccgp.govchain.v1.MsgResolve
+	31, // 39: ccgp.govchain.v1.TxBody.revoke_account:type_name -> ccgp.govchain.v1.MsgRevokeAccount
+	32, // 40: ccgp.govchain.v1.TxBody.propose_expel_org:type_name -> ccgp.govchain.v1.MsgProposeExpelOrg
+	33, // 41: ccgp.govchain.v1.TxBody.rotate_key:type_name -> ccgp.govchain.v1.MsgRotateKey
+	34, // 42: ccgp.govchain.v1.TxBody.update_service:type_name -> ccgp.govchain.v1.MsgUpdateService
+	0,  // 43: ccgp.govchain.v1.MsgProposeAccount.role:type_name -> ccgp.govchain.v1.Role
+	3,  // 44: ccgp.govchain.v1.MsgRegisterNode.kind:type_name -> ccgp.govchain.v1.NodeKind
+	23, // 45: ccgp.govchain.v1.MsgApplyPipe.limits:type_name -> ccgp.govchain.v1.PipeLimits
+	9,  // 46: ccgp.govchain.v1.MsgApplyPipe.mode:type_name -> ccgp.govchain.v1.ConsistencyMode
+	9,  // 47: ccgp.govchain.v1.MsgProposePipeMode.mode:type_name -> ccgp.govchain.v1.ConsistencyMode
+	48, // 48: ccgp.govchain.v1.BatchOpen.ranges:type_name -> ccgp.govchain.v1.PipeRange
+	49, // 49: ccgp.govchain.v1.MsgOpenBatches.batches:type_name -> ccgp.govchain.v1.BatchOpen
+	51, // 50: ccgp.govchain.v1.MsgAnchorReceipts.batches:type_name -> ccgp.govchain.v1.BatchReceipts
+	53, // 51: ccgp.govchain.v1.MsgConfirmBatches.batches:type_name -> ccgp.govchain.v1.BatchRef
+	55, // 52: ccgp.govchain.v1.MsgTxException.packets:type_name -> ccgp.govchain.v1.PacketRef
+	10, // 53: ccgp.govchain.v1.MsgTxException.state:type_name -> ccgp.govchain.v1.PacketState
+	55, // 54: ccgp.govchain.v1.MsgResolve.packets:type_name -> ccgp.govchain.v1.PacketRef
+	48, // 55: ccgp.govchain.v1.BatchAnchor.ranges:type_name -> ccgp.govchain.v1.PipeRange
+	10, // 56: ccgp.govchain.v1.Transition.state:type_name -> ccgp.govchain.v1.PacketState
+	10, // 57: ccgp.govchain.v1.TxException.state:type_name -> ccgp.govchain.v1.PacketState
+	60, // 58: ccgp.govchain.v1.TxException.history:type_name -> ccgp.govchain.v1.Transition
+	10, // 59: ccgp.govchain.v1.PacketStatus.state:type_name -> ccgp.govchain.v1.PacketState
+	59, // 60: ccgp.govchain.v1.PacketStatus.ledger:type_name -> ccgp.govchain.v1.LedgerEntry
+	58, // 61: ccgp.govchain.v1.PacketStatus.anchor:type_name -> ccgp.govchain.v1.BatchAnchor
+	61, // 62: ccgp.govchain.v1.PacketStatus.exception:type_name -> ccgp.govchain.v1.TxException
+	63, // 63: ccgp.govchain.v1.ListResult.items:type_name -> ccgp.govchain.v1.KV
+	64, // [64:64] is the sub-list for method output_type
+	64, // [64:64] is the sub-list for method input_type
+	64, // [64:64] is the sub-list for extension type_name
+	64, // [64:64] is the sub-list for extension extendee
+	0,  // [0:64] is the sub-list for field type_name
 }
 
 func init() { file_govchain_proto_init() }
@@ -4881,7 +5532,7 @@ func file_govchain_proto_init() {
 	if File_govchain_proto != nil {
 		return
 	}
-	file_govchain_proto_msgTypes[18].OneofWrappers = []any{
+	file_govchain_proto_msgTypes[19].OneofWrappers = []any{
 		(*TxBody_ApplyOrg)(nil),
 		(*TxBody_Vote)(nil),
 		(*TxBody_ProposeAccount)(nil),
@@ -4900,14 +5551,18 @@ func file_govchain_proto_init() {
 		(*TxBody_ConfirmBatches)(nil),
 		(*TxBody_TxException)(nil),
 		(*TxBody_Resolve)(nil),
+		(*TxBody_RevokeAccount)(nil),
+		(*TxBody_ProposeExpelOrg)(nil),
+		(*TxBody_RotateKey)(nil),
+		(*TxBody_UpdateService)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_govchain_proto_rawDesc), len(file_govchain_proto_rawDesc)),
-			NumEnums:      10,
-			NumMessages:   49,
+			NumEnums:      11,
+			NumMessages:   55,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -103,7 +103,7 @@ func TestFourValidatorGovernance(t *testing.T) {
 		cc := crypto.DevSigner("cc-" + org)
 		r := submit(ctx, t, c, admin, &MsgProposeAccount{Role: Role_ROLE_CROSSCHAIN, Suite: "ed25519", PublicKey: cc.PublicKey()})
 		voteIn(ctx, t, c, r, orgs[1:])
-		submit(ctx, t, c, admin, &MsgRegisterService{RelayId: "relay-" + org, Address: "127.0.0.1:7001", Account: addr(cc)})
+		submit(ctx, t, c, admin, &MsgRegisterService{RelayId: "relay-" + org, Address: "127.0.0.1:7001", TlsCertSha256: fp, Account: addr(cc)})
 		submit(ctx, t, c, admin, &MsgRegisterSubchain{Id: "chain-" + org, Kind: "simchain", RelayId: "relay-" + org})
 		submit(ctx, t, c, admin, &MsgRegisterApp{Id: "app-" + org, Subchain: "chain-" + org, Account: addr(cc)})
 		submit(ctx, t, c, admin, &MsgRegisterContract{Id: "ct-" + org, App: "app-" + org, Address: "0x" + org})

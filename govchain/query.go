@@ -54,29 +54,84 @@ func (c *Client) Pipe(ctx context.Context, id string) (*Pipe, error) {
 	return getTyped(ctx, c, "pipe "+id, KeyPipe(id), &Pipe{})
 }
 
-// List returns every record under a List* prefix at the latest height. Lists
-// carry no proofs; read a single record with Get for a proven value.
-func List[T proto.Message](ctx context.Context, c *Client, prefix string, newT func() T) ([]T, error) {
-	res, err := c.rpc.ABCIQueryWithOptions(ctx, QueryList, []byte(prefix), rpcclient.ABCIQueryOptions{})
+// AccountByKey finds, with proofs, the account that a key signs for: the
+// account at the key's own address (keyAddr = AddressOf(suite, key)), or
+// else the account the key was rotated onto. It returns ErrNoRecord when
+// neither exists. Whether the key is still the account's current one is
+// for the caller to compare (Account.Suite and Account.PublicKey).
+func (c *Client) AccountByKey(ctx context.Context, keyAddr crypto.Address) (crypto.Address, *Account, error) {
+	a, err := c.Account(ctx, keyAddr)
+	if err == nil || !errors.Is(err, ErrNoRecord) {
+		return keyAddr, a, err
+	}
+	raw, _, err := c.GetRaw(ctx, 0, KeyAlias(keyAddr))
 	if err != nil {
-		return nil, fmt.Errorf("govchain: list %q: %w", prefix, err)
+		return crypto.Address{}, nil, fmt.Errorf("key %s: %w", keyAddr, err)
 	}
-	if res.Response.Code != CodeOK {
-		return nil, fmt.Errorf("govchain: list %q: %s", prefix, res.Response.Log)
+	owner, err := crypto.AddressFromBytes(raw)
+	if err != nil {
+		return crypto.Address{}, nil, fmt.Errorf("govchain: alias of key %s: %w", keyAddr, err)
 	}
-	var lr ListResult
-	if err := proto.Unmarshal(res.Response.Value, &lr); err != nil {
-		return nil, fmt.Errorf("govchain: list %q: %w", prefix, err)
-	}
-	out := make([]T, 0, len(lr.Items))
-	for _, kv := range lr.Items {
-		m := newT()
-		if err := proto.Unmarshal(kv.Value, m); err != nil {
-			return nil, fmt.Errorf("govchain: list %q: record %q: %w", prefix, kv.Key, err)
+	a, err = c.Account(ctx, owner)
+	return owner, a, err
+}
+
+// List returns every record under a List* prefix at the latest height,
+// asking page after page (each starts after the last key of the one
+// before) until the node says there is no more. Lists carry no proofs;
+// read a single record with Get for a proven value. The pages are read at
+// the latest height each, so a list taken while blocks commit may mix
+// heights, as each record's own read would.
+func List[T proto.Message](ctx context.Context, c *Client, prefix string, newT func() T) ([]T, error) {
+	return listPages(ctx, prefix, newT, func(ctx context.Context, req []byte) (uint32, string, []byte, error) {
+		res, err := c.rpc.ABCIQueryWithOptions(ctx, QueryList, req, rpcclient.ABCIQueryOptions{})
+		if err != nil {
+			return 0, "", nil, err
 		}
-		out = append(out, m)
+		return res.Response.Code, res.Response.Log, res.Response.Value, nil
+	})
+}
+
+// listQuery sends one encoded ListRequest and returns the response's code,
+// log and value.
+type listQuery func(ctx context.Context, req []byte) (code uint32, log string, value []byte, err error)
+
+// listPages is List's loop, apart from the transport so tests drive it
+// against an Application directly.
+func listPages[T proto.Message](ctx context.Context, prefix string, newT func() T, query listQuery) ([]T, error) {
+	var out []T
+	req := &ListRequest{Prefix: prefix}
+	for {
+		raw, err := proto.Marshal(req)
+		if err != nil {
+			return nil, fmt.Errorf("govchain: list %q: %w", prefix, err)
+		}
+		code, log, value, err := query(ctx, raw)
+		if err != nil {
+			return nil, fmt.Errorf("govchain: list %q: %w", prefix, err)
+		}
+		if code != CodeOK {
+			return nil, fmt.Errorf("govchain: list %q: %s", prefix, log)
+		}
+		var lr ListResult
+		if err := proto.Unmarshal(value, &lr); err != nil {
+			return nil, fmt.Errorf("govchain: list %q: %w", prefix, err)
+		}
+		for _, kv := range lr.Items {
+			m := newT()
+			if err := proto.Unmarshal(kv.Value, m); err != nil {
+				return nil, fmt.Errorf("govchain: list %q: record %q: %w", prefix, kv.Key, err)
+			}
+			out = append(out, m)
+		}
+		if !lr.Truncated {
+			return out, nil
+		}
+		if len(lr.Items) == 0 {
+			return nil, fmt.Errorf("govchain: list %q: the node said more follow but sent none", prefix)
+		}
+		req.After = lr.Items[len(lr.Items)-1].Key
 	}
-	return out, nil
 }
 
 // PacketStatus derives a packet's state from the chain with every record

@@ -29,6 +29,9 @@ const (
 	prefixLedger   = "l/" // l/<pipe>/<first seq be64>
 	prefixThrough  = "w/" // w/<pipe>: the highest sequence anchored
 	prefixExcept   = "e/" // e/<pipe>/<seq be64>
+	prefixAlias    = "r/" // r/<AddressOf(suite, key)>: the account a key was rotated onto
+	prefixApplying = "q/" // q/<applicant address>: its applications still voting (be64)
+	keyOpenApps    = "A"  // membership applications still voting (be64)
 )
 
 // KeyBatch is the key of a batch anchor.
@@ -60,6 +63,66 @@ func KeySubchain(id string) []byte       { return []byte(prefixSubchain + id) }
 func KeyApp(id string) []byte            { return []byte(prefixApp + id) }
 func KeyContract(id string) []byte       { return []byte(prefixContract + id) }
 func KeyPipe(id string) []byte           { return []byte(prefixPipe + id) }
+
+// KeyAlias is the key of the record naming the account that a key was
+// rotated onto; keyAddr is AddressOf(suite, that key). The value is the
+// account's 20-byte address. Aliases are never removed, so no key ever
+// serves two accounts.
+func KeyAlias(keyAddr crypto.Address) []byte { return append([]byte(prefixAlias), keyAddr[:]...) }
+
+// keyOwner returns the account a key (by its derived address) was rotated
+// onto, if any.
+func keyOwner(r reader, keyAddr crypto.Address) (crypto.Address, bool, error) {
+	b, err := r.Get(KeyAlias(keyAddr))
+	if err != nil {
+		return crypto.Address{}, false, fmt.Errorf("state: get alias: %w", err)
+	}
+	if b == nil {
+		return crypto.Address{}, false, nil
+	}
+	a, err := crypto.AddressFromBytes(b)
+	if err != nil {
+		return crypto.Address{}, false, fmt.Errorf("state: alias of %s: %w", keyAddr, err)
+	}
+	return a, true, nil
+}
+
+func keyApplying(a crypto.Address) []byte { return append([]byte(prefixApplying), a[:]...) }
+
+// counter reads a be64 counter (absent: 0).
+func counter(r reader, key []byte) (uint64, error) {
+	b, err := r.Get(key)
+	if err != nil {
+		return 0, fmt.Errorf("state: get %q: %w", key, err)
+	}
+	if len(b) != 8 {
+		return 0, nil
+	}
+	return binary.BigEndian.Uint64(b), nil
+}
+
+// addCounter adds delta to a be64 counter, never below 0; at 0 the key is
+// removed, so that counters leave no trace once idle.
+func (o *overlay) addCounter(key []byte, delta int64) error {
+	n, err := counter(o, key)
+	if err != nil {
+		return err
+	}
+	switch {
+	case delta >= 0:
+		n += uint64(delta)
+	case uint64(-delta) >= n:
+		n = 0
+	default:
+		n -= uint64(-delta)
+	}
+	if n == 0 {
+		o.del(key)
+		return nil
+	}
+	o.set(key, binary.BigEndian.AppendUint64(nil, n))
+	return nil
+}
 
 func keyOpenProp(deadline, id uint64) []byte {
 	k := binary.BigEndian.AppendUint64([]byte(prefixOpenProp), deadline)

@@ -2,6 +2,7 @@ package govchain
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"sync"
 
@@ -12,6 +13,10 @@ import (
 // signDomain separates governance-tx signatures from every other signature a
 // key may make (AMDP packets, batches).
 const signDomain = "ccgp/govchain/tx/v1\x00"
+
+// rotateDomain separates the new key's proof of possession in a key
+// rotation from every other signature, tx signatures included.
+const rotateDomain = "ccgp/govchain/rotate-key/v1\x00"
 
 // Bounds checked before anything is allocated from a tx's fields.
 const (
@@ -27,7 +32,35 @@ func SignBytes(body []byte) []byte {
 	return append(append(out, signDomain...), body...)
 }
 
-// NewTx builds and signs a tx carrying msg.
+// RotationStatement is what the new key signs in MsgRotateKey: the domain
+// tag, the chain id, the account's address, the new suite and public key
+// and the nonce of the rotation tx, each variable-length field prefixed by
+// its length (big-endian uint32), so no two statements share bytes. The
+// nonce makes the proof good for one tx only.
+func RotationStatement(chainID string, account crypto.Address, suite string, pub []byte, nonce uint64) []byte {
+	out := make([]byte, 0, len(rotateDomain)+len(chainID)+len(account)+len(suite)+len(pub)+24)
+	out = append(out, rotateDomain...)
+	for _, f := range [][]byte{[]byte(chainID), account[:], []byte(suite), pub} {
+		out = binary.BigEndian.AppendUint32(out, uint32(len(f)))
+		out = append(out, f...)
+	}
+	return binary.BigEndian.AppendUint64(out, nonce)
+}
+
+// NewRotateKey builds the rotate-key message that moves account to next's
+// key, for the rotation tx that will carry nonce: next signs the
+// RotationStatement. The tx itself is signed by the account's current key.
+func NewRotateKey(chainID string, account crypto.Address, nonce uint64, next crypto.Signer) (*MsgRotateKey, error) {
+	suite := string(next.Suite())
+	sig, err := next.Sign(RotationStatement(chainID, account, suite, next.PublicKey(), nonce))
+	if err != nil {
+		return nil, fmt.Errorf("sign rotation statement: %w", err)
+	}
+	return &MsgRotateKey{NewSuite: suite, NewPublicKey: next.PublicKey(), NewSignature: sig}, nil
+}
+
+// NewTx builds and signs a tx carrying msg. For an account whose key was
+// rotated, set body.Account to its address first.
 func NewTx(s crypto.Signer, chainID string, nonce uint64, body *TxBody) ([]byte, error) {
 	body.ChainId, body.Nonce = chainID, nonce
 	raw, err := marshal.Marshal(body)
@@ -43,7 +76,10 @@ func NewTx(s crypto.Signer, chainID string, nonce uint64, body *TxBody) ([]byte,
 
 // DecodedTx is a tx whose bytes parsed and whose signature verified.
 type DecodedTx struct {
-	Body   *TxBody
+	Body *TxBody
+	// Sender is the account the tx acts for: TxBody.Account when set, else
+	// the address of the signing key. That the key is the account's
+	// current key is checked against state, not here.
 	Sender crypto.Address
 	Suite  string
 	PubKey []byte
@@ -106,7 +142,15 @@ func decodeTx(raw []byte, chainID string, maxBytes int, verified *sigCache) (*De
 			verified.add(h)
 		}
 	}
-	return &DecodedTx{Body: &body, Sender: crypto.AddressOf(suite, tx.PublicKey), Suite: tx.Suite, PubKey: tx.PublicKey}, nil
+	sender := crypto.AddressOf(suite, tx.PublicKey)
+	if len(body.Account) != 0 {
+		a, err := crypto.AddressFromBytes(body.Account)
+		if err != nil {
+			return nil, reject(CodeMalformed, "%s: tx account: %v", msgName(&body), err)
+		}
+		sender = a
+	}
+	return &DecodedTx{Body: &body, Sender: sender, Suite: tx.Suite, PubKey: tx.PublicKey}, nil
 }
 
 // Wrap puts a message into a tx body. It panics on a type that is not a
@@ -150,6 +194,14 @@ func Wrap(m proto.Message) *TxBody {
 		b.Msg = &TxBody_TxException{TxException: m}
 	case *MsgResolve:
 		b.Msg = &TxBody_Resolve{Resolve: m}
+	case *MsgRevokeAccount:
+		b.Msg = &TxBody_RevokeAccount{RevokeAccount: m}
+	case *MsgProposeExpelOrg:
+		b.Msg = &TxBody_ProposeExpelOrg{ProposeExpelOrg: m}
+	case *MsgRotateKey:
+		b.Msg = &TxBody_RotateKey{RotateKey: m}
+	case *MsgUpdateService:
+		b.Msg = &TxBody_UpdateService{UpdateService: m}
 	default:
 		panic(fmt.Sprintf("govchain.Wrap: %T is not a governance message", m))
 	}

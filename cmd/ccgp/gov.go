@@ -49,7 +49,13 @@ Membership flow:
   ccgp gov vote 1 yes --from gov-org-1                      each genesis org
 Pipe flow:
   ccgp gov pipe apply p1 --source-contract ct-a --dest-org org-b --dest-subchain chain-b --from gov-org-1
-  ccgp gov pipe authorize p1 --dest-contract ct-b --from gov-org-2`,
+  ccgp gov pipe authorize p1 --dest-contract ct-b --from gov-org-2
+When a party misbehaves:
+  ccgp gov account revoke relay-x --reason "key leaked" --from x-admin      own org: at once
+  ccgp gov account revoke 3f1c...9a --from gov-org-1                        another org: a vote
+  ccgp gov org expel org-x --reason "fraud" --from gov-org-1                a vote
+  ccgp gov account rotate-key --new-key relay-x-2 --from relay-x           move to a new key
+  ccgp gov service update relay-x --address 10.0.0.5:7001 --tls-fingerprint 9f86... --from x-admin`,
 	}
 	f.addFlags(cmd)
 
@@ -73,7 +79,9 @@ func (f *govFlags) addFlags(cmd *cobra.Command) {
 	pf.DurationVar(&f.timeout, "timeout", 30*time.Second, "how long to wait for a tx to commit")
 }
 
-// submit signs and sends m, then prints the outcome.
+// submit signs and sends m, then prints the outcome. A key that was
+// rotated onto an account (its own address is no account) sends for that
+// account, naming it in the tx.
 func (f *govFlags) submit(c *cobra.Command, m proto.Message) error {
 	ctx := c.Context()
 	s, err := f.signer(f.from)
@@ -85,6 +93,34 @@ func (f *govFlags) submit(c *cobra.Command, m proto.Message) error {
 		return err
 	}
 	res, err := cl.Submit(ctx, s, m)
+	if errors.Is(err, govchain.ErrUnknownSender) {
+		if acct, a, aerr := cl.AccountByKey(ctx, crypto.SignerAddress(s)); aerr == nil && acct != crypto.SignerAddress(s) {
+			res, err = submitAs(ctx, cl, s, acct, a.Nonce+1, m)
+		}
+	}
+	return f.printResult(res, err)
+}
+
+// submitAs sends m signed by s for account with nonce: for rotated
+// accounts, and for rotate-key, whose message depends on the nonce.
+func submitAs(ctx context.Context, cl *govchain.Client, s crypto.Signer, account crypto.Address, nonce uint64, m proto.Message) (*govchain.TxResult, error) {
+	body := govchain.Wrap(m)
+	if account != crypto.SignerAddress(s) {
+		body.Account = account[:]
+	}
+	raw, err := govchain.NewTx(s, cl.ChainID(), nonce, body)
+	if err != nil {
+		return nil, err
+	}
+	hash, err := cl.BroadcastRaw(ctx, s, raw)
+	if err != nil {
+		return nil, err
+	}
+	return cl.WaitTx(ctx, hash)
+}
+
+// printResult prints a committed tx's outcome, or its rejection.
+func (f *govFlags) printResult(res *govchain.TxResult, err error) error {
 	if err != nil {
 		var te *govchain.TxError
 		if errors.As(err, &te) {
@@ -115,7 +151,23 @@ func (f *govFlags) submit(c *cobra.Command, m proto.Message) error {
 		case "proposal_decided":
 			fmt.Printf("proposal %s %s\n", e.Attrs["id"], e.Attrs["status"])
 		case "pipe":
-			fmt.Printf("pipe %s is %s\n", e.Attrs["id"], e.Attrs["status"])
+			if e.Attrs["key_rotated"] != "" {
+				fmt.Printf("pipe %s endpoint takes account %s's new key\n", e.Attrs["id"], e.Attrs["key_rotated"])
+			} else if e.Attrs["reason"] != "" {
+				fmt.Printf("pipe %s is %s (%s)\n", e.Attrs["id"], e.Attrs["status"], e.Attrs["reason"])
+			} else {
+				fmt.Printf("pipe %s is %s\n", e.Attrs["id"], e.Attrs["status"])
+			}
+		case "account":
+			if e.Attrs["key_height"] != "" {
+				fmt.Printf("account %s uses its new key from height %s; the old key is refused\n", e.Attrs["address"], e.Attrs["key_height"])
+			} else {
+				fmt.Printf("account %s of org %s is %s\n", e.Attrs["address"], e.Attrs["org"], e.Attrs["status"])
+			}
+		case "service":
+			fmt.Printf("service %s of org %s is %s\n", e.Attrs["relay"], e.Attrs["org"], e.Attrs["status"])
+		case "org":
+			fmt.Printf("org %s is %s\n", e.Attrs["id"], e.Attrs["status"])
 		}
 	}
 	return nil
@@ -151,7 +203,7 @@ func (f *govFlags) paramsCmd() *cobra.Command {
 		Short: "Show the governance parameters (proven)",
 		Args:  exactArgs(),
 		RunE: func(c *cobra.Command, args []string) error {
-			return f.show(c, kind{name: "params", cols: []string{"quorum_num", "quorum_den", "voting_period", "max_tx_bytes"},
+			return f.show(c, kind{name: "params", cols: []string{"quorum_num", "quorum_den", "voting_period", "max_tx_bytes", "max_open_applications", "max_applications_per_applicant"},
 				newT: func() proto.Message { return &govchain.Params{} }}, govchain.KeyParams(), "params")
 		},
 	}
@@ -175,7 +227,7 @@ func idKey(fn func(string) []byte) func(string) ([]byte, error) {
 var kinds = []kind{
 	{name: "org", plural: "orgs", prefix: govchain.ListOrgs, cols: []string{"id", "name", "status", "genesis", "since_height"},
 		newT: func() proto.Message { return &govchain.Org{} }, key: idKey(govchain.KeyOrg), txs: orgTxs},
-	{name: "account", plural: "accounts", prefix: govchain.ListAccounts, cols: []string{"address", "org", "role", "status", "nonce", "name"},
+	{name: "account", plural: "accounts", prefix: govchain.ListAccounts, cols: []string{"address", "org", "role", "status", "nonce", "key_height", "name"},
 		newT: func() proto.Message { return &govchain.Account{} }, txs: accountTxs,
 		key: func(s string) ([]byte, error) {
 			a, err := crypto.ParseAddress(s)
@@ -195,7 +247,7 @@ var kinds = []kind{
 		}},
 	{name: "node", plural: "nodes", prefix: govchain.ListNodes, cols: []string{"id", "org", "kind", "status", "power", "p2p_address"},
 		newT: func() proto.Message { return &govchain.Node{} }, key: idKey(govchain.KeyNode), txs: nodeTxs},
-	{name: "service", plural: "services", prefix: govchain.ListServices, cols: []string{"relay_id", "org", "address", "account", "tls_cert_sha256"},
+	{name: "service", plural: "services", prefix: govchain.ListServices, cols: []string{"relay_id", "org", "status", "address", "account", "tls_cert_sha256"},
 		newT: func() proto.Message { return &govchain.Service{} }, key: idKey(govchain.KeyService), txs: serviceTxs},
 	{name: "subchain", plural: "subchains", prefix: govchain.ListSubchains, cols: []string{"id", "kind", "org", "relay_id"},
 		newT: func() proto.Message { return &govchain.Subchain{} }, key: idKey(govchain.KeySubchain), txs: subchainTxs},

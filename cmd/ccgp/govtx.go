@@ -62,7 +62,28 @@ org's first operator account once the genesis orgs admit the org by vote.`,
 	}
 	apply.Flags().StringVar(&name, "name", "", "the org's display name")
 	apply.Flags().StringVar(&acctName, "account-name", "", "a label for the applicant's account")
-	return []*cobra.Command{apply}
+
+	var reason string
+	expel := &cobra.Command{
+		Use:   "expel ORG_ID",
+		Short: "Propose to expel an org (governors of genesis orgs; the genesis orgs vote)",
+		Long: `Propose to expel an org. The genesis orgs vote with 'ccgp gov vote'. When the
+proposal passes the org is expelled: every account of it is revoked, every
+service of it revoked, and every pipe with an end in it suspended.
+
+Expelling a genesis org: it does not vote on its own expulsion (the
+proposal's electorate is the other active genesis orgs); once expelled it
+leaves the electorate, and proposals still voting are recounted without it.
+The last genesis org cannot be expelled.`,
+		Example: "  ccgp gov org expel org-x --reason \"double-spent packets\" --from gov-org-1\n" +
+			"  ccgp gov vote 7 yes --from gov-org-2",
+		Args: exactArgs("ORG_ID"),
+		RunE: func(c *cobra.Command, args []string) error {
+			return f.submit(c, &govchain.MsgProposeExpelOrg{Org: args[0], Reason: reason})
+		},
+	}
+	expel.Flags().StringVar(&reason, "reason", "", "why (recorded in the proposal)")
+	return []*cobra.Command{apply, expel}
 }
 
 func accountTxs(f *govFlags) []*cobra.Command {
@@ -106,7 +127,86 @@ func accountTxs(f *govFlags) []*cobra.Command {
 	propose.Flags().StringVar(&pubHex, "pubkey", "", "the new account's Ed25519 public key, hex")
 	propose.Flags().StringVar(&keyName, "key", "", "take the public key from this key in HOME/keys")
 	propose.Flags().StringVar(&name, "name", "", "a label for the account")
-	return []*cobra.Command{propose}
+
+	var reason string
+	revoke := &cobra.Command{
+		Use:   "revoke ACCOUNT",
+		Short: "Revoke an account: at once for your own org's, by vote for another org's",
+		Long: `Revoke an account: its address, or the name of the key in HOME/keys that
+it was created with (after a rotation, give the address).
+
+Sent by a governor or operator of the account's own org, it takes effect in
+the block that commits it. Sent by a governor of a genesis org for another
+org's account, it opens a proposal that the genesis orgs vote on.
+
+A revoked account sends no tx. Every pipe whose source or destination names
+it is suspended ("account revoked"), and every relay service it signs for is
+revoked. Revocation is final: admit a new account instead.`,
+		Example: "  ccgp gov account revoke relay-x --reason \"key leaked\" --from x-admin\n" +
+			"  ccgp gov account revoke 3f1c0d...9a --reason \"forged receipts\" --from gov-org-1",
+		Args: exactArgs("ACCOUNT"),
+		RunE: func(c *cobra.Command, args []string) error {
+			acct, err := f.address(args[0])
+			if err != nil {
+				return err
+			}
+			return f.submit(c, &govchain.MsgRevokeAccount{Account: acct, Reason: reason})
+		},
+	}
+	revoke.Flags().StringVar(&reason, "reason", "", "why (recorded on the account)")
+
+	var newKey string
+	rotate := &cobra.Command{
+		Use:   "rotate-key",
+		Short: "Move your account to a new key (signed by the current key and the new one)",
+		Long: `Move the account that --from signs for to the key --new-key (both in
+HOME/keys). The tx is signed by the current key; the new key signs a
+statement naming the chain, the account, the new key and the tx's nonce, so
+nobody can rotate to a key they do not hold.
+
+From the block that commits it, the account keeps its address and signs
+with the new key only: txs signed by the old key are refused, and every
+pipe endpoint naming the account carries the new key. Packets the old key
+signed that are not yet routed are refused by the relays: drain them
+before rotating, or sign them again. Afterwards use --from with the new key;
+the CLI finds the account it was rotated onto.`,
+		Example: "  ccgp keys add relay-x-2 && ccgp gov account rotate-key --new-key relay-x-2 --from relay-x",
+		Args:    exactArgs(),
+		RunE: func(c *cobra.Command, args []string) error {
+			if newKey == "" {
+				return usagef("--new-key is required: the name of the new key in HOME/keys")
+			}
+			if newKey == f.from {
+				return usagef("--new-key must differ from --from")
+			}
+			ctx := c.Context()
+			s, err := f.signer(f.from)
+			if err != nil {
+				return err
+			}
+			next, err := f.signer(newKey)
+			if err != nil {
+				return err
+			}
+			cl, err := f.client(ctx)
+			if err != nil {
+				return err
+			}
+			addr, acct, err := cl.AccountByKey(ctx, crypto.SignerAddress(s))
+			if err != nil {
+				return err
+			}
+			nonce := acct.Nonce + 1
+			m, err := govchain.NewRotateKey(cl.ChainID(), addr, nonce, next)
+			if err != nil {
+				return err
+			}
+			res, err := submitAs(ctx, cl, s, addr, nonce, m)
+			return f.printResult(res, err)
+		},
+	}
+	rotate.Flags().StringVar(&newKey, "new-key", "", "the new key's name in HOME/keys")
+	return []*cobra.Command{propose, revoke, rotate}
 }
 
 func nodeTxs(f *govFlags) []*cobra.Command {
@@ -141,31 +241,69 @@ func nodeTxs(f *govFlags) []*cobra.Command {
 	return []*cobra.Command{reg}
 }
 
+// fingerprint parses --tls-fingerprint: 64 hex digits, colons allowed.
+func fingerprint(s string) ([]byte, error) {
+	if s == "" {
+		return nil, usagef("--tls-fingerprint is required: the SHA-256 of the relay's TLS certificate ('ccgp relay init' prints it)")
+	}
+	b, err := hex.DecodeString(strings.ReplaceAll(s, ":", ""))
+	if err != nil || len(b) != 32 {
+		return nil, usagef("--tls-fingerprint must be 64 hex digits (a SHA-256), not %q", s)
+	}
+	return b, nil
+}
+
 func serviceTxs(f *govFlags) []*cobra.Command {
 	var address, fp, account string
 	reg := &cobra.Command{
-		Use:     "register RELAY_ID",
-		Short:   "Register your org's relay service",
-		Example: "  ccgp gov service register relay-a --address 127.0.0.1:7001 --account relay-a-key --from gov-org-1",
+		Use:   "register RELAY_ID",
+		Short: "Register your org's relay service",
+		Long: `Register your org's relay: its QUIC address, the SHA-256 fingerprint of its
+TLS certificate (required: peers accept only the certificate the chain
+names) and the cross-chain account that signs its batches.`,
+		Example: "  ccgp gov service register relay-a --address 127.0.0.1:7001 --tls-fingerprint 9f86d0...0a08 --account relay-a-key --from gov-org-1",
 		Args:    exactArgs("RELAY_ID"),
 		RunE: func(c *cobra.Command, args []string) error {
-			acct, err := f.address(account)
+			fpb, err := fingerprint(fp)
 			if err != nil {
 				return err
 			}
-			var fpb []byte
-			if fp != "" {
-				if fpb, err = hex.DecodeString(strings.ReplaceAll(fp, ":", "")); err != nil {
-					return usagef("--tls-fingerprint: %v", err)
-				}
+			acct, err := f.address(account)
+			if err != nil {
+				return err
 			}
 			return f.submit(c, &govchain.MsgRegisterService{RelayId: args[0], Address: address, TlsCertSha256: fpb, Account: acct})
 		},
 	}
 	reg.Flags().StringVar(&address, "address", "", "the relay's QUIC host:port")
-	reg.Flags().StringVar(&fp, "tls-fingerprint", "", "SHA-256 of the relay's TLS certificate, hex")
+	reg.Flags().StringVar(&fp, "tls-fingerprint", "", "SHA-256 of the relay's TLS certificate, hex (required)")
 	reg.Flags().StringVar(&account, "account", "", "the relay's cross-chain account: address or key name")
-	return []*cobra.Command{reg}
+
+	var upAddress, upFP string
+	update := &cobra.Command{
+		Use:   "update RELAY_ID",
+		Short: "Change your org's relay address and TLS certificate fingerprint",
+		Long: `Change a relay service's QUIC address and TLS certificate fingerprint, both
+required, e.g. after moving the relay or renewing its certificate. Sent by a
+governor or operator of the service's org; peers dial the new address and
+accept only the new certificate from the block that commits it. A revoked
+service cannot be updated.`,
+		Example: "  ccgp gov service update relay-a --address 10.0.0.5:7001 --tls-fingerprint 9f86d0...0a08 --from gov-org-1",
+		Args:    exactArgs("RELAY_ID"),
+		RunE: func(c *cobra.Command, args []string) error {
+			if upAddress == "" {
+				return usagef("--address is required: the relay's QUIC host:port")
+			}
+			fpb, err := fingerprint(upFP)
+			if err != nil {
+				return err
+			}
+			return f.submit(c, &govchain.MsgUpdateService{RelayId: args[0], Address: upAddress, TlsCertSha256: fpb})
+		},
+	}
+	update.Flags().StringVar(&upAddress, "address", "", "the relay's QUIC host:port")
+	update.Flags().StringVar(&upFP, "tls-fingerprint", "", "SHA-256 of the relay's TLS certificate, hex")
+	return []*cobra.Command{reg, update}
 }
 
 func subchainTxs(f *govFlags) []*cobra.Command {

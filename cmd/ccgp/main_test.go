@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -162,9 +163,45 @@ func TestCLIGovernance(t *testing.T) {
 	run(t, env, "keys", "add", "relay-x", dev).must(t, 0)
 	run(t, env, "gov", "account", "propose", "--role", "cross-chain", "--key", "relay-x", "--from", "x-admin", dev).must(t, 0, "proposal 2 opened")
 	run(t, env, "gov", "vote", "2", "yes", "--from", "gov-org-1", dev).must(t, 0, "passed")
-	run(t, env, "gov", "service", "register", "relay-x", "--address", "127.0.0.1:7001", "--account", "relay-x", "--from", "x-admin", dev).must(t, 0, "committed")
+	fp := strings.Repeat("ab", 32)
+	run(t, env, "gov", "service", "register", "relay-x", "--address", "127.0.0.1:7001", "--tls-fingerprint", fp, "--account", "relay-x", "--from", "x-admin", dev).must(t, 0, "committed")
 	run(t, env, "gov", "subchain", "register", "chain-x", "--relay", "relay-x", "--from", "x-admin", dev).must(t, 0)
 	run(t, env, "gov", "service", "list").must(t, 0, "relay-x", "127.0.0.1:7001")
+
+	// When a party misbehaves: update, rotate, revoke, expel.
+	run(t, env, "gov", "service", "register", "relay-z", "--address", "127.0.0.1:7003", "--account", "relay-x", "--from", "x-admin", dev).must(t, 2, "--tls-fingerprint is required")
+	run(t, env, "gov", "service", "update", "relay-x", "--address", "127.0.0.1:7002", "--from", "x-admin", dev).must(t, 2, "--tls-fingerprint is required")
+	run(t, env, "gov", "service", "update", "relay-x", "--address", "127.0.0.1:7002", "--tls-fingerprint", "abcd", "--from", "x-admin", dev).must(t, 2, "64 hex digits")
+	run(t, env, "gov", "service", "update", "relay-x", "--tls-fingerprint", fp, "--from", "x-admin", dev).must(t, 2, "--address is required")
+	run(t, env, "gov", "service", "update", "relay-x", "--address", "127.0.0.1:7002", "--tls-fingerprint", strings.Repeat("cd", 32), "--from", "gov-org-1", dev).
+		must(t, 1, "rejected: update-service relay-x: relay belongs to org org-x")
+	run(t, env, "gov", "service", "update", "relay-x", "--address", "127.0.0.1:7002", "--tls-fingerprint", strings.Repeat("cd", 32), "--from", "x-admin", dev).
+		must(t, 0, "service relay-x of org org-x is updated")
+	run(t, env, "gov", "service", "show", "relay-x").must(t, 0, "127.0.0.1:7002", strings.Repeat("cd", 32))
+
+	run(t, env, "keys", "add", "relay-x2", dev).must(t, 0)
+	run(t, env, "keys", "add", "relay-x3", dev).must(t, 0)
+	run(t, env, "gov", "account", "rotate-key", "--from", "relay-x", dev).must(t, 2, "--new-key is required")
+	run(t, env, "gov", "account", "rotate-key", "--new-key", "relay-x2", "--from", "relay-x", dev).must(t, 0, "uses its new key from height")
+	run(t, env, "gov", "account", "rotate-key", "--new-key", "relay-x3", "--from", "relay-x", dev).must(t, 1, "rejected", "rotated this key away")
+	// The new key sends for the account it was rotated onto.
+	rot := run(t, env, "gov", "account", "rotate-key", "--new-key", "relay-x3", "--from", "relay-x2", "-o", "json", dev).must(t, 0, `"key_height"`)
+	if !strings.Contains(rot.stdout, `"height"`) {
+		t.Fatalf("rotate-key json: %s", rot.stdout)
+	}
+
+	run(t, env, "gov", "account", "revoke", "zz", "--from", "x-admin", dev).must(t, 2, "neither an address nor a key")
+	run(t, env, "gov", "account", "revoke", "relay-x", "--reason", "key leaked", "--from", "x-admin", dev).
+		must(t, 0, "is revoked", "service relay-x of org org-x is revoked")
+	run(t, env, "gov", "account", "revoke", "relay-x", "--from", "x-admin", dev).must(t, 1, "rejected", "already revoked")
+	run(t, env, "gov", "service", "list").must(t, 0, "revoked")
+
+	run(t, env, "gov", "org", "expel", "--from", "gov-org-1", dev).must(t, 2)
+	run(t, env, "gov", "org", "expel", "org-x", "--reason", "fraud", "--from", "x-admin", dev).must(t, 1, "rejected", "role operator")
+	run(t, env, "gov", "org", "expel", "org-x", "--reason", "fraud", "--from", "gov-org-1", dev).must(t, 0, "proposal 3 opened: expel-org org-x")
+	run(t, env, "gov", "vote", "3", "yes", "--from", "gov-org-1", dev).must(t, 0, "org org-x is expelled", "proposal 3 passed")
+	run(t, env, "gov", "org", "show", "org-x").must(t, 0, "expelled")
+	run(t, env, "gov", "subchain", "register", "chain-y", "--relay", "relay-x", "--from", "x-admin", dev).must(t, 1, "rejected", "revoked")
 
 	// Bad input says what is wrong, never with a stack trace.
 	run(t, env, "gov", "vote", "abc", "yes", "--from", "gov-org-1", dev).must(t, 2, "not a number")
@@ -173,7 +210,7 @@ func TestCLIGovernance(t *testing.T) {
 	run(t, env, "gov", "pipe", "authorize", "p9", "--dest-contract", "c", "--from", "gov-org-1", dev).must(t, 1, "rejected: authorize-pipe p9: pipe p9 does not exist")
 	run(t, env, "gov", "pipe", "apply", "p9", "--from", "gov-org-1", "--mode", "eventual", dev).must(t, 2, "--mode must be strict or optimistic")
 	run(t, env, "gov", "pipe", "resume", "p9", dev).must(t, 2, "--from KEY is required")
-	run(t, env, "gov", "service", "register", "relay-y", "--address", "nowhere", "--account", "relay-x", "--from", "x-admin", dev).must(t, 1, "is not host:port")
+	run(t, env, "gov", "service", "register", "relay-y", "--address", "nowhere", "--tls-fingerprint", fp, "--account", "relay-x", "--from", "gov-org-1", dev).must(t, 1, "is not host:port")
 	run(t, env, "gov", "org", "list", "-o", "yaml").must(t, 2, "unknown output format")
 	run(t, env, "gov", "account", "show", "zz").must(t, 2, "malformed address")
 	run(t, []string{"CCGP_HOME=" + dir, "CCGP_NODE=127.0.0.1:1"}, "gov", "org", "list").must(t, 1, "cannot reach node")
@@ -266,12 +303,16 @@ func TestCLIRelay(t *testing.T) {
 
 	out := filepath.Join(t.TempDir(), "relay-1")
 	quic := freeUDP(t)
-	run(t, env, "relay", "init", "relay-1", "--ca", filepath.Join(dir, "ca"), "--listen", quic, "--chain", "chain-1",
+	initOut := run(t, env, "relay", "init", "relay-1", "--ca", filepath.Join(dir, "ca"), "--listen", quic, "--chain", "chain-1",
 		"--out", out, "--governance", tn.Nodes[0].RPC, dev).must(t, 0, "wrote", "gov service register relay-1")
+	fp := regexp.MustCompile(`--tls-fingerprint ([0-9a-f]{64})`).FindStringSubmatch(initOut.stdout)
+	if fp == nil {
+		t.Fatalf("relay init printed no fingerprint: %s", initOut.stdout)
+	}
 	// Register it as the printed instructions say.
 	run(t, env, "gov", "account", "propose", "--role", "cross-chain", "--key", "relay-1", "--from", "gov-org-1", dev).must(t, 0, "proposal 1 opened")
 	run(t, env, "gov", "vote", "1", "yes", "--from", "gov-org-1", dev).must(t, 0, "passed")
-	run(t, env, "gov", "service", "register", "relay-1", "--address", quic, "--account", "relay-1", "--from", "gov-org-1", dev).must(t, 0)
+	run(t, env, "gov", "service", "register", "relay-1", "--address", quic, "--tls-fingerprint", fp[1], "--account", "relay-1", "--from", "gov-org-1", dev).must(t, 0)
 
 	cfg := filepath.Join(out, "relay.yaml")
 	run(t, env, "relay", "start", "--config", cfg, dev).must(t, 2, "no Kafka brokers")
