@@ -9,6 +9,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/ccgpmesh/ccgp/bench"
+	"github.com/ccgpmesh/ccgp/compensator"
 	"github.com/ccgpmesh/ccgp/crypto"
 	"github.com/ccgpmesh/ccgp/govchain"
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
@@ -149,5 +150,63 @@ func TestForgedRecordRollsNothingBack(t *testing.T) {
 			s := state(ctx, t, c, pipe, seq)
 			return s == govchain.PacketState_PACKET_DELIVERED || s == govchain.PacketState_PACKET_CONFIRMED
 		})
+	}
+}
+
+// TestTimeoutRollbackNeverExecutes is the third finding: a packet held up
+// at a destination used to be rolled back at its timeout by the source's
+// clock and then execute anyway. Now the destination chain refuses a
+// packet past its timeout, and the source rolls back only on that chain's
+// proof that the packet did not execute by a block past its timeout; a
+// late delivery afterwards is refused (TIMED_OUT), never executed.
+func TestTimeoutRollbackNeverExecutes(t *testing.T) {
+	c := startCluster(t, func(o *bench.ClusterOptions) {
+		o.SendBudget = time.Second
+		o.Compensation = compensator.Policy{MaxAttempts: 100, Base: 200 * time.Millisecond, Max: 400 * time.Millisecond}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
+	defer cancel()
+	const pipe = "pipe-1-2"
+	if err := c.StopRelay("org-2"); err != nil { // the destination is held up; its chain runs on
+		t.Fatal(err)
+	}
+	c.Apps[pipe].Timeout = 3 * time.Second
+	var sent []*amdp.Packet
+	for i := range 10 {
+		p, err := c.Apps[pipe].Send(ctx, fmt.Appendf(nil, "late #%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Tracker.Sent(p)
+		sent = append(sent, p)
+	}
+	src, dst := c.Chains["org-1"], c.Chains["org-2"]
+	waitUntil(t, 90*time.Second, func() string {
+		return fmt.Sprintf("rolled back %d of 10, exceptions %d", src.Stats().RolledBack, len(exceptions(t, c, govchain.PacketState_PACKET_ROLLED_BACK)))
+	}, func() bool {
+		return src.Stats().RolledBack == 10 && len(exceptions(t, c, govchain.PacketState_PACKET_ROLLED_BACK)) == 10
+	})
+	for _, p := range sent {
+		st, _, err := c.Gov.PacketStatus(ctx, pipe, p.Sequence)
+		if err != nil || st.State != govchain.PacketState_PACKET_ROLLED_BACK {
+			t.Fatalf("%s/%d: %v %v", pipe, p.Sequence, st.GetState(), err)
+		}
+	}
+	// The destination relay comes back; whatever still reaches its chain
+	// is refused there, at a block past the timeout.
+	if err := c.RestartRelay(ctx, "org-2"); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := dst.Deliver(ctx, sent) // a late copy, as a lagging relay would send it
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, d := range ds {
+		if d.Status != amdp.StatusTimedOut {
+			t.Fatalf("late delivery of %d: %v", sent[i].Sequence, d.Status)
+		}
+	}
+	if s := dst.Stats(); s.Delivered != 0 || s.TimedOut != 10 {
+		t.Fatalf("destination chain: %+v, want nothing executed and 10 timed out", s)
 	}
 }

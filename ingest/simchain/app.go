@@ -23,24 +23,31 @@ type App struct {
 	Chain  *Chain
 	Signer crypto.Signer // the app's cross-chain key, as the pipe records it
 	Pipe   string
+	// Timeout is how long after sending a request may wait for delivery
+	// (its timeout_unix_ms); zero is RequestTimeout. Set it before Send.
+	Timeout time.Duration
 
 	mu sync.Mutex // serializes Send
 }
 
 // Send signs payload as the pipe's next request (operation write, timeout
-// RequestTimeout from now) and submits it. If another sender on the same
+// Timeout from now) and submits it. If another sender on the same
 // pipe took the sequence first, Send signs again with the next one.
 func (a *App) Send(ctx context.Context, payload []byte) (*amdp.Packet, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	const tries = 8
+	timeout := a.Timeout
+	if timeout <= 0 {
+		timeout = RequestTimeout
+	}
 	for range tries {
 		p := &amdp.Packet{
 			PipeId:        a.Pipe,
 			Sequence:      a.Chain.NextSequence(a.Pipe),
 			Operation:     amdp.OpWrite,
 			Payload:       payload,
-			TimeoutUnixMs: uint64(time.Now().Add(RequestTimeout).UnixMilli()),
+			TimeoutUnixMs: uint64(time.Now().Add(timeout).UnixMilli()),
 		}
 		if err := amdp.SignPacket(p, a.Signer); err != nil {
 			return nil, err
