@@ -547,3 +547,108 @@ func (c *Client) SubmitAll(ctx context.Context, txs []Signed) ([]*TxResult, erro
 	}
 	return out, nil
 }
+
+// provableHeight is the newest state height whose app hash a committed
+// header carries (the latest block's parent), so reads at it need not wait.
+func (c *Client) provableHeight(ctx context.Context) (int64, error) {
+	h, err := c.Height(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if h < 2 {
+		if err := c.waitHeight(ctx, 2); err != nil {
+			return 0, err
+		}
+		return 1, nil
+	}
+	return h - 1, nil
+}
+
+// listKeys returns the keys under prefix at state height h, unproven (the
+// caller proves what it uses; a key left out is a record missing, not
+// forged). A list the node truncates is an error.
+func (c *Client) listKeys(ctx context.Context, h int64, prefix string) ([][]byte, error) {
+	res, err := c.rpc.ABCIQueryWithOptions(ctx, QueryList, []byte(prefix), rpcclient.ABCIQueryOptions{Height: h})
+	if err != nil {
+		return nil, fmt.Errorf("govchain: list %q: %w", prefix, err)
+	}
+	if res.Response.Code != CodeOK {
+		return nil, fmt.Errorf("govchain: list %q at %d: %s", prefix, h, res.Response.Log)
+	}
+	var lr ListResult
+	if err := proto.Unmarshal(res.Response.Value, &lr); err != nil {
+		return nil, fmt.Errorf("govchain: list %q: %w", prefix, err)
+	}
+	if lr.Truncated {
+		return nil, fmt.Errorf("govchain: list %q at %d holds more than %d records", prefix, h, len(lr.Items))
+	}
+	keys := make([][]byte, len(lr.Items))
+	for i, kv := range lr.Items {
+		keys[i] = kv.Key
+	}
+	return keys, nil
+}
+
+// proveWorkers bounds the proven reads proveMany runs at once.
+const proveWorkers = 8
+
+// proveMany reads every key at state height h, each proven against the
+// one verified app hash of h; a nil value is a proven absence.
+func (c *Client) proveMany(ctx context.Context, h int64, keys [][]byte) ([][]byte, error) {
+	appHash, err := c.appHashAfter(ctx, h)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]byte, len(keys))
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range min(proveWorkers, len(keys)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				v, err := c.proveAt(ctx, h, appHash, keys[i])
+				if err != nil {
+					cancel(err)
+					return
+				}
+				out[i] = v
+			}
+		}()
+	}
+feed:
+	for i := range keys {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// proveAt reads key at height h and checks its proof against appHash.
+func (c *Client) proveAt(ctx context.Context, h int64, appHash, key []byte) ([]byte, error) {
+	res, err := c.rpc.ABCIQueryWithOptions(ctx, QueryKey, key, rpcclient.ABCIQueryOptions{Prove: true, Height: h})
+	if err != nil {
+		return nil, fmt.Errorf("govchain: query: %w", err)
+	}
+	r := res.Response
+	if r.Code != CodeOK && r.Code != CodeNotFound {
+		return nil, fmt.Errorf("govchain: query %q: %s", key, r.Log)
+	}
+	if r.Height != h {
+		return nil, fmt.Errorf("%w: asked for %q at height %d, the node answered for height %d", ErrProof, key, h, r.Height)
+	}
+	if err := VerifyProof(appHash, key, r.Value, r.ProofOps); err != nil {
+		return nil, err
+	}
+	return r.Value, nil
+}

@@ -50,8 +50,8 @@ func (t *Tamper) OnQuery(f func(path string, data bytes.HexBytes, res *ctypes.Re
 	t.mu.Unlock()
 }
 
-// Reset removes every hook.
-func (t *Tamper) Reset() {
+// Clear removes every hook.
+func (t *Tamper) Clear() {
 	t.mu.Lock()
 	t.status, t.commit, t.validators, t.query = nil, nil, nil, nil
 	t.mu.Unlock()
@@ -150,3 +150,4 @@ func (t *Tamper) ABCIQueryWithOptions(ctx context.Context, path string, data byt
 	f(path, data, &cp)
 	return &cp, nil
 }
+var _ rpcclient.Client = (*Tamper)(nil)
