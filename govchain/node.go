@@ -99,9 +99,10 @@ func (n *LocalNode) Client(opts ...ClientOption) (*Client, error) {
 
 // TrustRoot is the root in the node's genesis file: chain id and genesis
 // validators.
-func (n *LocalNode) TrustRoot() (TrustRoot, error) {
-	return TrustRootFromGenesis(n.cmt.Config().GenesisFile())
-}
+func (n *LocalNode) TrustRoot() (TrustRoot, error) { return TrustRootFromGenesis(n.GenesisFile()) }
+
+// GenesisFile is the path of the node's genesis.json.
+func (n *LocalNode) GenesisFile() string { return n.cmt.Config().GenesisFile() }
 
 // RPC returns an in-process RPC client of this node, for callers that make
 // their own Client.

@@ -150,4 +150,5 @@ func (t *Tamper) ABCIQueryWithOptions(ctx context.Context, path string, data byt
 	f(path, data, &cp)
 	return &cp, nil
 }
+
 var _ rpcclient.Client = (*Tamper)(nil)
