@@ -45,6 +45,8 @@ type Cache struct {
 	snap atomic.Pointer[cacheSnap]
 	// refreshes counts reloads, for tests and metrics.
 	refreshes atomic.Uint64
+	// refreshMu serialises Refresh, so the view never moves back.
+	refreshMu sync.Mutex
 
 	anchorsMu sync.Mutex // guards anchors
 	anchors   map[string]*BatchAnchor
@@ -78,6 +80,8 @@ func NewCache(ctx context.Context, c *Client, log *slog.Logger) (*Cache, error) 
 // header proves (the latest block's parent state): from the change log
 // when the view is at most maxCatchUp heights behind, else by a full load.
 func (k *Cache) Refresh(ctx context.Context) error {
+	k.refreshMu.Lock()
+	defer k.refreshMu.Unlock()
 	target, err := k.c.provableHeight(ctx)
 	if err != nil {
 		return err
