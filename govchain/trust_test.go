@@ -332,3 +332,46 @@ func checkCacheConsistent(ctx context.Context, t *testing.T, k *Cache) {
 		eq(what, a[i], b[i])
 	}
 }
+
+// TestCacheServesOnlyActive: the view's answers depend on the statuses of
+// the account and org behind a record.
+func TestCacheServesOnlyActive(t *testing.T) {
+	relay := crypto.SignerAddress(crypto.DevSigner("relay-a"))
+	s := &cacheSnap{height: 1,
+		orgs:     map[string]*Org{"org-a": {Id: "org-a", Status: OrgStatus_ORG_ACTIVE}},
+		accounts: map[crypto.Address]*Account{relay: {Address: relay[:], Org: "org-a", Status: AccountStatus_ACCOUNT_ACTIVE}},
+		services: map[string]*Service{"relay-a": {RelayId: "relay-a", Org: "org-a", Account: relay[:]}},
+		pipes:    map[string]*Pipe{"p": {Id: "p", Status: PipeStatus_PIPE_SUSPENDED}},
+	}
+	k := &Cache{}
+	k.snap.Store(s)
+	if _, ok := k.Service("relay-a"); !ok {
+		t.Fatal("active service refused")
+	}
+	if _, ok := k.Account(relay); !ok {
+		t.Fatal("active account refused")
+	}
+	if p, ok := k.Pipe("p"); !ok || p.Status != PipeStatus_PIPE_SUSPENDED {
+		t.Fatal("a suspended pipe must still be returned")
+	}
+	for _, st := range []AccountStatus{AccountStatus_ACCOUNT_PENDING, AccountStatus_ACCOUNT_REJECTED, AccountStatus_ACCOUNT_REVOKED} {
+		s.accounts[relay].Status = st
+		if _, ok := k.Account(relay); ok {
+			t.Fatalf("account %v served", st)
+		}
+		if _, ok := k.Service("relay-a"); ok {
+			t.Fatalf("service with account %v served", st)
+		}
+	}
+	s.accounts[relay].Status = AccountStatus_ACCOUNT_ACTIVE
+	for _, st := range []OrgStatus{OrgStatus_ORG_PENDING, OrgStatus_ORG_REJECTED, OrgStatus_ORG_EXPELLED} {
+		s.orgs["org-a"].Status = st
+		if _, ok := k.Service("relay-a"); ok {
+			t.Fatalf("service of a %v org served", st)
+		}
+	}
+	delete(s.orgs, "org-a")
+	if _, ok := k.Service("relay-a"); ok {
+		t.Fatal("service of an unknown org served")
+	}
+}
