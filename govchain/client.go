@@ -71,9 +71,9 @@ func WithLogger(l *slog.Logger) ClientOption {
 }
 
 // NewClient wraps an RPC client. With a trust root it checks the node's
-// chain id and the root header (waiting, bounded by the commit timeout, for
-// the node to reach the root's height): a mismatch is ErrUntrusted. Without
-// one it takes the chain id from the node.
+// chain id and, once the node has it, the root header (else the first
+// verified read does): a mismatch is ErrUntrusted. Without a root it takes
+// the chain id from the node.
 func NewClient(ctx context.Context, rpc rpcclient.Client, opts ...ClientOption) (*Client, error) {
 	c := &Client{rpc: rpc, nonces: map[crypto.Address]uint64{}, stale: map[crypto.Address]bool{}, cfg: clientCfg{commitTimeout: 30 * time.Second, poll: 20 * time.Millisecond}}
 	for _, o := range opts {
@@ -98,11 +98,13 @@ func NewClient(ctx context.Context, rpc rpcclient.Client, opts ...ClientOption) 
 	if c.trust, err = newVerifier(*root, &rpcProvider{chainID: root.ChainID, rpc: rpc}); err != nil {
 		return nil, err
 	}
-	if err := c.waitHeight(ctx, root.height()); err != nil {
-		return nil, err
-	}
-	if err := c.trust.init(ctx); err != nil {
-		return nil, err
+	// A node that has not reached the root yet (a network still starting:
+	// its first block needs the other validators) is checked at the first
+	// verified read instead.
+	if st.SyncInfo.LatestBlockHeight >= root.height() {
+		if err := c.trust.init(ctx); err != nil {
+			return nil, err
+		}
 	}
 	return c, nil
 }
