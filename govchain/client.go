@@ -109,9 +109,6 @@ func NewClient(ctx context.Context, rpc rpcclient.Client, opts ...ClientOption) 
 	return c, nil
 }
 
-// Anchored reports whether the client verifies from a trust root.
-func (c *Client) Anchored() bool { return c.trust != nil }
-
 // Dial connects to a node's RPC address ("127.0.0.1:26657" or a URL).
 func Dial(ctx context.Context, addr string, opts ...ClientOption) (*Client, error) {
 	if !strings.Contains(addr, "://") {
