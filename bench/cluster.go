@@ -694,6 +694,7 @@ func (c *Cluster) writeExternal(p govchain.Participant) (*ExternalRelay, error) 
 key: %s
 home: %s
 governance: %s
+governance_genesis: %s
 kafka: [%s]
 topic: %s
 listen: %s
@@ -701,7 +702,7 @@ tls: {ca: ca.crt, cert: relay.crt, key: relay.key}
 data_dir: data
 shards: 1
 chain: {kind: simchain, id: %s, dir: chain, block_interval: %s}
-`, p.Relay, p.Relay, dir, c.TestnetRPC, strings.Join(c.brokers, ", "), eventsTopic(p.Relay), addr, p.Subchain, c.opts.ChainInterval)
+`, p.Relay, p.Relay, dir, c.TestnetRPC, c.Node.GenesisFile(), strings.Join(c.brokers, ", "), eventsTopic(p.Relay), addr, p.Subchain, c.opts.ChainInterval)
 	path := filepath.Join(dir, "relay.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		return nil, err

@@ -64,6 +64,9 @@ type Application struct {
 	committed *iavl.ImmutableTree
 	verified  *sigCache
 	listPage  int // items per list page: listPageSize; tests set it lower
+	// changed collects the tracked keys the block being finalized writes
+	// (see keyChanges).
+	changed map[string]struct{}
 }
 
 var _ abci.Application = (*Application)(nil)
@@ -339,6 +342,7 @@ func (a *Application) FinalizeBlock(_ context.Context, req *abci.FinalizeBlockRe
 		return nil, errors.New("govchain: FinalizeBlock before InitChain")
 	}
 	height := uint64(req.Height)
+	a.changed = map[string]struct{}{}
 	resp := &abci.FinalizeBlockResponse{TxResults: make([]*abci.ExecTxResult, len(req.Txs))}
 	for i, raw := range req.Txs {
 		res, vals, err := a.execTx(raw, height)
@@ -354,6 +358,9 @@ func (a *Application) FinalizeBlock(_ context.Context, req *abci.FinalizeBlockRe
 		return nil, fmt.Errorf("govchain: height %d: %w", height, err)
 	}
 	resp.Events = evs
+	if err := a.saveChanges(height); err != nil {
+		return nil, fmt.Errorf("govchain: height %d: %w", height, err)
+	}
 	resp.AppHash = a.tree.WorkingHash()
 	return resp, nil
 }
@@ -413,6 +420,7 @@ func (a *Application) execTx(raw []byte, height uint64) (*abci.ExecTxResult, []a
 	if rej != nil {
 		return &abci.ExecTxResult{Code: rej.Code, Log: rej.Msg}, nil, nil
 	}
+	a.noteChanges(x.st)
 	if err := x.st.flush(); err != nil {
 		return nil, nil, err
 	}
@@ -453,7 +461,34 @@ func (a *Application) expireProposals(height uint64) ([]abci.Event, error) {
 		}
 		x.emit("proposal_decided", "id", fmt.Sprint(id), "status", "expired")
 	}
+	a.noteChanges(x.st)
 	return x.events, x.st.flush()
+}
+
+// noteChanges records the tracked keys an overlay is about to write. Every
+// overlay that FinalizeBlock flushes must pass through here, or a client's
+// cache misses the change. (The sender's nonce, set directly, is left out
+// on purpose: it changes with every tx and the cache does not serve it.)
+func (a *Application) noteChanges(o *overlay) {
+	for k := range o.writes {
+		if tracked(k) {
+			a.changed[k] = struct{}{}
+		}
+	}
+}
+
+// saveChanges writes the block's change log (keyChanges) if it changed a
+// tracked key.
+func (a *Application) saveChanges(height uint64) error {
+	if len(a.changed) == 0 {
+		return nil
+	}
+	keys := make([]string, 0, len(a.changed))
+	for k := range a.changed {
+		keys = append(keys, k)
+	}
+	_, err := a.tree.Set([]byte(keyChanges), encodeChanges(height, keys))
+	return err
 }
 
 // Commit saves the working tree as the new version and prunes versions

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"regexp"
 	"strconv"
 	"strings"
@@ -25,10 +26,18 @@ import (
 // Client submits governance txs and reads proven state. It is what the CLI
 // and the relays use; it works over CometBFT's RPC, in-process or HTTP.
 // Safe for concurrent use.
+//
+// With WithTrustRoot, everything it reads is anchored: the chain id must be
+// the root's, every header it uses is verified from the root with CometBFT's
+// light-client rules (validator-set changes followed through signed
+// headers), and proven reads check their ICS-23 proof against the app hash
+// of such a header. Without a root the client trusts the validator set its
+// node reports (development only; it says so once, in the log).
 type Client struct {
 	rpc     rpcclient.Client
 	chainID string
 	cfg     clientCfg
+	trust   *verifier // nil: not anchored
 
 	mu     sync.Mutex // guards nonces and stale
 	nonces map[crypto.Address]uint64
@@ -38,6 +47,8 @@ type Client struct {
 type clientCfg struct {
 	commitTimeout time.Duration
 	poll          time.Duration
+	root          *TrustRoot
+	log           *slog.Logger
 }
 
 // ClientOption configures a Client.
@@ -49,17 +60,52 @@ func WithCommitTimeout(d time.Duration) ClientOption {
 	return func(c *clientCfg) { c.commitTimeout = d }
 }
 
-// NewClient wraps an RPC client; it asks the node for its chain id.
+// WithTrustRoot anchors every read at root (see Client).
+func WithTrustRoot(root TrustRoot) ClientOption {
+	return func(c *clientCfg) { c.root = &root }
+}
+
+// WithLogger sets the client's logger (default: discard).
+func WithLogger(l *slog.Logger) ClientOption {
+	return func(c *clientCfg) { c.log = l }
+}
+
+// NewClient wraps an RPC client. With a trust root it checks the node's
+// chain id and, once the node has it, the root header (else the first
+// verified read does): a mismatch is ErrUntrusted. Without a root it takes
+// the chain id from the node.
 func NewClient(ctx context.Context, rpc rpcclient.Client, opts ...ClientOption) (*Client, error) {
 	c := &Client{rpc: rpc, nonces: map[crypto.Address]uint64{}, stale: map[crypto.Address]bool{}, cfg: clientCfg{commitTimeout: 30 * time.Second, poll: 20 * time.Millisecond}}
 	for _, o := range opts {
 		o(&c.cfg)
+	}
+	if c.cfg.log == nil {
+		c.cfg.log = slog.New(slog.DiscardHandler)
 	}
 	st, err := rpc.Status(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("govchain: node status: %w", err)
 	}
 	c.chainID = st.NodeInfo.Network
+	root := c.cfg.root
+	if root == nil {
+		c.cfg.log.Warn("governance reads are not anchored to a trust root: the client believes the validator set its node reports (development only; configure the chain's genesis or a trusted header)")
+		return c, nil
+	}
+	if st.NodeInfo.Network != root.ChainID {
+		return nil, fmt.Errorf("%w: the node serves chain %q, the trust root names %q", ErrUntrusted, st.NodeInfo.Network, root.ChainID)
+	}
+	if c.trust, err = newVerifier(*root, &rpcProvider{chainID: root.ChainID, rpc: rpc}); err != nil {
+		return nil, err
+	}
+	// A node that has not reached the root yet (a network still starting:
+	// its first block needs the other validators) is checked at the first
+	// verified read instead.
+	if st.SyncInfo.LatestBlockHeight >= root.height() {
+		if err := c.trust.init(ctx); err != nil {
+			return nil, err
+		}
+	}
 	return c, nil
 }
 
@@ -266,7 +312,7 @@ func (c *Client) getUnproven(ctx context.Context, key []byte, m proto.Message) (
 }
 
 // Get reads the record at key into m, with a proof verified against the
-// app hash of a header signed by more than 2/3 of the validators. It
+// app hash of a header verified from the trust root (see Client). It
 // returns the state height read, or ErrNoRecord (also proven) when the key
 // is absent.
 func (c *Client) Get(ctx context.Context, key []byte, m proto.Message) (int64, error) {
@@ -294,6 +340,9 @@ func (c *Client) GetRaw(ctx context.Context, h int64, key []byte) ([]byte, int64
 	r := res.Response
 	if r.Code != CodeOK && r.Code != CodeNotFound {
 		return nil, 0, fmt.Errorf("govchain: query %q: %s", key, r.Log)
+	}
+	if (h != 0 && r.Height != h) || r.Height < 1 {
+		return nil, 0, fmt.Errorf("%w: asked for %q at height %d, the node answered for height %d", ErrProof, key, h, r.Height)
 	}
 	appHash, err := c.appHashAfter(ctx, r.Height)
 	if err != nil {
@@ -331,49 +380,47 @@ func VerifyProof(appHash, key, value []byte, ops *cmtcrypto.ProofOps) error {
 }
 
 // appHashAfter returns the app hash of the state at version h, taken from
-// the header of block h+1 after checking that header's commit signatures
-// against its validator set. It waits (bounded) for block h+1.
+// the header of block h+1: verified from the trust root, or, without one,
+// checked against the validator set the node reports. It waits (bounded)
+// for block h+1.
 func (c *Client) appHashAfter(ctx context.Context, h int64) ([]byte, error) {
 	next := h + 1
 	if err := c.waitHeight(ctx, next); err != nil {
 		return nil, err
 	}
-	cm, err := c.rpc.Commit(ctx, &next)
-	if err != nil {
-		return nil, fmt.Errorf("govchain: commit %d: %w", next, err)
-	}
-	sh := cm.SignedHeader
-	if err := sh.ValidateBasic(c.chainID); err != nil {
-		return nil, fmt.Errorf("%w: header %d: %v", ErrProof, next, err)
-	}
-	vals, err := c.validators(ctx, next)
+	sh, err := c.Header(ctx, next)
 	if err != nil {
 		return nil, err
-	}
-	if string(vals.Hash()) != string(sh.ValidatorsHash) {
-		return nil, fmt.Errorf("%w: validator set of height %d does not match its header", ErrProof, next)
-	}
-	if err := vals.VerifyCommitLight(c.chainID, sh.Commit.BlockID, next, sh.Commit); err != nil {
-		return nil, fmt.Errorf("%w: commit of height %d: %v", ErrProof, next, err)
 	}
 	return sh.AppHash, nil
 }
 
-func (c *Client) validators(ctx context.Context, h int64) (*types.ValidatorSet, error) {
-	var all []*types.Validator
-	perPage := 100
-	for page := 1; ; page++ {
-		p := page
-		res, err := c.rpc.Validators(ctx, &h, &p, &perPage)
-		if err != nil {
-			return nil, fmt.Errorf("govchain: validators at %d: %w", h, err)
-		}
-		all = append(all, res.Validators...)
-		if len(all) >= res.Total || len(res.Validators) == 0 {
-			break
-		}
+// Header returns the signed header at height h, verified from the trust
+// root (ErrUntrusted when it does not verify); without a root, checked
+// against the validator set the node reports (ErrProof).
+func (c *Client) Header(ctx context.Context, h int64) (*types.SignedHeader, error) {
+	if c.trust != nil {
+		return c.trust.header(ctx, h)
 	}
-	return types.ValidatorSetFromExistingValidators(all)
+	cm, err := c.rpc.Commit(ctx, &h)
+	if err != nil {
+		return nil, fmt.Errorf("govchain: commit %d: %w", h, err)
+	}
+	sh := cm.SignedHeader
+	if err := sh.ValidateBasic(c.chainID); err != nil {
+		return nil, fmt.Errorf("%w: header %d: %v", ErrProof, h, err)
+	}
+	vals, err := validatorSet(ctx, c.rpc, h)
+	if err != nil {
+		return nil, fmt.Errorf("govchain: validators at %d: %w", h, err)
+	}
+	if string(vals.Hash()) != string(sh.ValidatorsHash) {
+		return nil, fmt.Errorf("%w: validator set of height %d does not match its header", ErrProof, h)
+	}
+	if err := vals.VerifyCommitLight(c.chainID, sh.Commit.BlockID, h, sh.Commit); err != nil {
+		return nil, fmt.Errorf("%w: commit of height %d: %v", ErrProof, h, err)
+	}
+	return &sh, nil
 }
 
 func (c *Client) waitHeight(ctx context.Context, h int64) error {
@@ -498,4 +545,109 @@ func (c *Client) SubmitAll(ctx context.Context, txs []Signed) ([]*TxResult, erro
 		out[i] = r
 	}
 	return out, nil
+}
+
+// provableHeight is the newest state height whose app hash a committed
+// header carries (the latest block's parent), so reads at it need not wait.
+func (c *Client) provableHeight(ctx context.Context) (int64, error) {
+	h, err := c.Height(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if h < 2 {
+		if err := c.waitHeight(ctx, 2); err != nil {
+			return 0, err
+		}
+		return 1, nil
+	}
+	return h - 1, nil
+}
+
+// listKeys returns the keys under prefix at state height h, unproven (the
+// caller proves what it uses; a key left out is a record missing, not
+// forged). A list the node truncates is an error.
+func (c *Client) listKeys(ctx context.Context, h int64, prefix string) ([][]byte, error) {
+	res, err := c.rpc.ABCIQueryWithOptions(ctx, QueryList, []byte(prefix), rpcclient.ABCIQueryOptions{Height: h})
+	if err != nil {
+		return nil, fmt.Errorf("govchain: list %q: %w", prefix, err)
+	}
+	if res.Response.Code != CodeOK {
+		return nil, fmt.Errorf("govchain: list %q at %d: %s", prefix, h, res.Response.Log)
+	}
+	var lr ListResult
+	if err := proto.Unmarshal(res.Response.Value, &lr); err != nil {
+		return nil, fmt.Errorf("govchain: list %q: %w", prefix, err)
+	}
+	if lr.Truncated {
+		return nil, fmt.Errorf("govchain: list %q at %d holds more than %d records", prefix, h, len(lr.Items))
+	}
+	keys := make([][]byte, len(lr.Items))
+	for i, kv := range lr.Items {
+		keys[i] = kv.Key
+	}
+	return keys, nil
+}
+
+// proveWorkers bounds the proven reads proveMany runs at once.
+const proveWorkers = 8
+
+// proveMany reads every key at state height h, each proven against the
+// one verified app hash of h; a nil value is a proven absence.
+func (c *Client) proveMany(ctx context.Context, h int64, keys [][]byte) ([][]byte, error) {
+	appHash, err := c.appHashAfter(ctx, h)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]byte, len(keys))
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range min(proveWorkers, len(keys)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				v, err := c.proveAt(ctx, h, appHash, keys[i])
+				if err != nil {
+					cancel(err)
+					return
+				}
+				out[i] = v
+			}
+		}()
+	}
+feed:
+	for i := range keys {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// proveAt reads key at height h and checks its proof against appHash.
+func (c *Client) proveAt(ctx context.Context, h int64, appHash, key []byte) ([]byte, error) {
+	res, err := c.rpc.ABCIQueryWithOptions(ctx, QueryKey, key, rpcclient.ABCIQueryOptions{Prove: true, Height: h})
+	if err != nil {
+		return nil, fmt.Errorf("govchain: query: %w", err)
+	}
+	r := res.Response
+	if r.Code != CodeOK && r.Code != CodeNotFound {
+		return nil, fmt.Errorf("govchain: query %q: %s", key, r.Log)
+	}
+	if r.Height != h {
+		return nil, fmt.Errorf("%w: asked for %q at height %d, the node answered for height %d", ErrProof, key, h, r.Height)
+	}
+	if err := VerifyProof(appHash, key, r.Value, r.ProofOps); err != nil {
+		return nil, err
+	}
+	return r.Value, nil
 }

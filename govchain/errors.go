@@ -86,3 +86,8 @@ var ErrNoRecord = errors.New("not found")
 // ErrProof is returned when a query's proof does not verify against the app
 // hash of a committed header.
 var ErrProof = errors.New("proof does not verify")
+
+// ErrUntrusted is returned when the node's chain id, a header or a
+// validator set does not verify from the client's TrustRoot: the node
+// serves another chain, a fork, or forged data.
+var ErrUntrusted = errors.New("governance chain does not verify from the trust root")

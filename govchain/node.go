@@ -86,10 +86,27 @@ func StartNode(ctx context.Context, home string, log *slog.Logger) (*LocalNode, 
 	return &LocalNode{home: home, cmt: cmt, app: app, log: log}, nil
 }
 
-// Client returns a client that talks to this node in-process.
+// Client returns a client that talks to this node in-process, anchored at
+// the node's genesis (TrustRoot); opts may override the root.
 func (n *LocalNode) Client(opts ...ClientOption) (*Client, error) {
+	root, err := n.TrustRoot()
+	if err != nil {
+		return nil, err
+	}
+	opts = append([]ClientOption{WithTrustRoot(root), WithLogger(n.log)}, opts...)
 	return NewClient(context.Background(), local.New(n.cmt), opts...)
 }
+
+// TrustRoot is the root in the node's genesis file: chain id and genesis
+// validators.
+func (n *LocalNode) TrustRoot() (TrustRoot, error) { return TrustRootFromGenesis(n.GenesisFile()) }
+
+// GenesisFile is the path of the node's genesis.json.
+func (n *LocalNode) GenesisFile() string { return n.cmt.Config().GenesisFile() }
+
+// RPC returns an in-process RPC client of this node, for callers that make
+// their own Client.
+func (n *LocalNode) RPC() *local.Local { return local.New(n.cmt) }
 
 // ID is the node's P2P id.
 func (n *LocalNode) ID() string { return string(n.cmt.NodeInfo().ID()) }

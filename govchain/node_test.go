@@ -312,16 +312,26 @@ func TestCacheFollowsChain(t *testing.T) {
 	t.Cleanup(func() { stop(); <-done })
 
 	x := crypto.DevSigner("x-admin")
-	if _, ok := cache.Account(crypto.SignerAddress(x)); ok {
-		t.Fatal("account before it exists")
+	if _, ok := cache.Org("org-x"); ok {
+		t.Fatal("org before it exists")
 	}
 	r := submit(ctx, t, c, x, &MsgApplyOrg{Id: "org-x", Name: "X"})
-	if err := cache.WaitFor(ctx, func(k *Cache) bool { _, ok := k.Account(crypto.SignerAddress(x)); return ok }); err != nil {
-		t.Fatalf("cache never saw the new account: %v", err)
+	if err := cache.WaitFor(ctx, func(k *Cache) bool { _, ok := k.Org("org-x"); return ok }); err != nil {
+		t.Fatalf("cache never saw the new org: %v", err)
 	}
 	if cache.Height() < r.Height {
 		t.Fatalf("cache height %d below the tx's %d", cache.Height(), r.Height)
 	}
+	// The applicant's account is pending: the view does not serve it.
+	if _, ok := cache.Account(crypto.SignerAddress(x)); ok {
+		t.Fatal("pending account served as trusted")
+	}
+	voteIn(ctx, t, c, r, []string{"org-1"})
+	if err := cache.WaitFor(ctx, func(k *Cache) bool { _, ok := k.Account(crypto.SignerAddress(x)); return ok }); err != nil {
+		t.Fatalf("cache never saw the admitted account: %v", err)
+	}
+	// The view built from change logs equals a fresh proven load.
+	checkCacheConsistent(ctx, t, cache)
 	h := cache.Height()
 	if err := cache.WaitFor(ctx, func(k *Cache) bool { return k.Height() > h+2 }); err != nil {
 		t.Fatal("cache does not follow new blocks")

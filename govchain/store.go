@@ -2,8 +2,10 @@ package govchain
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/ccgpmesh/ccgp/crypto"
 	"google.golang.org/protobuf/proto"
@@ -32,7 +34,54 @@ const (
 	prefixAlias    = "r/" // r/<AddressOf(suite, key)>: the account a key was rotated onto
 	prefixApplying = "q/" // q/<applicant address>: its applications still voting (be64)
 	keyOpenApps    = "A"  // membership applications still voting (be64)
+	// keyChanges holds the registry keys (changeLogPrefixes) that the
+	// block of the height it names changed: be64 height, then uvarint
+	// length + key for each, sorted. Rewritten only by blocks that change
+	// one, so at version h it describes block h only if it names h. Proven
+	// like any key, it is how a client learns, from verified state, what to
+	// reload (Cache).
+	keyChanges = "C"
 )
+
+// changeLogPrefixes are the key kinds keyChanges tracks: what the relays'
+// governance cache holds.
+var changeLogPrefixes = []string{prefixOrg, prefixAccount, prefixService, prefixPipe}
+
+func tracked(key string) bool {
+	for _, p := range changeLogPrefixes {
+		if strings.HasPrefix(key, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func encodeChanges(height uint64, keys []string) []byte {
+	sort.Strings(keys)
+	b := binary.BigEndian.AppendUint64(nil, height)
+	for _, k := range keys {
+		b = binary.AppendUvarint(b, uint64(len(k)))
+		b = append(b, k...)
+	}
+	return b
+}
+
+// decodeChanges parses a keyChanges value.
+func decodeChanges(b []byte) (height uint64, keys [][]byte, err error) {
+	if len(b) < 8 {
+		return 0, nil, fmt.Errorf("change log: %d bytes", len(b))
+	}
+	height, b = binary.BigEndian.Uint64(b), b[8:]
+	for len(b) > 0 {
+		n, w := binary.Uvarint(b)
+		if w <= 0 || n == 0 || n > uint64(len(b)-w) {
+			return 0, nil, errors.New("change log: bad key length")
+		}
+		keys = append(keys, b[w:w+int(n)])
+		b = b[w+int(n):]
+	}
+	return height, keys, nil
+}
 
 // KeyBatch is the key of a batch anchor.
 func KeyBatch(fromRelay string, seq uint64) []byte {

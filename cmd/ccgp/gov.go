@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ccgpmesh/ccgp/crypto"
@@ -24,13 +25,58 @@ type govFlags struct {
 	from    string
 	output  string
 	timeout time.Duration
+	trust   trustFlags
+}
+
+// trustFlags name the governance chain's trust root.
+type trustFlags struct {
+	genesis, chainID, hash string
+	height                 int64
+}
+
+func (t *trustFlags) add(fs *pflag.FlagSet, prefix string) {
+	fs.StringVar(&t.genesis, prefix+"genesis", os.Getenv("CCGP_GENESIS"), "the governance chain's genesis.json: reads verify from its chain id and validators (env CCGP_GENESIS)")
+	fs.StringVar(&t.chainID, prefix+"chain-id", "", "with --"+prefix+"trust-height and --"+prefix+"trust-hash: the governance chain id")
+	fs.Int64Var(&t.height, prefix+"trust-height", 0, "height of a header you trust (instead of the genesis)")
+	fs.StringVar(&t.hash, prefix+"trust-hash", "", "hex hash of the header at --"+prefix+"trust-height")
+}
+
+// options turns the flags into client options; with none set the reads are
+// not anchored and it says so on stderr.
+func (t *trustFlags) options() ([]govchain.ClientOption, error) {
+	return trustOptions(t.genesis, t.chainID, t.height, t.hash)
+}
+
+func trustOptions(genesis, chainID string, height int64, hash string) ([]govchain.ClientOption, error) {
+	switch {
+	case genesis != "" && (height != 0 || hash != ""):
+		return nil, usagef("give the governance genesis or a trusted height and hash, not both")
+	case genesis != "":
+		r, err := govchain.TrustRootFromGenesis(genesis)
+		if err != nil {
+			return nil, err
+		}
+		return []govchain.ClientOption{govchain.WithTrustRoot(r)}, nil
+	case height != 0 || hash != "" || chainID != "":
+		r, err := govchain.TrustRootFromHeader(chainID, height, hash)
+		if err != nil {
+			return nil, usagef("%v", err)
+		}
+		return []govchain.ClientOption{govchain.WithTrustRoot(r)}, nil
+	}
+	fmt.Fprintln(os.Stderr, "warning: governance reads are not anchored to a trust root (development only): pass --genesis, or --chain-id with --trust-height and --trust-hash")
+	return nil, nil
 }
 
 func (f *govFlags) client(ctx context.Context) (*govchain.Client, error) {
 	if f.output != "table" && f.output != "json" {
 		return nil, usagef("unknown output format %q: use table or json", f.output)
 	}
-	return govchain.Dial(ctx, f.node, govchain.WithCommitTimeout(f.timeout))
+	opts, err := f.trust.options()
+	if err != nil {
+		return nil, err
+	}
+	return govchain.Dial(ctx, f.node, append(opts, govchain.WithCommitTimeout(f.timeout))...)
 }
 
 func newGovCmd(g *globals) *cobra.Command {
@@ -42,7 +88,9 @@ func newGovCmd(g *globals) *cobra.Command {
 
 Every tx is signed by --from (a key in HOME/keys) and waits until it is
 committed; a rejection prints the chain's reason. Every 'show' verifies an
-ICS-23 proof against the app hash of a header signed by the validators.
+ICS-23 proof against the app hash of a header verified from the trust root:
+--genesis (the chain's genesis.json), or --chain-id, --trust-height and
+--trust-hash. A node whose chain or headers do not verify is refused.
 
 Membership flow:
   ccgp gov org apply org-x --name "Org X" --from x-admin   applicant's new key
@@ -77,6 +125,7 @@ func (f *govFlags) addFlags(cmd *cobra.Command) {
 	pf.StringVar(&f.from, "from", "", "name of the signing key in HOME/keys (txs only)")
 	pf.StringVarP(&f.output, "output", "o", "table", "output format: table or json")
 	pf.DurationVar(&f.timeout, "timeout", 30*time.Second, "how long to wait for a tx to commit")
+	f.trust.add(pf, "")
 }
 
 // submit signs and sends m, then prints the outcome. A key that was

@@ -135,7 +135,7 @@ func TestCLIGovernance(t *testing.T) {
 			node.Process.Kill()
 		}
 	})
-	env = append(env, "CCGP_NODE="+tn.Nodes[0].RPC)
+	env = append(env, "CCGP_NODE="+tn.Nodes[0].RPC, "CCGP_GENESIS="+filepath.Join(tn.Nodes[0].Home, "config", "genesis.json"))
 	dev := "--insecure-dev-keys"
 	// Wait until the node answers.
 	deadline := time.Now().Add(30 * time.Second)
@@ -292,7 +292,7 @@ func TestCLIRelay(t *testing.T) {
 	startProc(t, nil, "node", "start", "--home", tn.Nodes[0].Home, "--log-level", "error")
 	kafka := freeTCP(t)
 	startProc(t, nil, "kafka", "dev", "--listen", kafka)
-	env = append(env, "CCGP_NODE="+tn.Nodes[0].RPC)
+	env = append(env, "CCGP_NODE="+tn.Nodes[0].RPC, "CCGP_GENESIS="+filepath.Join(tn.Nodes[0].Home, "config", "genesis.json"))
 	deadline := time.Now().Add(30 * time.Second)
 	for run(t, env, "gov", "params").code != 0 {
 		if time.Now().After(deadline) {
@@ -304,7 +304,7 @@ func TestCLIRelay(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "relay-1")
 	quic := freeUDP(t)
 	initOut := run(t, env, "relay", "init", "relay-1", "--ca", filepath.Join(dir, "ca"), "--listen", quic, "--chain", "chain-1",
-		"--out", out, "--governance", tn.Nodes[0].RPC, dev).must(t, 0, "wrote", "gov service register relay-1")
+		"--out", out, "--governance", tn.Nodes[0].RPC, "--governance-genesis", filepath.Join(tn.Nodes[0].Home, "config", "genesis.json"), dev).must(t, 0, "wrote", "gov service register relay-1")
 	fp := regexp.MustCompile(`--tls-fingerprint ([0-9a-f]{64})`).FindStringSubmatch(initOut.stdout)
 	if fp == nil {
 		t.Fatalf("relay init printed no fingerprint: %s", initOut.stdout)
@@ -321,6 +321,17 @@ func TestCLIRelay(t *testing.T) {
 	run(t, env, "relay", "start", "--config", bad, dev).must(t, 2, "field surprise not found")
 	os.WriteFile(bad, []byte("relay_id: x\n"), 0o644)
 	run(t, env, "relay", "start", "--config", bad, dev).must(t, 2, "missing chain.dir, chain.id, chain.kind")
+	// Without a trust root for governance reads the relay does not start.
+	good, _ := os.ReadFile(cfg)
+	var kept []string
+	for _, l := range strings.Split(string(good), "\n") {
+		if !strings.HasPrefix(l, "governance_genesis:") {
+			kept = append(kept, l)
+		}
+	}
+	unanchored := filepath.Join(out, "unanchored.yaml")
+	os.WriteFile(unanchored, []byte(strings.Join(kept, "\n")), 0o644)
+	run(t, env, "relay", "start", "--config", unanchored, "--kafka", "127.0.0.1:1", dev).must(t, 2, "no governance trust root")
 
 	metrics := freeTCP(t)
 	cfgB, _ := os.ReadFile(cfg)

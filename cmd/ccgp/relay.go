@@ -31,14 +31,22 @@ import (
 
 // relayFile is relay.yaml. Relative paths are relative to the file.
 type relayFile struct {
-	RelayID    string   `yaml:"relay_id"`
-	Key        string   `yaml:"key"`  // signing key name in the keystore
-	Home       string   `yaml:"home"` // keystore home; default --home
-	Governance string   `yaml:"governance"`
-	Kafka      []string `yaml:"kafka"`
-	Topic      string   `yaml:"topic"`
-	Listen     string   `yaml:"listen"`
-	TLS        struct {
+	RelayID    string `yaml:"relay_id"`
+	Key        string `yaml:"key"`  // signing key name in the keystore
+	Home       string `yaml:"home"` // keystore home; default --home
+	Governance string `yaml:"governance"`
+	// GovernanceGenesis (the chain's genesis.json) or GovernanceTrust
+	// anchors every governance read (one is required).
+	GovernanceGenesis string `yaml:"governance_genesis"`
+	GovernanceTrust   struct {
+		ChainID string `yaml:"chain_id"`
+		Height  int64  `yaml:"height"`
+		Hash    string `yaml:"hash"`
+	} `yaml:"governance_trust"`
+	Kafka  []string `yaml:"kafka"`
+	Topic  string   `yaml:"topic"`
+	Listen string   `yaml:"listen"`
+	TLS    struct {
 		CA   string `yaml:"ca"`
 		Cert string `yaml:"cert"`
 		Key  string `yaml:"key"`
@@ -72,7 +80,7 @@ func loadRelayFile(path string) (*relayFile, error) {
 			*p = filepath.Join(base, *p)
 		}
 	}
-	for _, p := range []*string{&f.Home, &f.TLS.CA, &f.TLS.Cert, &f.TLS.Key, &f.DataDir, &f.Chain.Dir} {
+	for _, p := range []*string{&f.Home, &f.TLS.CA, &f.TLS.Cert, &f.TLS.Key, &f.DataDir, &f.Chain.Dir, &f.GovernanceGenesis} {
 		rel(p)
 	}
 	var missing []string
@@ -86,6 +94,9 @@ func loadRelayFile(path string) (*relayFile, error) {
 	if len(missing) > 0 {
 		sortStrings(missing)
 		return nil, usagef("relay config %s: missing %s", path, strings.Join(missing, ", "))
+	}
+	if f.GovernanceGenesis == "" && f.GovernanceTrust.Height == 0 {
+		return nil, usagef("relay config %s: no governance trust root: set governance_genesis (the chain's genesis.json) or governance_trust {chain_id, height, hash}", path)
 	}
 	if f.Chain.Kind != "simchain" {
 		return nil, usagef("relay config %s: chain.kind %q is not supported (supported: simchain)", path, f.Chain.Kind)
@@ -147,7 +158,12 @@ into the subchain. It runs until SIGINT or SIGTERM. Make a relay.yaml with
 			}
 			log := g.logger()
 			ctx := c.Context()
-			gov, err := govchain.Dial(ctx, f.Governance)
+			gt := f.GovernanceTrust
+			trust, err := trustOptions(f.GovernanceGenesis, gt.ChainID, gt.Height, gt.Hash)
+			if err != nil {
+				return err
+			}
+			gov, err := govchain.Dial(ctx, f.Governance, append(trust, govchain.WithLogger(log))...)
 			if err != nil {
 				return err
 			}
@@ -181,7 +197,7 @@ into the subchain. It runs until SIGINT or SIGTERM. Make a relay.yaml with
 	start.Flags().StringVar(&cfgPath, "config", "relay.yaml", "relay configuration file")
 	start.Flags().StringVar(&kafkaFlag, "kafka", "", "Kafka brokers host:port,... (overrides the config)")
 
-	var caDir, listen, chainID, out, govAddr string
+	var caDir, listen, chainID, out, govAddr, govGenesis string
 	initCmd := &cobra.Command{
 		Use:   "init RELAY_ID",
 		Short: "Make a relay's key, TLS certificate and relay.yaml",
@@ -193,9 +209,13 @@ relay and its subchain.`,
 		Args:    exactArgs("RELAY_ID"),
 		RunE: func(c *cobra.Command, args []string) error {
 			id := args[0]
-			if out == "" || caDir == "" || chainID == "" {
-				return usagef("--out, --ca and --chain are required")
+			if out == "" || caDir == "" || chainID == "" || govGenesis == "" {
+				return usagef("--out, --ca, --chain and --governance-genesis are required")
 			}
+			if _, err := govchain.TrustRootFromGenesis(govGenesis); err != nil {
+				return usagef("--governance-genesis: %v", err)
+			}
+			govGenesis, _ = filepath.Abs(govGenesis)
 			if _, _, err := net.SplitHostPort(listen); err != nil {
 				return usagef("--listen %q: %v", listen, err)
 			}
@@ -232,6 +252,7 @@ relay_id: %s
 key: %s
 home: %s
 governance: %s
+governance_genesis: %s   # the trust root of every governance read
 kafka: []            # or pass --kafka to 'ccgp relay start'
 topic: ccgp.events.%s
 listen: %s
@@ -245,7 +266,7 @@ chain:
   dir: chain
   block_interval: 50ms
   finality_depth: 2
-`, id, id, id, home, govAddr, id, listen, caCrt, chainID)
+`, id, id, id, home, govAddr, govGenesis, id, listen, caCrt, chainID)
 			path := filepath.Join(out, "relay.yaml")
 			if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 				return err
@@ -264,6 +285,7 @@ chain:
 	initCmd.Flags().StringVar(&chainID, "chain", "", "the subchain id this relay serves")
 	initCmd.Flags().StringVar(&out, "out", "", "directory for relay.yaml, the certificate and the relay's state")
 	initCmd.Flags().StringVar(&govAddr, "governance", "127.0.0.1:26657", "RPC address of a governance node")
+	initCmd.Flags().StringVar(&govGenesis, "governance-genesis", "", "the governance chain's genesis.json (e.g. NET/validator0/config/genesis.json): the trust root")
 	cmd.AddCommand(start, initCmd)
 	return cmd
 }
