@@ -31,14 +31,26 @@ lint:
 	$(GO) vet $(PKGS)
 	$(GO) run $(STATICCHECK) $(PKGS)
 
-## fuzz: each decoder's fuzz target for FUZZTIME
+## fuzz: every fuzz target for FUZZTIME each; fails if one is not listed
+# FUZZ_TARGETS: package:FuzzTarget, one per line. Add a new target here.
+FUZZ_TARGETS = \
+	./govchain/:FuzzDecodeTx \
+	./govchain/:FuzzGovTxs \
+	./mesh/amdp/:FuzzDecodePacket \
+	./mesh/amdp/:FuzzDecodeBatch \
+	./mesh/amdp/:FuzzDecodeReceiptBatch \
+	./mesh/amdp/:FuzzDecodeFrame \
+	./mesh/:FuzzReadFrame
+# FUZZFLAGS: more go test flags, e.g. -parallel 1 or -fuzzminimizetime 5s.
+FUZZFLAGS ?=
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeTx$$' -fuzztime $(FUZZTIME) ./govchain/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodePacket$$' -fuzztime $(FUZZTIME) ./mesh/amdp/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeBatch$$' -fuzztime $(FUZZTIME) ./mesh/amdp/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeReceiptBatch$$' -fuzztime $(FUZZTIME) ./mesh/amdp/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime $(FUZZTIME) ./mesh/amdp/
-	$(GO) test -run '^$$' -fuzz '^FuzzReadFrame$$' -fuzztime $(FUZZTIME) ./mesh/
+	@missing=$$(grep -rhoE --include='*_test.go' '^func Fuzz[A-Za-z0-9_]*' . | sed 's/^func //' | sort -u | \
+		while read -r fn; do case " $(FUZZ_TARGETS) " in *":$$fn "*) ;; *) echo "$$fn";; esac; done); \
+	if [ -n "$$missing" ]; then echo "fuzz targets missing from FUZZ_TARGETS in the Makefile:" $$missing >&2; exit 1; fi
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "== $${t#*:} ($${t%%:*}) for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) $(FUZZFLAGS) "$${t%%:*}"; \
+	done
 
 ## build: the ccgp binary in ./bin
 build:
