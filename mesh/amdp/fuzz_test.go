@@ -3,6 +3,7 @@ package amdp
 import (
 	"bytes"
 	"encoding/binary"
+	"strings"
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
@@ -14,12 +15,18 @@ import (
 // and that whatever it accepts survives a round trip unchanged.
 
 func FuzzDecodePacket(f *testing.F) {
-	l := DefaultLimits()
+	// Small limits, so that seeds can sit at them and stay short.
+	l := Limits{MaxPayload: 32, MaxPipeIDLen: 16}
 	valid, _ := EncodePacket(nil, signedPacket(f, "pipe-a", 1, []byte("payload")))
 	unsigned, _ := EncodePacket(nil, newPacket("pipe-a", 1, nil))
+	maxPayload, _ := EncodePacket(nil, signedPacket(f, "pipe-a", 1, bytes.Repeat([]byte{'p'}, 32)))
+	overPayload, _ := EncodePacket(nil, signedPacket(f, "pipe-a", 1, bytes.Repeat([]byte{'p'}, 33)))
+	maxPipe, _ := EncodePacket(nil, signedPacket(f, strings.Repeat("a", 16), 1, nil))
+	overPipe, _ := EncodePacket(nil, signedPacket(f, strings.Repeat("a", 17), 1, nil))
 	for _, seed := range [][]byte{
-		valid, unsigned, nil, {0}, {0x0a}, {0x0a, 0x80}, {0x3a, 0x00}, {0x10, 0x00},
-		valid[:len(valid)/2], append(bytes.Clone(valid), valid...),
+		valid, unsigned, maxPayload, overPayload, maxPipe, overPipe,
+		nil, {0}, {0x0a}, {0x0a, 0x80}, {0x3a, 0x00}, {0x10, 0x00},
+		valid[:len(valid)/2], valid[:len(valid)-1], append(bytes.Clone(valid), valid...),
 		{0x0a, 0x01, 0xff}, bytes.Repeat([]byte{0xff}, 12),
 	} {
 		f.Add(seed)
@@ -50,7 +57,9 @@ func FuzzDecodeBatch(f *testing.F) {
 	valid, _ := EncodeBatch(nil, sealedBatch(f, 3, 20))
 	one, _ := EncodeBatch(nil, sealedBatch(f, 1, 0))
 	for _, seed := range [][]byte{
-		valid, one, nil, {0x12, 0x00}, bytes.Repeat([]byte{0x12, 0x00}, 9),
+		// At the packet limit and over it, with empty packets: a seed
+		// of 8 real packets would be long to minimize.
+		valid, one, nil, {0x12, 0x00}, bytes.Repeat([]byte{0x12, 0x00}, 8), bytes.Repeat([]byte{0x12, 0x00}, 9),
 		{0x0a, 0x00, 0x12, 0x00}, valid[:len(valid)-1], append(bytes.Clone(one), one...),
 		{0x1a, 0x7f}, {0x0b, 0x0c}, {0x13, 0x14},
 	} {
@@ -86,7 +95,9 @@ func FuzzDecodeReceiptBatch(f *testing.F) {
 	valid, _ := EncodeReceiptBatch(nil, sealedReceiptBatch(f, 3))
 	one, _ := EncodeReceiptBatch(nil, sealedReceiptBatch(f, 1))
 	for _, seed := range [][]byte{
-		valid, one, nil, {0x12, 0x00}, bytes.Repeat([]byte{0x12, 0x00}, 9),
+		// At the packet limit and over it, with empty packets: a seed
+		// of 8 real packets would be long to minimize.
+		valid, one, nil, {0x12, 0x00}, bytes.Repeat([]byte{0x12, 0x00}, 8), bytes.Repeat([]byte{0x12, 0x00}, 9),
 		valid[:len(valid)-1], append(bytes.Clone(one), one...), {0x12, 0x02, 0x10, 0x09},
 	} {
 		f.Add(seed)
