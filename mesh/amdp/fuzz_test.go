@@ -54,7 +54,7 @@ func FuzzDecodePacket(f *testing.F) {
 
 func FuzzDecodeBatch(f *testing.F) {
 	l := Limits{MaxPacketsPerBatch: 8}
-	valid, _ := EncodeBatch(nil, sealedBatch(f, 3, 20))
+	valid, _ := EncodeBatch(nil, sealedBatch(f, 2, 0))
 	one, _ := EncodeBatch(nil, sealedBatch(f, 1, 0))
 	for _, seed := range [][]byte{
 		// At the packet limit and over it, with empty packets: a seed
@@ -92,7 +92,7 @@ func FuzzDecodeBatch(f *testing.F) {
 
 func FuzzDecodeReceiptBatch(f *testing.F) {
 	l := Limits{MaxPacketsPerBatch: 8}
-	valid, _ := EncodeReceiptBatch(nil, sealedReceiptBatch(f, 3))
+	valid, _ := EncodeReceiptBatch(nil, sealedReceiptBatch(f, 2))
 	one, _ := EncodeReceiptBatch(nil, sealedReceiptBatch(f, 1))
 	for _, seed := range [][]byte{
 		// At the packet limit and over it, with empty packets: a seed
