@@ -1,6 +1,7 @@
 package govchain
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/ccgpmesh/ccgp/crypto"
@@ -10,7 +11,11 @@ import (
 // must refuse anything over the size limit, and anything it accepts must
 // carry a signature that verifies.
 func FuzzDecodeTx(f *testing.F) {
+	// A small size limit, so that a seed can sit at it without being so
+	// long that minimizing its mutants takes the run.
+	const maxBytes = 256
 	s := crypto.DevSigner("fuzz")
+	var valid [][]byte
 	for _, m := range []*TxBody{
 		Wrap(&MsgApplyOrg{Id: "org-x", Name: "X"}),
 		Wrap(&MsgVote{ProposalId: 1, Approve: true}),
@@ -23,12 +28,32 @@ func FuzzDecodeTx(f *testing.F) {
 		if err != nil {
 			f.Fatal(err)
 		}
-		f.Add(raw)
+		valid = append(valid, raw)
 	}
-	f.Add([]byte{})
-	f.Add([]byte{0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f})
+	// The longest tx within maxBytes and the shortest over it.
+	var atLimit, overLimit []byte
+	for n := 0; overLimit == nil; n++ {
+		raw, err := NewTx(s, "fuzz-chain", 2, Wrap(&MsgSuspendPipe{Id: "p", Reason: strings.Repeat("r", n)}))
+		if err != nil {
+			f.Fatal(err)
+		}
+		if len(raw) <= maxBytes {
+			atLimit = raw
+		} else {
+			overLimit = raw
+		}
+	}
+	valid = append(valid, atLimit, overLimit)
+	other, _ := NewTx(s, "other-chain", 1, Wrap(&MsgVote{ProposalId: 1}))
+	zero, _ := NewTx(s, "fuzz-chain", 0, Wrap(&MsgVote{ProposalId: 1}))
+	for _, seed := range append(valid,
+		other, zero, valid[0][:len(valid[0])-1], valid[1][:10],
+		[]byte{}, []byte{0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f}, []byte{0x0a, 0x00, 0x12, 0x00, 0x1a, 0x00, 0x22, 0x00},
+	) {
+		f.Add(seed)
+	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		tx, rej := DecodeTx(raw, "fuzz-chain", 4096)
+		tx, rej := DecodeTx(raw, "fuzz-chain", maxBytes)
 		if (tx == nil) == (rej == nil) {
 			t.Fatalf("exactly one of tx and rejection must be set: %v %v", tx, rej)
 		}
@@ -38,7 +63,7 @@ func FuzzDecodeTx(f *testing.F) {
 			}
 			return
 		}
-		if len(raw) > 4096 {
+		if len(raw) > maxBytes {
 			t.Fatal("accepted a tx over the limit")
 		}
 		if tx.Body.Msg == nil || tx.Body.Nonce == 0 {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"unicode/utf8"
 
@@ -168,10 +169,11 @@ func (c *codec) readFrame(r *bufio.Reader, allowError bool) (amdp.Frame, *Remote
 	if err != nil {
 		return amdp.Frame{}, nil, err
 	}
-	bp := c.bufs.get(h.Len)
+	bp := c.bufs.get(0)
 	defer c.bufs.put(bp)
-	body := (*bp)[:h.Len]
-	if _, err := io.ReadFull(r, body); err != nil {
+	body, err := readBody(r, (*bp)[:0], h.Len)
+	*bp = body[:0] // the grown buffer goes back to the pool
+	if err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return amdp.Frame{}, nil, shortFrame(fmt.Sprintf("stream ended inside a %d-byte body", h.Len))
 		}
@@ -181,6 +183,25 @@ func (c *codec) readFrame(r *bufio.Reader, allowError bool) (amdp.Frame, *Remote
 	// fields), so the buffer goes back to the pool.
 	f, err := amdp.DecodeFrameBody(h, body, c.dec, c.limits)
 	return f, nil, err
+}
+
+// readBody reads an n-byte body into b, growing b as the bytes arrive
+// rather than by n at once: a header is a few bytes and may claim up to
+// MaxBatchBytes, so allocating what it claims would let a peer make the
+// receiver allocate 16 MiB per stream for 6 bytes. Growing by doubling
+// copies at most n bytes more than reading into one buffer would.
+func readBody(r io.Reader, b []byte, n int) ([]byte, error) {
+	for len(b) < n {
+		if len(b) == cap(b) {
+			b = slices.Grow(b, min(n-len(b), max(cap(b), minBodyBuf)))
+		}
+		k, err := io.ReadFull(r, b[len(b):min(n, cap(b))])
+		b = b[:len(b)+k]
+		if err != nil {
+			return b, err
+		}
+	}
+	return b, nil
 }
 
 func readErrorBody(r *bufio.Reader, hdr []byte) (*RemoteError, error) {
@@ -273,10 +294,13 @@ const maxPooledBuf = 4 << 20
 
 type bufPool struct{ p sync.Pool }
 
+// minBodyBuf is the least a frame buffer holds: most frames fit.
+const minBodyBuf = 64 << 10
+
 func (bp *bufPool) get(n int) *[]byte {
 	b, _ := bp.p.Get().(*[]byte)
 	if b == nil || cap(*b) < n {
-		nb := make([]byte, 0, max(n, 64<<10))
+		nb := make([]byte, 0, max(n, minBodyBuf))
 		b = &nb
 	}
 	return b

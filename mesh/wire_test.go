@@ -3,7 +3,9 @@ package mesh
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"runtime"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -88,6 +90,26 @@ func TestReadFrame(t *testing.T) {
 	}
 }
 
+// TestReadFrameAllocatesAsBytesArrive: a header claiming the largest body
+// costs memory only for the bytes that come, not for what it claims.
+func TestReadFrameAllocatesAsBytesArrive(t *testing.T) {
+	c := testCodec(t)
+	claim := binary.AppendUvarint([]byte{byte(amdp.FrameBatch), 0}, uint64(c.limits.MaxBatchBytes))
+	in := append(claim, make([]byte, 100<<10)...)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	const runs = 10
+	for range runs {
+		if _, _, err := c.readFrame(bufio.NewReader(bytes.NewReader(in)), false); Reason(err) != "short_frame" {
+			t.Fatalf("truncated body: %v", err)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if per := (after.TotalAlloc - before.TotalAlloc) / runs; per > 1<<20 {
+		t.Fatalf("a %d-byte claim with 100 KiB of body allocated %d bytes", c.limits.MaxBatchBytes, per)
+	}
+}
+
 type failingReader struct{}
 
 func (failingReader) Read([]byte) (int, error) { return 0, errors.New("connection reset") }
@@ -97,11 +119,32 @@ func (failingReader) Read([]byte) (int, error) { return 0, errors.New("connectio
 // valid frame.
 func FuzzReadFrame(f *testing.F) {
 	c := testCodec(f)
-	f.Add([]byte{})
-	f.Add([]byte("\x01\x00\x05hello"))
-	f.Add(appendErrorFrame(nil, classRejected, "bad_signature", "detail"))
-	f.Add(appendErrorFrame(nil, classRetry, "", ""))
-	f.Add([]byte("\x80\x00\x03\x02\x05ab"))
+	n := newTestNet(f, "relay-a", "relay-b")
+	b := n.batch("relay-a", "relay-b", 1, n.packets("ab-1", 1, 0)...)
+	plain, err := amdp.EncodeFrame(nil, b, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	receipts, err := amdp.EncodeReceiptFrame(nil, &amdp.ReceiptBatch{Header: &amdp.ReceiptBatchHeader{FromRelay: "relay-b", ToRelay: "relay-a", BatchSeq: 1}}, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	maxLen := binary.AppendUvarint([]byte{byte(amdp.FrameBatch), 0}, uint64(c.limits.MaxBatchBytes))
+	for _, seed := range [][]byte{
+		// valid frames, and a frame followed by more bytes
+		plain, receipts, append(bytes.Clone(plain), 0),
+		appendErrorFrame(nil, classRejected, "bad_signature", "detail"),
+		appendErrorFrame(nil, classRetry, "", ""),
+		appendErrorFrame(nil, classRejected, strings.Repeat("r", maxReasonLabel), strings.Repeat("d", maxErrorBody)),
+		// empty, truncated, malformed
+		{}, []byte("\x01\x00\x05hello"), plain[:len(plain)-1], plain[:3], []byte("\x80\x00\x03\x02\x05ab"),
+		[]byte("\x80\x00\x02\x03\x00"), []byte("\x01\x00\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01"),
+		// lengths at and over the limits, with no body behind them
+		maxLen, binary.AppendUvarint([]byte{byte(amdp.FrameBatch), 0}, uint64(c.limits.MaxBatchBytes)+1),
+		binary.AppendUvarint([]byte{frameKindError, 0}, maxErrorBody+1),
+	} {
+		f.Add(seed)
+	}
 	f.Fuzz(func(t *testing.T, in []byte) {
 		for _, allowError := range []bool{false, true} {
 			fr, re, err := c.readFrame(bufio.NewReader(bytes.NewReader(in)), allowError)
