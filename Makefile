@@ -36,6 +36,8 @@ lint:
 FUZZ_TARGETS = \
 	./govchain/:FuzzDecodeTx \
 	./govchain/:FuzzGovTxs \
+	./govchain/:FuzzDecodeChanges \
+	./compensator/:FuzzCompensator \
 	./mesh/amdp/:FuzzDecodePacket \
 	./mesh/amdp/:FuzzDecodeBatch \
 	./mesh/amdp/:FuzzDecodeReceiptBatch \
