@@ -563,26 +563,22 @@ func (c *Client) provableHeight(ctx context.Context) (int64, error) {
 	return h - 1, nil
 }
 
-// listKeys returns the keys under prefix at state height h, unproven (the
-// caller proves what it uses; a key left out is a record missing, not
-// forged). A list the node truncates is an error.
+// listKeys returns the keys under prefix at state height h, page by
+// page, unproven (the caller proves what it uses; a key left out is a
+// record missing, not forged).
 func (c *Client) listKeys(ctx context.Context, h int64, prefix string) ([][]byte, error) {
-	res, err := c.rpc.ABCIQueryWithOptions(ctx, QueryList, []byte(prefix), rpcclient.ABCIQueryOptions{Height: h})
+	kvs, err := listKVs(ctx, prefix, func(ctx context.Context, req []byte) (uint32, string, []byte, error) {
+		res, err := c.rpc.ABCIQueryWithOptions(ctx, QueryList, req, rpcclient.ABCIQueryOptions{Height: h})
+		if err != nil {
+			return 0, "", nil, err
+		}
+		return res.Response.Code, res.Response.Log, res.Response.Value, nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("govchain: list %q: %w", prefix, err)
+		return nil, fmt.Errorf("%w (at height %d)", err, h)
 	}
-	if res.Response.Code != CodeOK {
-		return nil, fmt.Errorf("govchain: list %q at %d: %s", prefix, h, res.Response.Log)
-	}
-	var lr ListResult
-	if err := proto.Unmarshal(res.Response.Value, &lr); err != nil {
-		return nil, fmt.Errorf("govchain: list %q: %w", prefix, err)
-	}
-	if lr.Truncated {
-		return nil, fmt.Errorf("govchain: list %q at %d holds more than %d records", prefix, h, len(lr.Items))
-	}
-	keys := make([][]byte, len(lr.Items))
-	for i, kv := range lr.Items {
+	keys := make([][]byte, len(kvs))
+	for i, kv := range kvs {
 		keys[i] = kv.Key
 	}
 	return keys, nil

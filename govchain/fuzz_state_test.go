@@ -212,6 +212,28 @@ var fuzzKinds = []func(r *fuzzReader, k *fuzzKeys) proto.Message{
 		m.Packets = r.packets()
 		return m
 	},
+	// The revocation kinds. A rotation's proof of possession is bytes the
+	// fuzzer picks, so it exercises every refusal; revoke_test.go has the
+	// signed rotations.
+	func(r *fuzzReader, k *fuzzKeys) proto.Message {
+		return &MsgRevokeAccount{Account: k.addr(r.byte()), Reason: pick(r, vReasons)}
+	},
+	func(r *fuzzReader, k *fuzzKeys) proto.Message {
+		return &MsgProposeExpelOrg{Org: pick(r, vOrgs), Reason: pick(r, vReasons)}
+	},
+	func(r *fuzzReader, k *fuzzKeys) proto.Message {
+		return &MsgRotateKey{NewSuite: pick(r, vSuites), NewPublicKey: k.pub(r.byte()), NewSignature: r.root()}
+	},
+	func(r *fuzzReader, k *fuzzKeys) proto.Message {
+		m := &MsgUpdateService{RelayId: pick(r, vRelays), Address: pick(r, vAddresses)}
+		switch r.byte() % 3 {
+		case 1:
+			m.TlsCertSha256 = bytes.Repeat([]byte{9}, 32)
+		case 2:
+			m.TlsCertSha256 = []byte{1}
+		}
+		return m
+	},
 }
 
 // fuzzReader hands out the input's bytes; past the end it reads zeros.
@@ -478,6 +500,10 @@ func seedScripts() [][]byte {
 		kConfirmBatches
 		kTxException
 		kResolve
+		kRevokeAccount
+		kProposeExpelOrg
+		kRotateKey
+		kUpdateService
 	)
 	// Indices into the vocabularies and key lists.
 	const (
@@ -492,7 +518,7 @@ func seedScripts() [][]byte {
 		keyNew1                = 8
 	)
 	consortium := cat(
-		tx(ctl(sGovA, 0), kRegisterService, relayA, hostPort, 0, sCCA),
+		tx(ctl(sGovA, 0), kRegisterService, relayA, hostPort, 1, sCCA),
 		tx(ctl(sGovB, 0)|end, kRegisterService, relayB, hostPort, 1, sCCB),
 		tx(ctl(sGovA, 0), kRegisterSubchain, chainA, simchain, relayA),
 		tx(ctl(sGovB, 0)|end, kRegisterSubchain, chainB, simchain, relayB),

@@ -99,7 +99,25 @@ type listQuery func(ctx context.Context, req []byte) (code uint32, log string, v
 // listPages is List's loop, apart from the transport so tests drive it
 // against an Application directly.
 func listPages[T proto.Message](ctx context.Context, prefix string, newT func() T, query listQuery) ([]T, error) {
-	var out []T
+	kvs, err := listKVs(ctx, prefix, query)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]T, 0, len(kvs))
+	for _, kv := range kvs {
+		m := newT()
+		if err := proto.Unmarshal(kv.Value, m); err != nil {
+			return nil, fmt.Errorf("govchain: list %q: record %q: %w", prefix, kv.Key, err)
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// listKVs asks for page after page under prefix (each starts after the
+// last key of the one before) until the node says there is no more.
+func listKVs(ctx context.Context, prefix string, query listQuery) ([]*KV, error) {
+	var out []*KV
 	req := &ListRequest{Prefix: prefix}
 	for {
 		raw, err := proto.Marshal(req)
@@ -117,13 +135,7 @@ func listPages[T proto.Message](ctx context.Context, prefix string, newT func() 
 		if err := proto.Unmarshal(value, &lr); err != nil {
 			return nil, fmt.Errorf("govchain: list %q: %w", prefix, err)
 		}
-		for _, kv := range lr.Items {
-			m := newT()
-			if err := proto.Unmarshal(kv.Value, m); err != nil {
-				return nil, fmt.Errorf("govchain: list %q: record %q: %w", prefix, kv.Key, err)
-			}
-			out = append(out, m)
-		}
+		out = append(out, lr.Items...)
 		if !lr.Truncated {
 			return out, nil
 		}

@@ -94,7 +94,7 @@ func TestReceiptValidate(t *testing.T) {
 		{"rejected with tx", func(r *Receipt) { r.Status = StatusRejected }, nil, ""},
 		{"short packet id", func(r *Receipt) { r.PacketId = r.PacketId[:16] }, ErrBadLength, "packet_id"},
 		{"unspecified status", func(r *Receipt) { r.Status = 0 }, ErrBadStatus, "status"},
-		{"unknown status", func(r *Receipt) { r.Status = 4 }, ErrBadStatus, "status"},
+		{"unknown status", func(r *Receipt) { r.Status = 99 }, ErrBadStatus, "status"},
 		{"delivered without tx", func(r *Receipt) { r.DestTxHash = nil }, ErrMissingField, "dest_tx_hash"},
 		{"long tx hash", func(r *Receipt) { r.DestTxHash = make([]byte, l.MaxTxHashLen+1) }, ErrFieldTooLong, "dest_tx_hash"},
 		{"delivered without result", func(r *Receipt) { r.ResultHash = nil }, ErrBadLength, "result_hash"},
