@@ -263,12 +263,13 @@ func (k *Cache) Height() int64 { return k.snap.Load().height }
 // Pipe returns the pipe with id.
 func (k *Cache) Pipe(id string) (*Pipe, bool) { p, ok := k.snap.Load().pipes[id]; return p, ok }
 
-// Service returns the relay service with id, if its signing account is
-// active and its org is active.
+// Service returns the relay service with id, if it is not revoked, its
+// signing account is active and its org is active. (A revoke tx marks all
+// three; each is checked so that none alone is trusted to.)
 func (k *Cache) Service(relayID string) (*Service, bool) {
 	s := k.snap.Load()
 	v, ok := s.services[relayID]
-	if !ok {
+	if !ok || v.Status == ServiceStatus_SERVICE_REVOKED {
 		return nil, false
 	}
 	if o := s.orgs[v.Org]; o == nil || o.Status != OrgStatus_ORG_ACTIVE {

@@ -39,9 +39,12 @@ type Client struct {
 	cfg     clientCfg
 	trust   *verifier // nil: not anchored
 
-	mu     sync.Mutex // guards nonces and stale
-	nonces map[crypto.Address]uint64
-	stale  map[crypto.Address]bool // read the nonce from the chain before the next tx
+	mu     sync.Mutex                // guards nonces, stale and owners
+	nonces map[crypto.Address]uint64 // by account
+	stale  map[crypto.Address]bool   // by account: read the nonce from the chain before the next tx
+	// owners maps a signing key's address to the account it signs for
+	// when that is another address: the key was rotated onto the account.
+	owners map[crypto.Address]crypto.Address
 }
 
 type clientCfg struct {
@@ -75,7 +78,7 @@ func WithLogger(l *slog.Logger) ClientOption {
 // verified read does): a mismatch is ErrUntrusted. Without a root it takes
 // the chain id from the node.
 func NewClient(ctx context.Context, rpc rpcclient.Client, opts ...ClientOption) (*Client, error) {
-	c := &Client{rpc: rpc, nonces: map[crypto.Address]uint64{}, stale: map[crypto.Address]bool{}, cfg: clientCfg{commitTimeout: 30 * time.Second, poll: 20 * time.Millisecond}}
+	c := &Client{rpc: rpc, nonces: map[crypto.Address]uint64{}, stale: map[crypto.Address]bool{}, owners: map[crypto.Address]crypto.Address{}, cfg: clientCfg{commitTimeout: 30 * time.Second, poll: 20 * time.Millisecond}}
 	for _, o := range opts {
 		o(&c.cfg)
 	}
@@ -154,13 +157,54 @@ func (r *TxResult) Attr(typ, key string) string {
 	return ""
 }
 
-// Sign builds the tx carrying m from s with the next nonce.
+// Sign builds the tx carrying m from s with the next nonce. A key that
+// was rotated onto an account signs for that account: the tx names it
+// (TxBody.account), since the key's own address is not the account's.
 func (c *Client) Sign(ctx context.Context, s crypto.Signer, m proto.Message) ([]byte, error) {
-	nonce, err := c.nextNonce(ctx, s)
+	acct, err := c.accountOf(ctx, s)
 	if err != nil {
 		return nil, err
 	}
-	return NewTx(s, c.chainID, nonce, Wrap(m))
+	nonce, err := c.nextNonce(ctx, acct)
+	if err != nil {
+		return nil, err
+	}
+	body := Wrap(m)
+	if acct != crypto.SignerAddress(s) {
+		body.Account = acct[:]
+	}
+	return NewTx(s, c.chainID, nonce, body)
+}
+
+// accountOf returns the account s signs for: the account at its key's
+// own address or, when there is none, the account the key was rotated
+// onto. Read unproven: a wrong answer only gets the tx refused. A key
+// that is neither (a new org's, applying) signs for its own address.
+func (c *Client) accountOf(ctx context.Context, s crypto.Signer) (crypto.Address, error) {
+	a := crypto.SignerAddress(s)
+	c.mu.Lock()
+	owner, ok := c.owners[a]
+	c.mu.Unlock()
+	if ok {
+		return owner, nil
+	}
+	found, err := c.getUnproven(ctx, KeyAccount(a), &Account{})
+	if err != nil || found {
+		return a, err
+	}
+	raw, found, err := c.getUnprovenRaw(ctx, KeyAlias(a))
+	if err != nil || !found {
+		return a, err
+	}
+	if owner, err = crypto.AddressFromBytes(raw); err != nil {
+		return a, fmt.Errorf("govchain: alias of key %s: %w", a, err)
+	}
+	// Only an alias is remembered: it never changes (a key serves one
+	// account, once), while a key at its own address may be rotated away.
+	c.mu.Lock()
+	c.owners[a] = owner
+	c.mu.Unlock()
+	return owner, nil
 }
 
 // Broadcast signs m and hands it to the node's mempool. A CheckTx rejection
@@ -260,8 +304,7 @@ func txResult(res *ctypes.ResultTx) (*TxResult, error) {
 	return out, nil
 }
 
-func (c *Client) nextNonce(ctx context.Context, s crypto.Signer) (uint64, error) {
-	a := crypto.SignerAddress(s)
+func (c *Client) nextNonce(ctx context.Context, a crypto.Address) (uint64, error) {
 	c.mu.Lock()
 	n, ok := c.nonces[a]
 	stale := c.stale[a]
@@ -295,20 +338,29 @@ func (c *Client) nextNonce(ctx context.Context, s crypto.Signer) (uint64, error)
 // behind txs of this signer still in the mempool, so going back to it
 // would replay their nonces.
 func (c *Client) forgetNonce(s crypto.Signer) {
+	a := crypto.SignerAddress(s)
 	c.mu.Lock()
-	c.stale[crypto.SignerAddress(s)] = true
+	if owner, ok := c.owners[a]; ok {
+		a = owner
+	}
+	c.stale[a] = true
 	c.mu.Unlock()
 }
 
 func (c *Client) getUnproven(ctx context.Context, key []byte, m proto.Message) (bool, error) {
+	v, found, err := c.getUnprovenRaw(ctx, key)
+	if err != nil || !found {
+		return false, err
+	}
+	return true, proto.Unmarshal(v, m)
+}
+
+func (c *Client) getUnprovenRaw(ctx context.Context, key []byte) ([]byte, bool, error) {
 	res, err := c.rpc.ABCIQueryWithOptions(ctx, QueryKey, key, rpcclient.ABCIQueryOptions{})
 	if err != nil {
-		return false, fmt.Errorf("govchain: query: %w", err)
+		return nil, false, fmt.Errorf("govchain: query: %w", err)
 	}
-	if res.Response.Value == nil {
-		return false, nil
-	}
-	return true, proto.Unmarshal(res.Response.Value, m)
+	return res.Response.Value, res.Response.Value != nil, nil
 }
 
 // Get reads the record at key into m, with a proof verified against the

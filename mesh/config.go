@@ -93,12 +93,33 @@ type Config struct {
 	// until one returns. Default 32.
 	MaxInFlight int
 	// MaxConcurrentBatches bounds the received batches processed at once,
-	// over all peers; others wait in QUIC's flow-control windows. Default
-	// 16.
+	// over all peers; others wait, read, for a slot. Default 32.
 	MaxConcurrentBatches int
-	// MaxIncomingStreams bounds the streams one peer may have open to this
-	// endpoint. Default 4 × MaxConcurrentBatches.
-	MaxIncomingStreams int
+	// MaxBatchesPerPeer bounds the processing slots one peer relay may
+	// hold; slots are granted to waiting peers in turn. Default half of
+	// MaxConcurrentBatches.
+	MaxBatchesPerPeer int
+	// MaxStreamsPerPeer bounds the streams of one peer relay served at
+	// once, over all its connections, being read or processed; QUIC flow
+	// control holds the rest at the sender. Default 2 × MaxBatchesPerPeer.
+	MaxStreamsPerPeer int
+	// MaxConnsPerPeer bounds the inbound connections of one relay; one
+	// more is closed after its handshake. Default 2 (one, and one redial
+	// while the broken one times out).
+	MaxConnsPerPeer int
+	// ConnRate and ConnBurst bound new inbound connections per source IP
+	// address (a token bucket): past half the burst an address must answer
+	// a QUIC Retry, past all of it the attempt is refused before the TLS
+	// handshake. Defaults 10 per second, burst 20.
+	ConnRate  float64
+	ConnBurst int
+	// FrameReadTimeout bounds how long a peer may take to send a batch
+	// frame once its stream is accepted; a slower one is reset and counted
+	// as slow_peer. Default 10 s.
+	FrameReadTimeout time.Duration
+	// RevalidateInterval is how often every connection is authenticated
+	// again against the registry (Revalidate). Default 1 s.
+	RevalidateInterval time.Duration
 	// DialTimeout bounds one connection attempt (the QUIC and TLS
 	// handshake). Default 5 s.
 	DialTimeout time.Duration
@@ -109,8 +130,8 @@ type Config struct {
 	// IdleTimeout closes a connection that hears nothing for this long;
 	// dialled connections send keep-alives at a third of it. Default 30 s.
 	IdleTimeout time.Duration
-	// StreamTimeout bounds how long a receiving stream may take to bring
-	// its batch, and to take the reply. Default 30 s.
+	// StreamTimeout bounds how long a receiving stream's peer may take to
+	// take the reply. Default 30 s.
 	StreamTimeout time.Duration
 	// Anchors looks up the governance chain's open-batch anchors: a batch
 	// carrying packets of a strict pipe is delivered only once its anchor is
@@ -168,7 +189,8 @@ func (c Config) withDefaults() (Config, error) {
 	for _, d := range []struct {
 		v    time.Duration
 		name string
-	}{{c.DialTimeout, "DialTimeout"}, {c.MinBackoff, "MinBackoff"}, {c.MaxBackoff, "MaxBackoff"}, {c.IdleTimeout, "IdleTimeout"}, {c.StreamTimeout, "StreamTimeout"}} {
+	}{{c.DialTimeout, "DialTimeout"}, {c.MinBackoff, "MinBackoff"}, {c.MaxBackoff, "MaxBackoff"}, {c.IdleTimeout, "IdleTimeout"}, {c.StreamTimeout, "StreamTimeout"},
+		{c.FrameReadTimeout, "FrameReadTimeout"}, {c.RevalidateInterval, "RevalidateInterval"}} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("%s is negative", d.name))
 		}
@@ -194,8 +216,17 @@ func (c Config) withDefaults() (Config, error) {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	def(&c.MaxInFlight, 32)
-	def(&c.MaxConcurrentBatches, 16)
-	def(&c.MaxIncomingStreams, 4*c.MaxConcurrentBatches)
+	def(&c.MaxConcurrentBatches, 32)
+	def(&c.MaxBatchesPerPeer, max(c.MaxConcurrentBatches/2, 1))
+	c.MaxBatchesPerPeer = min(c.MaxBatchesPerPeer, c.MaxConcurrentBatches)
+	def(&c.MaxStreamsPerPeer, 2*c.MaxBatchesPerPeer)
+	def(&c.MaxConnsPerPeer, 2)
+	def(&c.ConnBurst, 20)
+	if c.ConnRate <= 0 {
+		c.ConnRate = 10
+	}
+	defd(&c.FrameReadTimeout, 10*time.Second)
+	defd(&c.RevalidateInterval, time.Second)
 	defd(&c.DialTimeout, 5*time.Second)
 	defd(&c.MinBackoff, 50*time.Millisecond)
 	defd(&c.MaxBackoff, 5*time.Second)

@@ -93,7 +93,12 @@
 //
 // At most MaxInFlight Sends per peer are in flight: the next blocks (a
 // slow peer slows its senders instead of growing a queue). The receiver
-// processes at most MaxConcurrentBatches batches at once; a peer may hold
-// MaxIncomingStreams streams open, whose unread data QUIC's flow-control
-// windows bound. Every blocking call takes a ctx and returns when it ends.
+// processes at most MaxConcurrentBatches batches at once, at most
+// MaxBatchesPerPeer of one peer, granted to waiting peers in turn; a peer
+// may have MaxStreamsPerPeer streams served over at most MaxConnsPerPeer
+// connections, and must bring each batch frame within FrameReadTimeout.
+// New connections are rate-limited per source address, with a QUIC Retry
+// first for an address that opens many. Revalidate closes connections
+// whose peer no longer authenticates. admit.go says why each bound is
+// where it is. Every blocking call takes a ctx and returns when it ends.
 package mesh

@@ -33,9 +33,11 @@ type Endpoint struct {
 	// dialler does, one per batch.
 	dialConf, listenConf *quic.Config
 
-	store   *DedupeStore  // nil when send-only
-	recvSem chan struct{} // bounds the received batches processed at once
-	claims  claims
+	store  *DedupeStore // nil when send-only
+	admit  *admission   // new connections, by source address
+	in     *inbound     // accepted connections and served streams, by peer
+	slots  *fairSlots   // processing slots, shared fairly among peers
+	claims claims
 
 	// ctx ends when Close is called; every wait in the endpoint selects
 	// on it.
@@ -60,11 +62,12 @@ func New(cfg Config) (*Endpoint, error) {
 		return nil, err
 	}
 	e := &Endpoint{
-		cfg:     cfg,
-		log:     cfg.Logger.With("relay", cfg.RelayID),
-		recvSem: make(chan struct{}, cfg.MaxConcurrentBatches),
-		claims:  claims{held: make(map[[32]byte]chan struct{})},
-		peers:   make(map[string]*peer),
+		cfg:    cfg,
+		log:    cfg.Logger.With("relay", cfg.RelayID),
+		in:     &inbound{maxConns: cfg.MaxConnsPerPeer, maxStreams: cfg.MaxStreamsPerPeer, peers: make(map[string]*inPeer)},
+		slots:  newFairSlots(cfg.MaxConcurrentBatches, cfg.MaxBatchesPerPeer),
+		claims: claims{held: make(map[[32]byte]chan struct{})},
+		peers:  make(map[string]*peer),
 	}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	ok := false
@@ -91,8 +94,11 @@ func New(cfg Config) (*Endpoint, error) {
 	if e.udp, err = net.ListenUDP("udp", addr); err != nil {
 		return nil, fmt.Errorf("mesh: bind %s: %w", cfg.ListenAddr, err)
 	}
+	e.admit = newAdmission(cfg.ConnRate, cfg.ConnBurst, e.m)
 	e.tr = &quic.Transport{Conn: e.udp}
 	if e.store != nil {
+		e.tr.VerifySourceAddress = e.admit.verifySource
+		e.tr.ConnContext = e.admit.connContext
 		// Only a receiving endpoint has connections that outlive it in
 		// peers' memory, and a store to remember the key in.
 		if e.tr.StatelessResetKey, err = e.store.statelessResetKey(); err != nil {
@@ -108,9 +114,11 @@ func New(cfg Config) (*Endpoint, error) {
 		MaxIncomingUniStreams: -1,
 	}
 	e.listenConf = &quic.Config{
-		HandshakeIdleTimeout:  cfg.DialTimeout,
-		MaxIdleTimeout:        cfg.IdleTimeout,
-		MaxIncomingStreams:    int64(cfg.MaxIncomingStreams),
+		HandshakeIdleTimeout: cfg.DialTimeout,
+		MaxIdleTimeout:       cfg.IdleTimeout,
+		// Per connection; serveConn bounds a peer's streams over all its
+		// connections.
+		MaxIncomingStreams:    int64(cfg.MaxStreamsPerPeer),
 		MaxIncomingUniStreams: -1,
 	}
 	if e.store != nil {
@@ -162,6 +170,11 @@ func (e *Endpoint) Run(ctx context.Context) error {
 	}
 	var conns sync.WaitGroup // connection and stream goroutines
 	defer conns.Wait()
+	conns.Add(1)
+	go func() {
+		defer conns.Done()
+		e.revalidateEvery(ctx, e.cfg.RevalidateInterval)
+	}()
 	for {
 		conn, err := e.ln.Accept(ctx)
 		if err != nil {
@@ -252,9 +265,11 @@ func (e *Endpoint) begin() error {
 	return nil
 }
 
-// relayKey returns the signing key of relayID: its service's account, as
-// the registry records it. Only an ACTIVE account whose key matches its
-// address will do.
+// relayKey returns the signing key of relayID: its service's account's
+// current key, as the registry records it. Only an ACTIVE account will do,
+// and one never rotated must have the key its address was derived from;
+// after a rotation (KeyHeight > 0) the address stays and the key is the
+// registry's alone, so a batch signed with the rotated-out key fails.
 func (e *Endpoint) relayKey(relayID string) (crypto.Suite, []byte, error) {
 	svc, ok := e.cfg.Registry.Service(relayID)
 	if !ok {
@@ -272,7 +287,7 @@ func (e *Endpoint) relayKey(relayID string) (crypto.Suite, []byte, error) {
 		return "", nil, fmt.Errorf("%w: relay %s: account %s is %v", ErrNoRelayKey, relayID, addr, acct.GetStatus())
 	}
 	suite := crypto.Suite(acct.GetSuite())
-	if crypto.AddressOf(suite, acct.GetPublicKey()) != addr {
+	if acct.GetKeyHeight() == 0 && crypto.AddressOf(suite, acct.GetPublicKey()) != addr {
 		return "", nil, fmt.Errorf("%w: relay %s: account %s: key does not match its address", ErrNoRelayKey, relayID, addr)
 	}
 	return suite, acct.GetPublicKey(), nil

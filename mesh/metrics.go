@@ -21,6 +21,12 @@ type metrics struct {
 	sendErrors       *prometheus.CounterVec
 	sendSeconds      prometheus.Histogram
 
+	connsAccepted   prometheus.Counter
+	connsRefused    *prometheus.CounterVec
+	connsRevoked    prometheus.Counter
+	addrValidations prometheus.Counter
+	inboundConns    prometheus.Gauge
+
 	reg prometheus.Registerer // nil when not registered
 	all []prometheus.Collector
 }
@@ -61,9 +67,30 @@ func newMetrics(relayID string, reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Time from Send to verified receipts, including waits for in-flight slots and reconnects.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16), // 0.5 ms .. 16 s
 		}),
+		connsAccepted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ccgp_mesh_connections_accepted_total", ConstLabels: cl,
+			Help: "Inbound connections that passed admission, the handshake and the per-peer cap.",
+		}),
+		connsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ccgp_mesh_connections_refused_total", ConstLabels: cl,
+			Help: "Inbound connections refused, by reason: conn_rate and admission_full before the handshake, too_many_connections after it.",
+		}, []string{"reason"}),
+		connsRevoked: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ccgp_mesh_connections_revoked_total", ConstLabels: cl,
+			Help: "Connections closed because their peer no longer authenticates against the registry (revoked, expelled, certificate changed).",
+		}),
+		addrValidations: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ccgp_mesh_address_validations_total", ConstLabels: cl,
+			Help: "Connection attempts that proved their source address with a QUIC Retry (or a resumption token).",
+		}),
+		inboundConns: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ccgp_mesh_inbound_connections", ConstLabels: cl,
+			Help: "Inbound connections open now.",
+		}),
 	}
 	m.all = []prometheus.Collector{m.batchesSent, m.batchesReceived, m.packetsDelivered, m.duplicates,
-		m.rejected, m.failures, m.sendErrors, m.sendSeconds}
+		m.rejected, m.failures, m.sendErrors, m.sendSeconds,
+		m.connsAccepted, m.connsRefused, m.connsRevoked, m.addrValidations, m.inboundConns}
 	if reg == nil {
 		return m, nil
 	}

@@ -21,8 +21,9 @@ import (
 
 // serveConn accepts the streams of one authenticated peer, one batch per
 // stream, until the peer goes or ctx ends; then it closes the connection.
-// Stream goroutines join wg; QUIC's MaxIncomingStreams bounds how many one
-// peer can have.
+// Stream goroutines join wg. The peer's connections count against
+// MaxConnsPerPeer and its streams, over all of them, against
+// MaxStreamsPerPeer (admit.go).
 func (e *Endpoint) serveConn(ctx context.Context, conn *quic.Conn, wg *sync.WaitGroup) {
 	peerID, err := peerRelayID(conn)
 	if err != nil {
@@ -32,9 +33,30 @@ func (e *Endpoint) serveConn(ctx context.Context, conn *quic.Conn, wg *sync.Wait
 		conn.CloseWithError(connShutdown, "no relay identity")
 		return
 	}
+	p, ok := e.in.add(peerID, conn)
+	if !ok {
+		e.m.connsRefused.WithLabelValues("too_many_connections").Inc()
+		e.log.Warn("refused a connection: the relay has its share open", "peer", peerID, "addr", conn.RemoteAddr().String(), "max", e.cfg.MaxConnsPerPeer)
+		conn.CloseWithError(connTooMany, "too many connections")
+		return
+	}
+	e.m.connsAccepted.Inc()
+	e.m.inboundConns.Inc()
+	defer func() {
+		e.in.remove(peerID, conn)
+		e.m.inboundConns.Dec()
+	}()
 	e.log.Debug("peer connected", "peer", peerID, "addr", conn.RemoteAddr().String())
 	for {
-		str, err := conn.AcceptStream(ctx)
+		// A stream token before accepting: the peer's streams beyond its
+		// share stay unaccepted, held by QUIC flow control.
+		var str *quic.Stream
+		err := p.takeStream(ctx, conn)
+		if err == nil {
+			if str, err = conn.AcceptStream(ctx); err != nil {
+				<-p.streams
+			}
+		}
 		if err != nil {
 			e.log.Debug("peer connection ended", "peer", peerID, "err", err)
 			// Close before returning, not in the background: once Run
@@ -47,6 +69,7 @@ func (e *Endpoint) serveConn(ctx context.Context, conn *quic.Conn, wg *sync.Wait
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer func() { <-p.streams }()
 			e.serveStream(ctx, peerID, str)
 		}()
 	}
@@ -55,18 +78,7 @@ func (e *Endpoint) serveConn(ctx context.Context, conn *quic.Conn, wg *sync.Wait
 // serveStream handles one exchange: it reads the peer's batch frame and
 // answers with a receipt frame, or an error frame saying why not.
 func (e *Endpoint) serveStream(ctx context.Context, peerID string, str *quic.Stream) {
-	// Take a processing slot before reading: a batch that waits for one
-	// stays in QUIC's flow-control window, not in this relay's memory.
-	select {
-	case e.recvSem <- struct{}{}:
-	case <-ctx.Done():
-		str.CancelRead(streamShutdown)
-		str.CancelWrite(streamShutdown)
-		return
-	}
-	defer func() { <-e.recvSem }()
-
-	str.SetReadDeadline(time.Now().Add(e.cfg.StreamTimeout))
+	str.SetReadDeadline(time.Now().Add(e.cfg.FrameReadTimeout))
 	br := bufio.NewReaderSize(str, 16<<10)
 	f, _, err := e.codec.readFrame(br, false)
 	if err == nil && f.Kind != amdp.FrameBatch {
@@ -82,6 +94,7 @@ func (e *Endpoint) serveStream(ctx context.Context, peerID string, str *quic.Str
 			code := streamCanceled
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				code = streamTimeout
+				e.slowPeer(peerID)
 			}
 			e.log.Debug("stream failed before its batch was read", "peer", peerID, "err", err)
 			str.CancelRead(code)
@@ -93,6 +106,15 @@ func (e *Endpoint) serveStream(ctx context.Context, peerID string, str *quic.Str
 		e.reject(str, peerID, f.Batch, err)
 		return
 	}
+	// A processing slot once the batch is in: waiting for one holds only
+	// this peer's stream quota, and slots go to waiting peers in turn.
+	release, err := e.slots.acquire(ctx, peerID)
+	if err != nil {
+		str.CancelRead(streamShutdown)
+		str.CancelWrite(streamShutdown)
+		return
+	}
+	defer release()
 	e.m.batchesReceived.Inc()
 
 	rb, err := e.receive(ctx, peerID, f.Batch)
@@ -123,6 +145,22 @@ func (e *Endpoint) serveStream(ctx context.Context, peerID string, str *quic.Str
 	*bp = out
 	e.reply(str, out)
 }
+
+// slowPeer counts a peer whose batch frame did not arrive within
+// FrameReadTimeout, and reports it: a slow-loris peer is an offender.
+func (e *Endpoint) slowPeer(peerID string) {
+	e.m.rejected.WithLabelValues(reasonSlowPeer).Inc()
+	if e.cfg.Offences != nil {
+		e.cfg.Offences.Report(offence.Record{
+			TimeUnixMs: time.Now().UnixMilli(), Reporter: e.cfg.RelayID, Stage: offence.StageReceiver,
+			Reason: reasonSlowPeer, Org: offence.Unknown, Relay: peerID,
+			Detail: fmt.Sprintf("no complete batch frame within %v", e.cfg.FrameReadTimeout),
+		})
+	}
+}
+
+// reasonSlowPeer labels a stream reset because its frame came too slowly.
+const reasonSlowPeer = "slow_peer"
 
 // reject answers a batch that is refused as a whole; the sender must not
 // resend it unchanged. Counted by reason and logged once.

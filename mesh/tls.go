@@ -134,10 +134,18 @@ func (a *authResult) get() error {
 // server checks the client's certificate after the client has finished
 // its handshake, so the refusal can arrive on the first stream as well as
 // from the dial.
+//
+// A peer that revalidated the connection and found this relay no longer
+// authenticates (revoked, expelled, certificate changed) closes it with
+// connRevoked: that is a refusal too, not a transport failure to retry.
 func refusedByPeer(err error, to string) (*AuthError, bool) {
 	var te *quic.TransportError
 	if errors.As(err, &te) && te.Remote && te.ErrorCode.IsCryptoError() {
 		return &AuthError{Relay: to, Reason: ErrAuthRefused, Detail: te.Error()}, true
+	}
+	var ae *quic.ApplicationError
+	if errors.As(err, &ae) && ae.Remote && ae.ErrorCode == connRevoked {
+		return &AuthError{Relay: to, Reason: ErrAuthRefused, Detail: "the peer closed the connection: " + ae.ErrorMessage}, true
 	}
 	return nil, false
 }
