@@ -24,6 +24,8 @@ require (
 
 require github.com/google/pprof v0.0.0-20261105003125-4bf881d7fb0b
 
+require go.uber.org/goleak v1.3.0 // indirect
+
 require (
 	cosmossdk.io/core v0.12.1-0.20240725072823-6a2d039e1212 // indirect
 	github.com/DataDog/zstd v1.4.5 // indirect
