@@ -200,6 +200,16 @@ func New(ctx context.Context, cfg Config) (*Relay, error) {
 	if err != nil {
 		return nil, fmt.Errorf("relay: listener: %w", err)
 	}
+	if cfg.Metrics != nil {
+		// A Kafka fault no longer stops the relay (the listener resumes
+		// from its checkpoint), so it must show here as well as in the log.
+		restarts := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "ccgp_listener_restarts_total",
+			Help:        "Listener runs started again after Kafka failed a record.",
+			ConstLabels: prometheus.Labels{"relay": cfg.RelayID}}, func() float64 { return float64(r.lis.Stats().Restarts) })
+		if err := cfg.Metrics.Register(restarts); err != nil {
+			return nil, fmt.Errorf("relay: listener metrics: %w", err)
+		}
+	}
 	ok = true
 	return r, nil
 }
@@ -248,7 +258,9 @@ func (r *Relay) Run(ctx context.Context) error {
 	run(&coreWG, core, "compensator", "compensator", r.comp.Run)
 	run(&coreWG, core, "offence log", "offences", r.offs.Run)
 	run(&coreWG, core, "mesh", "mesh", r.ep.Run)
-	run(&trafficWG, ctx, "listener", "listener", r.lis.Run)
+	// Serve, not Run: a produce failure is retried from the checkpoint
+	// instead of ending the relay.
+	run(&trafficWG, ctx, "listener", "listener", r.lis.Serve)
 	for i := 0; i < r.cfg.Shards; i++ {
 		var s *router.Shard
 		var err error
