@@ -103,6 +103,8 @@ type Relay struct {
 	ep    *mesh.Endpoint
 	prod  *kgo.Client
 	lis   *ingest.Listener
+	// unregister drops the relay's own metrics (nil without a registry).
+	unregister func()
 	txq   *txq
 	ver   *verifier.Verifier
 	comp  *compensator.Compensator
@@ -209,6 +211,8 @@ func New(ctx context.Context, cfg Config) (*Relay, error) {
 		if err := cfg.Metrics.Register(restarts); err != nil {
 			return nil, fmt.Errorf("relay: listener metrics: %w", err)
 		}
+		r.unregister = func() { cfg.Metrics.Unregister(restarts) } // a relay restarted in-process registers again
+		opened = append(opened, func() error { r.unregister(); return nil })
 	}
 	ok = true
 	return r, nil
@@ -292,6 +296,9 @@ func (r *Relay) release() error {
 	var err error
 	r.closeOnce.Do(func() {
 		r.prod.Close()
+		if r.unregister != nil {
+			r.unregister()
+		}
 		err = errors.Join(r.ep.Close(), r.comp.Close())
 	})
 	return err
