@@ -105,10 +105,10 @@ type Relay struct {
 	lis   *ingest.Listener
 	// unregister drops the relay's own metrics (nil without a registry).
 	unregister func()
-	txq   *txq
-	ver   *verifier.Verifier
-	comp  *compensator.Compensator
-	offs  *offenceLog
+	txq        *txq
+	ver        *verifier.Verifier
+	comp       *compensator.Compensator
+	offs       *offenceLog
 
 	runCtx atomic.Pointer[context.Context] // set by Run: bounds callbacks from the mesh
 
