@@ -410,7 +410,7 @@ func (r *Relay) anchorReceipts(b *amdp.Batch, rb *amdp.ReceiptBatch) {
 		}
 	}
 	err := r.txq.AnchorReceipts(*ctxp, &govchain.BatchReceipts{FromRelay: b.Header.FromRelay, BatchSeq: b.Header.BatchSeq,
-		ReceiptRoot: rb.Header.MerkleRoot, Statuses: st})
+		ReceiptRoot: rb.Header.MerkleRoot, Statuses: st}, verifier.Refs(b))
 	if err != nil && (*ctxp).Err() == nil {
 		r.log.Warn("receipt anchor not queued", "batch_seq", b.Header.BatchSeq, "err", err)
 	}

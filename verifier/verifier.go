@@ -89,7 +89,9 @@ func Check(b *amdp.Batch, rb *amdp.ReceiptBatch, a *govchain.BatchAnchor, find f
 
 // Recorder records the verifier's findings on the governance chain.
 type Recorder interface {
-	Confirm(ref *govchain.BatchRef)
+	// Confirm queues the confirmation of a batch of packets; an error
+	// means it was not queued (ctx ended).
+	Confirm(ctx context.Context, ref *govchain.BatchRef, packets []*govchain.PacketRef) error
 	Exception(ctx context.Context, m *govchain.MsgTxException) error
 }
 
@@ -232,10 +234,7 @@ func (v *Verifier) settle(ctx context.Context, it item) {
 		}
 	}
 	v.gaveUp.Add(1)
-	refs := make([]*govchain.PacketRef, len(it.b.Packets))
-	for i, p := range it.b.Packets {
-		refs[i] = &govchain.PacketRef{Pipe: p.PipeId, Seq: p.Sequence}
-	}
+	refs := Refs(it.b)
 	reason := fmt.Sprintf("verification gave up after %d attempts: %v", v.cfg.Attempts, err)
 	if len(reason) > 200 {
 		reason = reason[:200]
@@ -282,8 +281,7 @@ func (v *Verifier) verify(ctx context.Context, it item) error {
 	if len(mism) == 0 {
 		v.confirmed.Add(1)
 		v.confirmedPackets.Add(uint64(delivered))
-		v.cfg.Recorder.Confirm(&govchain.BatchRef{FromRelay: h.FromRelay, BatchSeq: h.BatchSeq})
-		return nil
+		return v.cfg.Recorder.Confirm(ctx, &govchain.BatchRef{FromRelay: h.FromRelay, BatchSeq: h.BatchSeq}, Refs(it.b))
 	}
 	v.mismatched.Add(uint64(len(mism)))
 	v.log.Error("receipts contradicted; packets go to a person", "batch_seq", h.BatchSeq, "packets", len(mism), "first", mism[0].Reason)
@@ -299,6 +297,15 @@ func (v *Verifier) verify(ctx context.Context, it item) error {
 		}
 	}
 	return nil
+}
+
+// Refs names a batch's packets, in batch order, as governance txs do.
+func Refs(b *amdp.Batch) []*govchain.PacketRef {
+	refs := make([]*govchain.PacketRef, len(b.Packets))
+	for i, p := range b.Packets {
+		refs[i] = &govchain.PacketRef{Pipe: p.PipeId, Seq: p.Sequence}
+	}
+	return refs
 }
 
 // waitAnchor polls, with proofs, until the batch's receipts are anchored.

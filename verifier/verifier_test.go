@@ -343,7 +343,10 @@ type outcomes struct {
 	exceptions chan *govchain.MsgTxException
 }
 
-func (o *outcomes) Confirm(ref *govchain.BatchRef) { o.confirms <- ref }
+func (o *outcomes) Confirm(_ context.Context, ref *govchain.BatchRef, _ []*govchain.PacketRef) error {
+	o.confirms <- ref
+	return nil
+}
 func (o *outcomes) Exception(_ context.Context, m *govchain.MsgTxException) error {
 	o.exceptions <- m
 	return nil
