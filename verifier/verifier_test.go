@@ -11,10 +11,13 @@ import (
 	"testing"
 	"time"
 
+	cmtbytes "github.com/cometbft/cometbft/libs/bytes"
+	ctypes "github.com/cometbft/cometbft/rpc/core/types"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ccgpmesh/ccgp/crypto"
 	"github.com/ccgpmesh/ccgp/govchain"
+	"github.com/ccgpmesh/ccgp/govchain/govchaintest"
 	"github.com/ccgpmesh/ccgp/ingest/subchain"
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
 )
@@ -423,6 +426,79 @@ func TestVerifierRetriesThenManual(t *testing.T) {
 			}
 			if s.Retried != tc.wantRetried || s.GaveUp != wantGaveUp {
 				t.Errorf("retried %d, gave up %d; want %d, %d", s.Retried, s.GaveUp, tc.wantRetried, wantGaveUp)
+			}
+		})
+	}
+}
+
+// TestVerifierManualOnRealNode runs the give-up paths against an
+// in-process governance node: an anchor the chain never commits, and a
+// node that forges its answer (the proof then fails). Either way the
+// batch's packets go to MANUAL with the reason.
+func TestVerifierManualOnRealNode(t *testing.T) {
+	tn, err := govchain.GenerateTestnet(govchain.TestnetOptions{Dir: t.TempDir(), ChainID: "ccgp-verifier-test", Validators: 1,
+		BlockInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := govchain.StartNode(context.Background(), tn.Nodes[0].Home, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Stop() })
+	root, err := ln.TrustRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	for _, tc := range []struct {
+		name   string
+		tamper func(*govchaintest.Tamper)
+		want   string
+	}{
+		{"anchor never commits", func(*govchaintest.Tamper) {}, "receipt anchor of batch relay-a/5"},
+		{"node forges the anchor", func(tp *govchaintest.Tamper) {
+			tp.OnQuery(func(_ string, _ cmtbytes.HexBytes, res *ctypes.ResultABCIQuery) {
+				res.Response.Value = []byte("forged anchor")
+			})
+		}, govchain.ErrProof.Error()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tp := govchaintest.NewTamper(ln.RPC())
+			gov, err := govchain.NewClient(ctx, tp, govchain.WithTrustRoot(root))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := gov.WaitReady(ctx); err != nil {
+				t.Fatal(err)
+			}
+			tc.tamper(tp)
+			f := newFixture(t)
+			out := &outcomes{confirms: make(chan *govchain.BatchRef, 1), exceptions: make(chan *govchain.MsgTxException, 1)}
+			v, err := New(Config{Gov: gov, Recorder: out, Workers: 1, Attempts: 2, Backoff: 10 * time.Millisecond,
+				AnchorTimeout: 300 * time.Millisecond,
+				Destination:   func(string) (Finder, bool) { return &flakyChain{f: f}, true }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rctx, stop := context.WithCancel(ctx)
+			done := make(chan struct{})
+			go func() { defer close(done); v.Run(rctx) }()
+			t.Cleanup(func() { stop(); <-done })
+			if err := v.Enqueue(rctx, f.b, f.rb); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case ref := <-out.confirms:
+				t.Fatalf("batch %d confirmed without its anchor", ref.BatchSeq)
+			case m := <-out.exceptions:
+				if m.State != govchain.PacketState_PACKET_MANUAL || len(m.Packets) != len(refs) || !strings.Contains(m.Reason, tc.want) {
+					t.Fatalf("exception %v %q for %d packets, want MANUAL naming %q for %d", m.State, m.Reason, len(m.Packets), tc.want, len(refs))
+				}
+				t.Logf("MANUAL: %s", m.Reason)
+			case <-ctx.Done():
+				t.Fatal("batch neither confirmed nor sent to MANUAL")
 			}
 		})
 	}
