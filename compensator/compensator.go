@@ -1,12 +1,14 @@
 package compensator
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -110,10 +112,12 @@ type Compensator struct {
 
 	batchSeq                               atomic.Uint64
 	rolledBack, delivered, manual, retried atomic.Uint64
+	corrupt                                [][32]byte // read-only after New
 }
 
-// Stats are the compensator's counters since start.
-type Stats struct{ RolledBack, DeliveredOnRetry, Manual, Resends uint64 }
+// Stats are the compensator's counters since start. Corrupt counts the
+// stored records New could not decode (see Corrupt).
+type Stats struct{ RolledBack, DeliveredOnRetry, Manual, Resends, Corrupt uint64 }
 
 // New opens the store and restores the packets under compensation.
 func New(cfg Config) (*Compensator, error) {
@@ -148,12 +152,23 @@ func New(cfg Config) (*Compensator, error) {
 		db.Close()
 		return nil, err
 	}
+	// A record that does not decode is kept where it is (never deleted:
+	// its packet is still under compensation and a person must decide),
+	// reported and counted, and the rest are restored: one bad record
+	// must not strand every other packet in the store.
+	var corrupt [][32]byte
 	for it.First(); it.Valid(); it.Next() {
 		var x Item
-		if err := json.Unmarshal(it.Value(), &x); err != nil {
-			it.Close()
-			db.Close()
-			return nil, fmt.Errorf("compensator: stored item: %w", err)
+		err := json.Unmarshal(it.Value(), &x)
+		if err == nil && (len(it.Key()) != len(x.ID) || !bytes.Equal(it.Key(), x.ID[:])) {
+			err = fmt.Errorf("record under key %x is item %x", it.Key(), x.ID)
+		}
+		if err != nil {
+			var id [32]byte
+			copy(id[:], it.Key())
+			corrupt = append(corrupt, id)
+			cfg.Logger.Error("compensator: corrupt stored item; left in the store for a person", "packet_id", fmt.Sprintf("%x", it.Key()), "err", err)
+			continue
 		}
 		items = append(items, &x)
 	}
@@ -162,7 +177,7 @@ func New(cfg Config) (*Compensator, error) {
 		return nil, err
 	}
 	c := &Compensator{cfg: cfg, db: db, log: cfg.Logger, kick: make(chan struct{}, 1),
-		m: NewMachine(cfg.Policy, items)}
+		m: NewMachine(cfg.Policy, items), corrupt: corrupt}
 	c.batchSeq.Store(uint64(time.Now().UnixNano()) | 1<<63) // disjoint from the router's
 	if len(items) > 0 {
 		c.log.Warn("resuming compensation", "packets", len(items))
@@ -183,8 +198,14 @@ func (c *Compensator) Close() error { return c.db.Close() }
 
 // Stats returns the counters.
 func (c *Compensator) Stats() Stats {
-	return Stats{c.rolledBack.Load(), c.delivered.Load(), c.manual.Load(), c.retried.Load()}
+	return Stats{c.rolledBack.Load(), c.delivered.Load(), c.manual.Load(), c.retried.Load(), uint64(len(c.corrupt))}
 }
+
+// Corrupt returns the packet ids whose stored records did not decode when
+// the store was opened. Their records stay in the store untouched: the
+// packet's pipe and sequence are unreadable, so no exception tx can name
+// it, and a person must look (the error log names each id).
+func (c *Compensator) Corrupt() [][32]byte { return slices.Clone(c.corrupt) }
 
 // Pending returns the packets under compensation.
 func (c *Compensator) Pending() []*Item {

@@ -37,6 +37,7 @@ type Listener struct {
 	saved    atomic.Uint64
 	acked    atomic.Uint64
 	produced atomic.Uint64
+	restarts atomic.Uint64
 }
 
 // ListenerStats is a listener's progress.
@@ -44,6 +45,9 @@ type ListenerStats struct {
 	Height   uint64 // last checkpointed height
 	Acked    uint64 // highest height with it and everything below acknowledged by Kafka
 	Produced uint64 // records Kafka acknowledged, over every Run
+	// Restarts counts the Runs that Serve started again after a produce
+	// failure.
+	Restarts uint64
 }
 
 // ListenerMetrics receives a listener's progress, e.g. to feed Prometheus.
@@ -70,6 +74,8 @@ type listenerCfg struct {
 	maxPendingBlocks int
 	drainTimeout     time.Duration
 	metrics          ListenerMetrics
+	retryMin         time.Duration
+	retryMax         time.Duration
 }
 
 // Topic sets the topic records go to, overriding DefaultTopic.
@@ -104,6 +110,13 @@ func DrainTimeout(d time.Duration) ListenerOpt {
 	return listenerOpt{func(c *listenerCfg) { c.drainTimeout = d }}
 }
 
+// RetryBackoff sets Serve's wait before running again after a produce
+// failure, overriding 100ms doubling up to 10s: the first wait after a
+// Run that made progress is min again.
+func RetryBackoff(min, max time.Duration) ListenerOpt {
+	return listenerOpt{func(c *listenerCfg) { c.retryMin, c.retryMax = min, max }}
+}
+
 // WithMetrics sets a receiver of progress events.
 func WithMetrics(m ListenerMetrics) ListenerOpt {
 	return listenerOpt{func(c *listenerCfg) { c.metrics = m }}
@@ -119,6 +132,8 @@ func NewListener(chain subchain.Chain, client *kgo.Client, cp Checkpoint, opts .
 		checkpointEvery:  100 * time.Millisecond,
 		maxPendingBlocks: 4096,
 		drainTimeout:     5 * time.Second,
+		retryMin:         100 * time.Millisecond,
+		retryMax:         10 * time.Second,
 	}
 	for _, o := range opts {
 		o.apply(&cfg)
@@ -140,6 +155,8 @@ func NewListener(chain subchain.Chain, client *kgo.Client, cp Checkpoint, opts .
 		return nil, fmt.Errorf("%w: listener: max pending blocks %d", ErrConfig, cfg.maxPendingBlocks)
 	case cfg.drainTimeout < 0:
 		return nil, fmt.Errorf("%w: listener: drain timeout %v", ErrConfig, cfg.drainTimeout)
+	case cfg.retryMin <= 0 || cfg.retryMax < cfg.retryMin:
+		return nil, fmt.Errorf("%w: listener: retry backoff %v..%v", ErrConfig, cfg.retryMin, cfg.retryMax)
 	}
 	cfg.log = cfg.log.With("chain", chain.ID(), "topic", cfg.topic)
 	return &Listener{chain: chain, client: client, cp: cp, cfg: cfg, chainID: []byte(chain.ID())}, nil
@@ -147,7 +164,41 @@ func NewListener(chain subchain.Chain, client *kgo.Client, cp Checkpoint, opts .
 
 // Stats returns the listener's progress; safe to call at any time.
 func (l *Listener) Stats() ListenerStats {
-	return ListenerStats{Height: l.saved.Load(), Acked: l.acked.Load(), Produced: l.produced.Load()}
+	return ListenerStats{Height: l.saved.Load(), Acked: l.acked.Load(), Produced: l.produced.Load(), Restarts: l.restarts.Load()}
+}
+
+// Serve runs the listener until ctx ends, as Run does, but outlives
+// Kafka's failures: after a Run ended by a produce failure (which
+// checkpointed every block Kafka acknowledged before it) it logs, counts
+// (Stats().Restarts), waits with backoff and runs again from that
+// checkpoint. Nothing is lost: the failed block and those after it are
+// produced again; a record Kafka took before the failure may be there
+// twice, which the router drops by sequence (as after a crash). Serve
+// returns nil once ctx ends, or the first error that is not a produce
+// failure (checkpoint, chain stream).
+func (l *Listener) Serve(ctx context.Context) error {
+	delay := l.cfg.retryMin
+	for {
+		before := l.acked.Load()
+		err := l.Run(ctx)
+		if err == nil || ctx.Err() != nil || !errors.Is(err, ErrProduce) {
+			return err
+		}
+		if l.acked.Load() > before {
+			delay = l.cfg.retryMin // Kafka worked for a while: a new fault
+		}
+		l.restarts.Add(1)
+		l.cfg.log.Warn("listener: Kafka failed a record; resuming from the checkpoint", "checkpoint", l.saved.Load(),
+			"retry_in", delay, "err", err)
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		delay = min(2*delay, l.cfg.retryMax)
+	}
 }
 
 // Run follows the chain from the checkpointed height + 1 until ctx ends,

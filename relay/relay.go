@@ -103,10 +103,12 @@ type Relay struct {
 	ep    *mesh.Endpoint
 	prod  *kgo.Client
 	lis   *ingest.Listener
-	txq   *txq
-	ver   *verifier.Verifier
-	comp  *compensator.Compensator
-	offs  *offenceLog
+	// unregister drops the relay's own metrics (nil without a registry).
+	unregister func()
+	txq        *txq
+	ver        *verifier.Verifier
+	comp       *compensator.Compensator
+	offs       *offenceLog
 
 	runCtx atomic.Pointer[context.Context] // set by Run: bounds callbacks from the mesh
 
@@ -200,6 +202,18 @@ func New(ctx context.Context, cfg Config) (*Relay, error) {
 	if err != nil {
 		return nil, fmt.Errorf("relay: listener: %w", err)
 	}
+	if cfg.Metrics != nil {
+		// A Kafka fault no longer stops the relay (the listener resumes
+		// from its checkpoint), so it must show here as well as in the log.
+		restarts := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "ccgp_listener_restarts_total",
+			Help:        "Listener runs started again after Kafka failed a record.",
+			ConstLabels: prometheus.Labels{"relay": cfg.RelayID}}, func() float64 { return float64(r.lis.Stats().Restarts) })
+		if err := cfg.Metrics.Register(restarts); err != nil {
+			return nil, fmt.Errorf("relay: listener metrics: %w", err)
+		}
+		r.unregister = func() { cfg.Metrics.Unregister(restarts) } // a relay restarted in-process registers again
+		opened = append(opened, func() error { r.unregister(); return nil })
+	}
 	ok = true
 	return r, nil
 }
@@ -248,7 +262,9 @@ func (r *Relay) Run(ctx context.Context) error {
 	run(&coreWG, core, "compensator", "compensator", r.comp.Run)
 	run(&coreWG, core, "offence log", "offences", r.offs.Run)
 	run(&coreWG, core, "mesh", "mesh", r.ep.Run)
-	run(&trafficWG, ctx, "listener", "listener", r.lis.Run)
+	// Serve, not Run: a produce failure is retried from the checkpoint
+	// instead of ending the relay.
+	run(&trafficWG, ctx, "listener", "listener", r.lis.Serve)
 	for i := 0; i < r.cfg.Shards; i++ {
 		var s *router.Shard
 		var err error
@@ -280,6 +296,9 @@ func (r *Relay) release() error {
 	var err error
 	r.closeOnce.Do(func() {
 		r.prod.Close()
+		if r.unregister != nil {
+			r.unregister()
+		}
 		err = errors.Join(r.ep.Close(), r.comp.Close())
 	})
 	return err
@@ -391,7 +410,7 @@ func (r *Relay) anchorReceipts(b *amdp.Batch, rb *amdp.ReceiptBatch) {
 		}
 	}
 	err := r.txq.AnchorReceipts(*ctxp, &govchain.BatchReceipts{FromRelay: b.Header.FromRelay, BatchSeq: b.Header.BatchSeq,
-		ReceiptRoot: rb.Header.MerkleRoot, Statuses: st})
+		ReceiptRoot: rb.Header.MerkleRoot, Statuses: st}, verifier.Refs(b))
 	if err != nil && (*ctxp).Err() == nil {
 		r.log.Warn("receipt anchor not queued", "batch_seq", b.Header.BatchSeq, "err", err)
 	}

@@ -42,6 +42,8 @@ type txq struct {
 	rounds    int            // rounds in flight; Run's goroutine only
 	maxRounds int
 
+	maxTries int // of an item whose precondition is not met yet; maxTries unless a test says
+
 	opens, receipts, confirms, exceptions *counter
 	openLatency                           atomic.Uint64 // µs from queueing an open anchor to its commit, summed
 }
@@ -53,6 +55,10 @@ type txItem struct {
 	receipts  *govchain.BatchReceipts
 	confirm   *govchain.BatchRef
 	exception *govchain.MsgTxException
+	// packets are the packets an anchor or confirmation stands for: if
+	// governance refuses it for good and nobody waits for it, they go
+	// to MANUAL with the refusal (nothing is left in neither state).
+	packets   []*govchain.PacketRef
 	done      chan error // nil: nobody waits
 	tries     int
 	notBefore time.Time
@@ -74,7 +80,7 @@ func newTxq(gov *govchain.Client, signer crypto.Signer, log *slog.Logger, every 
 	}
 	const maxRounds = 2
 	return &txq{gov: gov, signer: signer, log: log, in: make(chan *txItem, 4096), every: every, slowEvery: 10 * every,
-		results: make(chan []*txItem, maxRounds), maxRounds: maxRounds,
+		results: make(chan []*txItem, maxRounds), maxRounds: maxRounds, maxTries: maxTries,
 		opens: &counter{}, receipts: &counter{}, confirms: &counter{}, exceptions: &counter{}}
 }
 
@@ -316,14 +322,34 @@ func (q *txq) failed(items []*txItem, err error) []*txItem {
 	case errors.Is(te, govchain.ErrExists):
 		it.finish(nil)
 		return nil
-	case (errors.Is(te, govchain.ErrNotFound) || errors.Is(te, govchain.ErrBadState)) && it.tries < maxTries:
+	case (errors.Is(te, govchain.ErrNotFound) || errors.Is(te, govchain.ErrBadState)) && it.tries < q.maxTries:
 		it.tries++
 		it.notBefore = time.Now().Add(retryAfter)
 		return []*txItem{it}
 	}
-	q.log.Error("governance refused a relay tx", "err", te)
+	q.log.Error("governance refused a relay tx", "tries", it.tries+1, "err", te)
 	it.finish(fmt.Errorf("governance refused: %w", te))
-	return nil
+	if it.done != nil || len(it.packets) == 0 {
+		return nil // the waiter decides (the compensator retries, the verifier logs)
+	}
+	// Nobody waits for a receipt anchor or a confirmation: its packets go
+	// to a person with the refusal, through this queue.
+	reason := fmt.Sprintf("governance refused the %s after %d tries: %v", it.what(), it.tries+1, te)
+	if len(reason) > 200 {
+		reason = reason[:200]
+	}
+	return []*txItem{{exception: &govchain.MsgTxException{Packets: it.packets, State: govchain.PacketState_PACKET_MANUAL,
+		Reason: reason}, queued: time.Now()}}
+}
+
+func (it *txItem) what() string {
+	switch {
+	case it.receipts != nil:
+		return "receipt anchor"
+	case it.confirm != nil:
+		return "batch confirmation"
+	}
+	return "tx"
 }
 
 // msg is the tx message of one item on its own.
@@ -351,21 +377,19 @@ func (it *txItem) kind(q *txq) *counter {
 	return q.exceptions
 }
 
-// Confirm queues a batch confirmation (verifier.Recorder); nobody waits.
-func (q *txq) Confirm(ref *govchain.BatchRef) {
-	select {
-	case q.in <- &txItem{confirm: ref}:
-	default:
-		// A full queue drops a confirmation rather than stall a verifier:
-		// the batch stays delivered, and reconciliation can confirm it.
-		q.log.Warn("governance queue full; confirmation dropped", "batch_seq", ref.BatchSeq)
-	}
+// Confirm queues a batch confirmation of packets (verifier.Recorder);
+// nobody waits for the commit. It blocks while the queue is full: a
+// dropped confirmation would leave its batch neither confirmed nor with a
+// person, so the verifier slows down instead.
+func (q *txq) Confirm(ctx context.Context, ref *govchain.BatchRef, packets []*govchain.PacketRef) error {
+	return q.submit(ctx, &txItem{confirm: ref, packets: packets})
 }
 
-// AnchorReceipts queues a destination receipt anchor; it blocks while the
-// queue is full, which slows the receiving side (backpressure).
-func (q *txq) AnchorReceipts(ctx context.Context, r *govchain.BatchReceipts) error {
-	return q.submit(ctx, &txItem{receipts: r})
+// AnchorReceipts queues a destination receipt anchor of packets; it blocks
+// while the queue is full, which slows the receiving side (backpressure).
+// Refused for good, its packets go to MANUAL (see failed).
+func (q *txq) AnchorReceipts(ctx context.Context, r *govchain.BatchReceipts, packets []*govchain.PacketRef) error {
+	return q.submit(ctx, &txItem{receipts: r, packets: packets})
 }
 
 // TxStats are the governance txs a relay sent, by kind.

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/ccgpmesh/ccgp/govchain"
 	"github.com/ccgpmesh/ccgp/ingest/subchain"
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
@@ -87,13 +89,22 @@ func Check(b *amdp.Batch, rb *amdp.ReceiptBatch, a *govchain.BatchAnchor, find f
 
 // Recorder records the verifier's findings on the governance chain.
 type Recorder interface {
-	Confirm(ref *govchain.BatchRef)
+	// Confirm queues the confirmation of a batch of packets; an error
+	// means it was not queued (ctx ended).
+	Confirm(ctx context.Context, ref *govchain.BatchRef, packets []*govchain.PacketRef) error
 	Exception(ctx context.Context, m *govchain.MsgTxException) error
+}
+
+// Anchors reads proven records of the governance chain (*govchain.Client
+// satisfies it). An error wrapping govchain.ErrNoRecord means not there
+// yet; any other error means the read could not be proven or made.
+type Anchors interface {
+	Get(ctx context.Context, key []byte, m proto.Message) (int64, error)
 }
 
 // Config configures a Verifier.
 type Config struct {
-	Gov *govchain.Client
+	Gov Anchors
 	// Destination returns the chain behind a destination relay; false
 	// means this verifier cannot reach it (anchors are still proven, and
 	// the batch stays delivered, unconfirmed).
@@ -103,6 +114,14 @@ type Config struct {
 	// AnchorTimeout bounds the wait for a receipt anchor. Default 2 min.
 	AnchorTimeout time.Duration
 	Workers       int // default 64: they mostly wait for anchors
+	// Attempts bounds the checks of one batch that fail for want of
+	// evidence (a proof error, an anchor that does not come, a
+	// destination chain that does not answer); after the last, its
+	// packets go to MANUAL with the reason. Default 5.
+	Attempts int
+	// Backoff is the wait before the second attempt, doubled after each
+	// failed one up to 30s. Default 1s.
+	Backoff time.Duration
 }
 
 // Verifier checks batches in the background.
@@ -112,6 +131,7 @@ type Verifier struct {
 	log *slog.Logger
 
 	confirmed, confirmedPackets, mismatched, unreachable atomic.Uint64
+	retried, gaveUp                                      atomic.Uint64
 	warnOnce                                             sync.Once
 }
 
@@ -121,8 +141,10 @@ type item struct {
 }
 
 // Stats are a verifier's counters: batches confirmed and the delivered
-// packets in them, packets contradicted, batches it could not check.
-type Stats struct{ Confirmed, ConfirmedPackets, Mismatched, Unverifiable uint64 }
+// packets in them, packets contradicted, batches it could not check
+// (destination unreachable), checks retried, and batches given up on
+// after the last attempt (their packets sent to MANUAL).
+type Stats struct{ Confirmed, ConfirmedPackets, Mismatched, Unverifiable, Retried, GaveUp uint64 }
 
 // New makes a verifier.
 func New(cfg Config) (*Verifier, error) {
@@ -138,6 +160,12 @@ func New(cfg Config) (*Verifier, error) {
 	if cfg.Workers <= 0 {
 		cfg.Workers = 64
 	}
+	if cfg.Attempts <= 0 {
+		cfg.Attempts = 5
+	}
+	if cfg.Backoff <= 0 {
+		cfg.Backoff = time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -146,7 +174,8 @@ func New(cfg Config) (*Verifier, error) {
 
 // Stats returns the counters.
 func (v *Verifier) Stats() Stats {
-	return Stats{v.confirmed.Load(), v.confirmedPackets.Load(), v.mismatched.Load(), v.unreachable.Load()}
+	return Stats{v.confirmed.Load(), v.confirmedPackets.Load(), v.mismatched.Load(), v.unreachable.Load(),
+		v.retried.Load(), v.gaveUp.Load()}
 }
 
 // Enqueue hands over a receipted batch; it blocks while the queue is full.
@@ -171,15 +200,51 @@ func (v *Verifier) Run(ctx context.Context) error {
 				case <-ctx.Done():
 					return
 				case it := <-v.in:
-					if err := v.verify(ctx, it); err != nil && ctx.Err() == nil {
-						v.log.Warn("verification incomplete", "batch_seq", it.b.Header.BatchSeq, "err", err)
-					}
+					v.settle(ctx, it)
 				}
 			}
 		}()
 	}
 	wg.Wait()
 	return nil
+}
+
+// settle checks a batch until the check completes, retrying with backoff
+// what fails for want of evidence; after the last attempt the batch's
+// packets go to MANUAL with the last error as the reason, so that no
+// batch is left neither confirmed nor with a person (DESIGN §5a).
+func (v *Verifier) settle(ctx context.Context, it item) {
+	h := it.b.Header
+	var err error
+	for attempt, delay := 1, v.cfg.Backoff; ; attempt, delay = attempt+1, min(2*delay, 30*time.Second) {
+		if err = v.verify(ctx, it); err == nil || ctx.Err() != nil {
+			return
+		}
+		if attempt >= v.cfg.Attempts {
+			break
+		}
+		v.retried.Add(1)
+		v.log.Warn("verification incomplete; retrying", "batch_seq", h.BatchSeq, "attempt", attempt, "err", err)
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+	v.gaveUp.Add(1)
+	refs := Refs(it.b)
+	reason := fmt.Sprintf("verification gave up after %d attempts: %v", v.cfg.Attempts, err)
+	if len(reason) > 200 {
+		reason = reason[:200]
+	}
+	v.log.Error("batch could not be verified; packets go to a person", "from", h.FromRelay, "batch_seq", h.BatchSeq,
+		"packets", len(refs), "err", err)
+	if rerr := v.cfg.Recorder.Exception(ctx, &govchain.MsgTxException{Packets: refs, State: govchain.PacketState_PACKET_MANUAL,
+		Reason: reason}); rerr != nil && ctx.Err() == nil {
+		v.log.Error("MANUAL entry of an unverifiable batch not recorded", "batch_seq", h.BatchSeq, "err", rerr)
+	}
 }
 
 func (v *Verifier) verify(ctx context.Context, it item) error {
@@ -216,8 +281,7 @@ func (v *Verifier) verify(ctx context.Context, it item) error {
 	if len(mism) == 0 {
 		v.confirmed.Add(1)
 		v.confirmedPackets.Add(uint64(delivered))
-		v.cfg.Recorder.Confirm(&govchain.BatchRef{FromRelay: h.FromRelay, BatchSeq: h.BatchSeq})
-		return nil
+		return v.cfg.Recorder.Confirm(ctx, &govchain.BatchRef{FromRelay: h.FromRelay, BatchSeq: h.BatchSeq}, Refs(it.b))
 	}
 	v.mismatched.Add(uint64(len(mism)))
 	v.log.Error("receipts contradicted; packets go to a person", "batch_seq", h.BatchSeq, "packets", len(mism), "first", mism[0].Reason)
@@ -233,6 +297,15 @@ func (v *Verifier) verify(ctx context.Context, it item) error {
 		}
 	}
 	return nil
+}
+
+// Refs names a batch's packets, in batch order, as governance txs do.
+func Refs(b *amdp.Batch) []*govchain.PacketRef {
+	refs := make([]*govchain.PacketRef, len(b.Packets))
+	for i, p := range b.Packets {
+		refs[i] = &govchain.PacketRef{Pipe: p.PipeId, Seq: p.Sequence}
+	}
+	return refs
 }
 
 // waitAnchor polls, with proofs, until the batch's receipts are anchored.

@@ -1,13 +1,23 @@
 package verifier
 
 import (
+	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	cmtbytes "github.com/cometbft/cometbft/libs/bytes"
+	ctypes "github.com/cometbft/cometbft/rpc/core/types"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/ccgpmesh/ccgp/crypto"
 	"github.com/ccgpmesh/ccgp/govchain"
+	"github.com/ccgpmesh/ccgp/govchain/govchaintest"
 	"github.com/ccgpmesh/ccgp/ingest/subchain"
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
 )
@@ -288,6 +298,207 @@ func TestCheck(t *testing.T) {
 				if !slices.ContainsFunc(f.b.Packets, func(p *amdp.Packet) bool { return p.ID() == id }) {
 					t.Errorf("looked up %x, not in the batch", id[:4])
 				}
+			}
+		})
+	}
+}
+
+// anchorSource serves the fixture's anchor as the governance chain would,
+// after failing the first proofErrs reads with a proof error; never: the
+// anchor is never committed.
+type anchorSource struct {
+	anchor    *govchain.BatchAnchor
+	proofErrs atomic.Int32
+	never     bool
+}
+
+func (a *anchorSource) Get(_ context.Context, key []byte, m proto.Message) (int64, error) {
+	switch {
+	case a.never:
+		return 0, fmt.Errorf("read %x: %w", key, govchain.ErrNoRecord)
+	case a.proofErrs.Add(-1) >= 0:
+		return 0, fmt.Errorf("read %x: %w", key, govchain.ErrProof)
+	}
+	proto.Merge(m, a.anchor)
+	return 12, nil
+}
+
+// flakyChain is the fixture's destination chain, failing its first fails
+// lookups.
+type flakyChain struct {
+	f     *fixture
+	fails atomic.Int32
+}
+
+var errChainDown = errors.New("destination chain: connection refused")
+
+func (c *flakyChain) FindDelivery(_ context.Context, id [32]byte) (subchain.Delivery, bool, error) {
+	if c.fails.Add(-1) >= 0 {
+		return subchain.Delivery{}, false, errChainDown
+	}
+	d, ok := c.f.chain[id]
+	return d, ok, nil
+}
+
+// outcomes records what the verifier asked governance to record.
+type outcomes struct {
+	confirms   chan *govchain.BatchRef
+	exceptions chan *govchain.MsgTxException
+}
+
+func (o *outcomes) Confirm(_ context.Context, ref *govchain.BatchRef, _ []*govchain.PacketRef) error {
+	o.confirms <- ref
+	return nil
+}
+func (o *outcomes) Exception(_ context.Context, m *govchain.MsgTxException) error {
+	o.exceptions <- m
+	return nil
+}
+
+// TestVerifierRetriesThenManual: a check that fails for want of evidence
+// (a proof error, an anchor that never commits, a destination chain that
+// does not answer) is retried with backoff; one that recovers confirms
+// the batch, one that does not sends every packet of the batch to MANUAL
+// with the reason. Nothing ends neither confirmed nor with a person.
+func TestVerifierRetriesThenManual(t *testing.T) {
+	const attempts = 3
+	for _, tc := range []struct {
+		name       string
+		proofErrs  int32
+		never      bool
+		chainFails int32
+		// wantReason: "" means confirmed; otherwise the MANUAL reason holds it.
+		wantReason  string
+		wantRetried uint64
+	}{
+		{name: "proof error once, then proven", proofErrs: 1, wantRetried: 1},
+		{name: "proof error every time", proofErrs: 1 << 20, wantReason: "proof", wantRetried: attempts - 1},
+		{name: "anchor never commits", never: true, wantReason: "receipt anchor of batch relay-a/5", wantRetried: attempts - 1},
+		{name: "destination chain down for a while", chainFails: 2, wantRetried: 2},
+		{name: "destination chain down", chainFails: 1 << 20, wantReason: errChainDown.Error(), wantRetried: attempts - 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			src := &anchorSource{anchor: f.anchor, never: tc.never}
+			src.proofErrs.Store(tc.proofErrs)
+			chain := &flakyChain{f: f}
+			chain.fails.Store(tc.chainFails)
+			out := &outcomes{confirms: make(chan *govchain.BatchRef, 4), exceptions: make(chan *govchain.MsgTxException, 4)}
+			v, err := New(Config{Gov: src, Recorder: out, Workers: 1, Attempts: attempts, Backoff: 5 * time.Millisecond,
+				AnchorTimeout: 100 * time.Millisecond,
+				Destination:   func(string) (Finder, bool) { return chain, true }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			done := make(chan struct{})
+			go func() { defer close(done); v.Run(ctx) }()
+			t.Cleanup(func() { cancel(); <-done })
+			if err := v.Enqueue(ctx, f.b, f.rb); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case ref := <-out.confirms:
+				if tc.wantReason != "" {
+					t.Fatalf("batch %d confirmed, want MANUAL (%q)", ref.BatchSeq, tc.wantReason)
+				}
+			case m := <-out.exceptions:
+				if tc.wantReason == "" {
+					t.Fatalf("MANUAL %q, want the batch confirmed", m.Reason)
+				}
+				if m.State != govchain.PacketState_PACKET_MANUAL || !strings.Contains(m.Reason, tc.wantReason) {
+					t.Errorf("exception %v %q, want MANUAL naming %q", m.State, m.Reason, tc.wantReason)
+				}
+				var got []string
+				for _, r := range m.Packets {
+					got = append(got, fmt.Sprintf("%s/%d", r.Pipe, r.Seq))
+				}
+				if want := []string{"pipe-a/1", "pipe-a/2", "pipe-b/7"}; !slices.Equal(got, want) {
+					t.Errorf("MANUAL packets %v, want the whole batch %v", got, want)
+				}
+			case <-ctx.Done():
+				t.Fatal("batch neither confirmed nor sent to MANUAL")
+			}
+			s := v.Stats()
+			wantGaveUp := uint64(0)
+			if tc.wantReason != "" {
+				wantGaveUp = 1
+			}
+			if s.Retried != tc.wantRetried || s.GaveUp != wantGaveUp {
+				t.Errorf("retried %d, gave up %d; want %d, %d", s.Retried, s.GaveUp, tc.wantRetried, wantGaveUp)
+			}
+		})
+	}
+}
+
+// TestVerifierManualOnRealNode runs the give-up paths against an
+// in-process governance node: an anchor the chain never commits, and a
+// node that forges its answer (the proof then fails). Either way the
+// batch's packets go to MANUAL with the reason.
+func TestVerifierManualOnRealNode(t *testing.T) {
+	tn, err := govchain.GenerateTestnet(govchain.TestnetOptions{Dir: t.TempDir(), ChainID: "ccgp-verifier-test", Validators: 1,
+		BlockInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := govchain.StartNode(context.Background(), tn.Nodes[0].Home, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Stop() })
+	root, err := ln.TrustRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	for _, tc := range []struct {
+		name   string
+		tamper func(*govchaintest.Tamper)
+		want   string
+	}{
+		{"anchor never commits", func(*govchaintest.Tamper) {}, "receipt anchor of batch relay-a/5"},
+		{"node forges the anchor", func(tp *govchaintest.Tamper) {
+			tp.OnQuery(func(_ string, _ cmtbytes.HexBytes, res *ctypes.ResultABCIQuery) {
+				res.Response.Value = []byte("forged anchor")
+			})
+		}, govchain.ErrProof.Error()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tp := govchaintest.NewTamper(ln.RPC())
+			gov, err := govchain.NewClient(ctx, tp, govchain.WithTrustRoot(root))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := gov.WaitReady(ctx); err != nil {
+				t.Fatal(err)
+			}
+			tc.tamper(tp)
+			f := newFixture(t)
+			out := &outcomes{confirms: make(chan *govchain.BatchRef, 1), exceptions: make(chan *govchain.MsgTxException, 1)}
+			v, err := New(Config{Gov: gov, Recorder: out, Workers: 1, Attempts: 2, Backoff: 10 * time.Millisecond,
+				AnchorTimeout: 300 * time.Millisecond,
+				Destination:   func(string) (Finder, bool) { return &flakyChain{f: f}, true }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rctx, stop := context.WithCancel(ctx)
+			done := make(chan struct{})
+			go func() { defer close(done); v.Run(rctx) }()
+			t.Cleanup(func() { stop(); <-done })
+			if err := v.Enqueue(rctx, f.b, f.rb); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case ref := <-out.confirms:
+				t.Fatalf("batch %d confirmed without its anchor", ref.BatchSeq)
+			case m := <-out.exceptions:
+				if m.State != govchain.PacketState_PACKET_MANUAL || len(m.Packets) != len(refs) || !strings.Contains(m.Reason, tc.want) {
+					t.Fatalf("exception %v %q for %d packets, want MANUAL naming %q for %d", m.State, m.Reason, len(m.Packets), tc.want, len(refs))
+				}
+				t.Logf("MANUAL: %s", m.Reason)
+			case <-ctx.Done():
+				t.Fatal("batch neither confirmed nor sent to MANUAL")
 			}
 		})
 	}
