@@ -2,9 +2,11 @@ package relay_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -139,19 +141,37 @@ func listStates(ctx context.Context, c *bench.Cluster, refs []*govchain.PacketRe
 
 // provenStates reads each packet's state with proofs at one height per
 // packet (PacketStatus) and returns the counts by state and the packets
-// that accept does not take.
+// that accept does not take. A proven read waits for the block after its
+// height, so the reads go 32 at a time: reads at one height share the wait.
 func provenStates(ctx context.Context, c *bench.Cluster, refs []*govchain.PacketRef,
 	accept func(govchain.PacketState) bool) (map[govchain.PacketState]int, map[string]govchain.PacketState, error) {
+	states := make([]govchain.PacketState, len(refs))
+	errs := make([]error, len(refs))
+	sem := make(chan struct{}, 32)
+	var wg sync.WaitGroup
+	for i, r := range refs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			st, _, err := c.Gov.PacketStatus(ctx, r.Pipe, r.Seq)
+			if err != nil {
+				errs[i] = fmt.Errorf("%s/%d: %w", r.Pipe, r.Seq, err)
+				return
+			}
+			states[i] = st.State
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, nil, err
+	}
 	got := map[govchain.PacketState]int{}
 	notYet := map[string]govchain.PacketState{}
-	for _, r := range refs {
-		st, _, err := c.Gov.PacketStatus(ctx, r.Pipe, r.Seq)
-		if err != nil {
-			return nil, nil, fmt.Errorf("%s/%d: %w", r.Pipe, r.Seq, err)
-		}
-		got[st.State]++
-		if !accept(st.State) {
-			notYet[fmt.Sprintf("%s/%d", r.Pipe, r.Seq)] = st.State
+	for i, r := range refs {
+		got[states[i]]++
+		if !accept(states[i]) {
+			notYet[fmt.Sprintf("%s/%d", r.Pipe, r.Seq)] = states[i]
 		}
 	}
 	return got, notYet, nil
