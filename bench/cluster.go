@@ -511,6 +511,7 @@ type Tracker struct {
 type sentRec struct {
 	at   time.Time
 	pipe string
+	seq  uint64
 }
 
 // NewTracker returns an empty tracker.
@@ -521,7 +522,7 @@ func NewTracker() *Tracker {
 // Sent records that p left its app now.
 func (t *Tracker) Sent(p *amdp.Packet) {
 	t.mu.Lock()
-	t.sent[p.ID()] = sentRec{at: time.Now(), pipe: p.PipeId}
+	t.sent[p.ID()] = sentRec{at: time.Now(), pipe: p.PipeId, seq: p.Sequence}
 	t.mu.Unlock()
 	t.sentN.Add(1)
 }
@@ -570,6 +571,22 @@ func (t *Tracker) ReceiptedDistinct() int {
 func (t *Tracker) SentIDs() [][32]byte {
 	var out [][32]byte
 	t.eachSent(func(id [32]byte, _ string) { out = append(out, id) })
+	return out
+}
+
+// SentPackets returns the pipe and sequence of every packet the apps
+// sent, sorted by pipe, then sequence: what a test asks the governance
+// chain about.
+func (t *Tracker) SentPackets() []*govchain.PacketRef {
+	t.mu.Lock()
+	out := make([]*govchain.PacketRef, 0, len(t.sent))
+	for _, s := range t.sent {
+		out = append(out, &govchain.PacketRef{Pipe: s.pipe, Seq: s.seq})
+	}
+	t.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].Pipe < out[j].Pipe || (out[i].Pipe == out[j].Pipe && out[i].Seq < out[j].Seq)
+	})
 	return out
 }
 

@@ -14,17 +14,36 @@ import (
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
 )
 
-// sendOn has one pipe's app send n packets with payload(i).
+// sendOn has one pipe's app send n packets with payload(i), and fails the
+// test if one could not. Call it from the test's goroutine; a test that
+// sends in the background uses trySendOn.
 func sendOn(ctx context.Context, t *testing.T, c *bench.Cluster, pipe string, n int, payload func(i int) string) {
 	t.Helper()
+	if err := trySendOn(ctx, c, pipe, n, payload, 0); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// trySendOn has one pipe's app send n packets with payload(i), gap apart,
+// each recorded in c.Tracker; it returns the first error and may run on
+// any goroutine.
+func trySendOn(ctx context.Context, c *bench.Cluster, pipe string, n int, payload func(i int) string, gap time.Duration) error {
 	app := c.Apps[pipe]
 	for i := 0; i < n; i++ {
 		p, err := app.Send(ctx, []byte(payload(i)))
 		if err != nil {
-			t.Fatalf("send on %s: %v", pipe, err)
+			return fmt.Errorf("send #%d on %s: %w", i, pipe, err)
 		}
 		c.Tracker.Sent(p)
+		if gap > 0 {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("send on %s: %w", pipe, ctx.Err())
+			case <-time.After(gap):
+			}
+		}
 	}
+	return nil
 }
 
 // waitUntil polls cond (bounded) and fails the test with what() if it never holds.
@@ -76,6 +95,10 @@ func TestRollback(t *testing.T) {
 	}
 	if st.Exception == nil || len(st.Exception.History) != 2 {
 		t.Fatalf("history of packet 1: %v", st.Exception)
+	}
+	got := requireFinal(ctx, t, c)
+	if got[govchain.PacketState_PACKET_CONFIRMED] != 80 || got[govchain.PacketState_PACKET_ROLLED_BACK] != 20 {
+		t.Fatalf("final states on the governance chain: %v, want 80 confirmed and 20 rolled back", got)
 	}
 }
 
@@ -135,7 +158,16 @@ func TestManualIntervention(t *testing.T) {
 	if a.Delivered != 30 || a.Lost != 0 || a.Duplicated != 0 {
 		t.Fatalf("accounting: %+v", a)
 	}
-	t.Logf("manual then retry: %+v", a)
+	// What the chain says after the retry. Today a retried packet ends
+	// with its exception record at DELIVERED: nothing records the
+	// verifier's confirmation of the resent batch on the exception
+	// (govchain.DeriveState lets the exception govern), so it never
+	// reads CONFIRMED. Until that is fixed, check the state the chain
+	// actually holds, with proofs; requireFinal would wait forever.
+	got := requireStates(ctx, t, c, c.Tracker.SentPackets(), func(s govchain.PacketState) bool {
+		return s == govchain.PacketState_PACKET_DELIVERED || isFinal(s)
+	})
+	t.Logf("manual then retry: %+v, states on the governance chain %v", a, got)
 }
 
 // strictChain refuses to execute a packet whose anchor is not committed on
@@ -181,6 +213,9 @@ func TestStrictMode(t *testing.T) {
 	if sc.checked.Load() < 300 || sc.violations.Load() != 0 {
 		t.Fatalf("checked %d deliveries, %d before their anchor", sc.checked.Load(), sc.violations.Load())
 	}
+	if got := requireFinal(ctx, t, c); got[govchain.PacketState_PACKET_CONFIRMED] != 300 {
+		t.Fatalf("final states on the governance chain: %v, want 300 confirmed", got)
+	}
 	t.Logf("strict: %+v", a)
 }
 
@@ -188,26 +223,31 @@ func TestValidatorDown(t *testing.T) {
 	c := startCluster(t, func(o *bench.ClusterOptions) { o.Validators = 4 })
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
-	done := make(chan struct{})
-	go func() { defer close(done); send(ctx, t, c, 200, 4*time.Second) }()
-	time.Sleep(1500 * time.Millisecond)
+	sent := make(chan error, 1)
+	go func() { sent <- trySend(ctx, c, 200, 4*time.Second) }()
+	// One validator of four goes down once traffic flows and anchors commit.
+	waitUntil(t, 30*time.Second, func() string { return fmt.Sprintf("executed %d", delivered(c)) },
+		func() bool { return delivered(c) >= 100 })
 	if err := c.Nodes[3].Stop(); err != nil {
 		t.Fatal(err)
 	}
-	<-done
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
 	a := settle(t, c)
-	// Every batch of the run is anchored, receipted and confirmed with one validator down.
-	waitUntil(t, 60*time.Second, func() string { return fmt.Sprintf("confirmed %d of %d", confirmed(c), a.Sent) },
-		func() bool { return confirmed(c) == a.Sent })
-	t.Logf("validator down: %+v, confirmed %d", a, confirmed(c))
+	// Every packet of the run is anchored, receipted and confirmed with
+	// one validator down: the chain says so.
+	if got := requireFinal(ctx, t, c); got[govchain.PacketState_PACKET_CONFIRMED] != a.Sent {
+		t.Fatalf("final states on the governance chain: %v, want all %d confirmed", got, a.Sent)
+	}
+	t.Logf("validator down: %+v", a)
 }
 
-func confirmed(c *bench.Cluster) int {
+// delivered is how many packets the destination chains have executed.
+func delivered(c *bench.Cluster) int {
 	n := 0
-	for _, p := range c.Parts {
-		if r := c.Relay(p.Org); r != nil {
-			n += int(r.Stats().Verifier.ConfirmedPackets)
-		}
+	for _, ch := range c.Chains {
+		n += int(ch.Stats().Delivered)
 	}
 	return n
 }
@@ -222,23 +262,35 @@ func TestPartitionHeals(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
-	done := make(chan struct{})
+	sent := make(chan error, 1)
 	go func() {
-		defer close(done)
 		for i := 0; i < 40; i++ { // 4 s of traffic on the pipe into org-2
-			sendOn(ctx, t, c, "pipe-1-2", 10, func(j int) string { return fmt.Sprintf("p #%d.%d", i, j) })
-			time.Sleep(100 * time.Millisecond)
+			if err := trySendOn(ctx, c, "pipe-1-2", 10, func(j int) string { return fmt.Sprintf("p #%d.%d", i, j) }, 0); err != nil {
+				sent <- err
+				return
+			}
+			time.Sleep(100 * time.Millisecond) // pacing, not a wait for a condition
 		}
+		sent <- nil
 	}()
-	time.Sleep(time.Second)
+	dst := c.Chains["org-2"]
+	waitUntil(t, 30*time.Second, func() string { return fmt.Sprintf("org-2 executed %d", dst.Stats().Delivered) },
+		func() bool { return dst.Stats().Delivered > 0 })
 	c.Proxies["org-2"].Pause()
-	before := c.Chains["org-2"].Stats().Delivered
+	before := dst.Stats().Delivered
+	// The fault itself: the path stays cut for 30 s, longer than any
+	// send attempt, while the app keeps sending.
 	time.Sleep(30 * time.Second)
-	if during := c.Chains["org-2"].Stats().Delivered; during-before > 20 {
+	if during := dst.Stats().Delivered; during-before > 20 {
 		t.Fatalf("%d delivered through a cut path", during-before)
 	}
 	c.Proxies["org-2"].Resume()
-	<-done
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
 	a := settle(t, c)
+	if got := requireFinal(ctx, t, c); got[govchain.PacketState_PACKET_CONFIRMED] != a.Sent {
+		t.Fatalf("final states on the governance chain: %v, want all %d confirmed", got, a.Sent)
+	}
 	t.Logf("partition healed: %+v", a)
 }

@@ -2,6 +2,7 @@ package relay_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ccgpmesh/ccgp/bench"
+	"github.com/ccgpmesh/ccgp/govchain"
 )
 
 func startCluster(t *testing.T, opts ...func(*bench.ClusterOptions)) *bench.Cluster {
@@ -29,34 +31,48 @@ func startCluster(t *testing.T, opts ...func(*bench.ClusterOptions)) *bench.Clus
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		// A component that fails to stop cleanly is a failure of the
+		// test, not a note: it is how a leaked goroutine or a lost
+		// write shows.
 		if err := c.Close(); err != nil {
-			t.Logf("close: %v", err)
+			t.Errorf("close the cluster: %v", err)
 		}
 	})
 	return c
 }
 
-// send has every pipe's app send n packets, paced over about d.
+// send has every pipe's app send n packets, paced over about d, and fails
+// the test if one could not. Call it from the test's goroutine; a test
+// that sends in the background uses trySend.
 func send(ctx context.Context, t *testing.T, c *bench.Cluster, n int, d time.Duration) {
 	t.Helper()
+	if err := trySend(ctx, c, n, d); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// trySend has every pipe's app send n packets, paced over about d, and
+// returns every app's error: it may run on any goroutine.
+func trySend(ctx context.Context, c *bench.Cluster, n int, d time.Duration) error {
 	var wg sync.WaitGroup
-	for pipe, app := range c.Apps {
+	errs := make(chan error, len(c.Apps))
+	for pipe := range c.Apps {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			gap := d / time.Duration(n)
-			for i := 0; i < n; i++ {
-				p, err := app.Send(ctx, []byte(fmt.Sprintf("%s #%d", pipe, i)))
-				if err != nil {
-					t.Errorf("send on %s: %v", pipe, err)
-					return
-				}
-				c.Tracker.Sent(p)
-				time.Sleep(gap)
-			}
+			errs <- trySendOn(ctx, c, pipe, n, func(i int) string { return fmt.Sprintf("%s #%d", pipe, i) }, gap)
 		}()
 	}
 	wg.Wait()
+	close(errs)
+	var all []error
+	for err := range errs {
+		if err != nil {
+			all = append(all, err)
+		}
+	}
+	return errors.Join(all...)
 }
 
 // settle waits until every sent packet is accounted for on its destination
@@ -69,12 +85,15 @@ func settle(t *testing.T, c *bench.Cluster) bench.Accounting {
 	var err error
 	for {
 		a, err = c.Account(ctx)
-		if err == nil && a.Delivered+a.Rejected == a.Sent && c.Tracker.Receipted() >= a.Sent {
+		// Distinct receipts: a batch re-sent after a restart is
+		// receipted again, and its copies must not stand in for
+		// packets that never got a receipt.
+		if err == nil && a.Delivered+a.Rejected == a.Sent && c.Tracker.ReceiptedDistinct() == a.Sent {
 			break
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatalf("not settled: %+v, receipted %d, err %v", a, c.Tracker.Receipted(), err)
+			t.Fatalf("not settled: %+v, receipted %d distinct packets (%d receipts), err %v", a, c.Tracker.ReceiptedDistinct(), c.Tracker.Receipted(), err)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -93,6 +112,9 @@ func TestEndToEnd(t *testing.T) {
 	if a.Sent != 250*len(c.Apps) {
 		t.Fatalf("sent %d", a.Sent)
 	}
+	if got := requireFinal(ctx, t, c); got[govchain.PacketState_PACKET_CONFIRMED] != a.Sent {
+		t.Fatalf("final states on the governance chain: %v, want all %d confirmed", got, a.Sent)
+	}
 	p := c.Tracker.Percentiles(0.5, 0.99)
 	t.Logf("%d packets over %d pipes: delivered once each, receipted; p50 %.1f ms, p99 %.1f ms", a.Sent, len(c.Apps), p[0], p[1])
 }
@@ -101,20 +123,33 @@ func TestRelayRestartExactlyOnce(t *testing.T) {
 	c := startCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	done := make(chan struct{})
-	go func() { defer close(done); send(ctx, t, c, 300, 4*time.Second) }()
+	const perPipe = 300
+	total := perPipe * len(c.Apps)
+	sent := make(chan error, 1)
+	go func() { sent <- trySend(ctx, c, perPipe, 4*time.Second) }()
 
 	// org-2's relay is the destination of pipe-1-2 and the source of
-	// pipe-2-4 and pipe-2-1: stop it mid-stream, and start it again.
-	time.Sleep(1200 * time.Millisecond)
+	// pipe-2-4 and pipe-2-1: stop it mid-stream (once its chain has
+	// executed some of pipe-1-2), hold it down while the apps send on,
+	// and start it again.
+	dst := c.Chains["org-2"]
+	waitUntil(t, 30*time.Second, func() string { return fmt.Sprintf("org-2 executed %d", dst.Stats().Delivered) },
+		func() bool { return dst.Stats().Delivered >= 50 })
 	if err := c.StopRelay("org-2"); err != nil {
 		t.Fatalf("stop: %v", err)
 	}
-	time.Sleep(800 * time.Millisecond)
+	down := c.Tracker.SentCount()
+	waitUntil(t, 30*time.Second, func() string { return fmt.Sprintf("%d sent while org-2 is down", c.Tracker.SentCount()-down) },
+		func() bool { return c.Tracker.SentCount()-down >= total/10 })
 	if err := c.RestartRelay(ctx, "org-2"); err != nil {
 		t.Fatalf("restart: %v", err)
 	}
-	<-done
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
 	a := settle(t, c)
+	if got := requireFinal(ctx, t, c); got[govchain.PacketState_PACKET_CONFIRMED] != total {
+		t.Fatalf("final states on the governance chain: %v, want all %d confirmed", got, total)
+	}
 	t.Logf("restart mid-stream: %+v", a)
 }
