@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/ccgpmesh/ccgp/compensator"
@@ -69,6 +70,17 @@ type ClusterOptions struct {
 	// GovTxEvery is how often each relay packs its governance txs
 	// (relay.Config.GovTxEvery); zero takes the relay's default.
 	GovTxEvery time.Duration
+	// KafkaProxy puts a TCP proxy in front of the embedded broker, which
+	// advertises the proxy's address: every Kafka client of the cluster
+	// goes through it (Cluster.KafkaProxy), so tests can freeze the broker.
+	KafkaProxy bool
+	// GovOverRPC has the relays and Cluster.Gov talk to validator 0 over
+	// its RPC address instead of in-process, so that they survive
+	// StopGovNode and StartGovNode as a remote client would.
+	GovOverRPC bool
+	// Metrics, if set, receives every relay's collectors (they carry a
+	// relay label).
+	Metrics prometheus.Registerer
 }
 
 // Participants of the in-process mesh: two genesis orgs and one admitted by
@@ -104,6 +116,8 @@ type Cluster struct {
 	Apps          map[string]*simchain.App   // by pipe
 	Tracker       *Tracker
 	Proxies       map[string]*UDPProxy // by org, with ClusterOptions.Proxies
+	KafkaProxy    *TCPProxy            // with ClusterOptions.KafkaProxy
+	govHomes      []string             // each validator's home, for StartGovNode
 	External      *ExternalRelay       // with ClusterOptions.External
 	TestnetRPC    string
 	SetupTxs      int
@@ -118,6 +132,8 @@ type runningRelay struct {
 	addr   string
 	cancel context.CancelFunc
 	done   chan error
+	ended  chan struct{} // closed when Run returned, after exit is set
+	exit   error
 }
 
 // StartCluster starts every component, sets up the consortium through
@@ -167,9 +183,19 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster, err err
 			return nil, err
 		}
 		c.Nodes = append(c.Nodes, ln)
+		c.govHomes = append(c.govHomes, n.Home)
 	}
 	c.Node = c.Nodes[0]
-	if c.Gov, err = c.Node.Client(); err != nil {
+	if opts.GovOverRPC {
+		root, err := c.Node.TrustRoot()
+		if err != nil {
+			return nil, err
+		}
+		c.Gov, err = govchain.Dial(ctx, tn.Nodes[0].RPC, govchain.WithTrustRoot(root), govchain.WithLogger(opts.Logger))
+		if err != nil {
+			return nil, err
+		}
+	} else if c.Gov, err = c.Node.Client(); err != nil {
 		return nil, err
 	}
 	if err := c.Gov.WaitReady(ctx); err != nil {
@@ -186,6 +212,12 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster, err err
 		}
 		kopts := append([]kfake.Opt{kfake.NumBrokers(1), kfake.SeedTopics(8, topics...), kfake.SeedTopics(4, "ccgp.receipts"), kfake.SeedTopics(1, offence.Topic),
 			kfake.AllowAutoTopicCreation()}, opts.KafkaOpts...)
+		if opts.KafkaProxy {
+			if c.KafkaProxy, err = NewTCPProxy(""); err != nil {
+				return nil, err
+			}
+			kopts = append(kopts, kfake.ListenFn(c.KafkaProxy.Listen))
+		}
 		labelled(ctx, partKafka, func(context.Context) { c.Kafka, err = kfake.NewCluster(kopts...) })
 		if err != nil {
 			return nil, fmt.Errorf("kafka: %w", err)
@@ -348,7 +380,7 @@ func ApplyRetentionEvery(kc *kfake.Cluster, every time.Duration) (stop func()) {
 func (c *Cluster) buildRelay(ctx context.Context, p govchain.Participant, ch subchain.Chain, addr string, cert tls.Certificate) (*relay.Relay, error) {
 	return relay.New(ctx, relay.Config{RelayID: p.Relay, Signer: p.RelayKey, Chain: ch, Gov: c.Gov,
 		Brokers: c.brokers, Topic: eventsTopic(p.Relay), ListenAddr: addr, Certificate: cert, CAs: c.CA.Pool(),
-		DataDir: filepath.Join(c.dir, "relays", p.Org), Shards: c.opts.Shards, Logger: c.opts.Logger,
+		DataDir: filepath.Join(c.dir, "relays", p.Org), Shards: c.opts.Shards, Logger: c.opts.Logger, Metrics: c.opts.Metrics,
 		OnReceipts: c.onReceipts(), OnReject: c.Tracker.reject, ShardOpt: c.opts.ShardOpt, GovTxEvery: c.opts.GovTxEvery,
 		Compensation: c.opts.Compensation, SendBudget: c.opts.SendBudget,
 		Destinations: func(relayID string) (relay.DestinationChain, bool) {
@@ -375,8 +407,31 @@ func (c *Cluster) onReceipts() func(b *amdp.Batch, rb *amdp.ReceiptBatch) {
 
 func (c *Cluster) run(ctx context.Context, rr *runningRelay) {
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	rr.cancel, rr.done = cancel, make(chan error, 1)
-	go func() { rr.done <- rr.r.Run(rctx) }()
+	rr.cancel, rr.done, rr.ended = cancel, make(chan error, 1), make(chan struct{})
+	go func() {
+		err := rr.r.Run(rctx)
+		rr.exit = err
+		close(rr.ended)
+		rr.done <- err
+	}()
+}
+
+// Running reports whether org's relay is running: its Run has not
+// returned. Once it has, err is what Run returned (a relay that stopped by
+// itself, or was stopped).
+func (c *Cluster) Running(org string) (running bool, err error) {
+	c.mu.Lock()
+	rr := c.relays[org]
+	c.mu.Unlock()
+	if rr == nil || rr.ended == nil {
+		return false, fmt.Errorf("relay of %s was never run", org)
+	}
+	select {
+	case <-rr.ended:
+		return false, rr.exit
+	default:
+		return true, nil
+	}
 }
 
 // Relay returns the running relay of org.
@@ -419,6 +474,24 @@ func (c *Cluster) RestartRelay(ctx context.Context, org string) error {
 	return nil
 }
 
+// StopGovNode stops governance validator i (its state stays on disk).
+func (c *Cluster) StopGovNode(i int) error { return c.Nodes[i].Stop() }
+
+// StartGovNode starts validator i again on its state, at its addresses.
+// Only clients that reach it over RPC (ClusterOptions.GovOverRPC) see it
+// again; in-process ones stay bound to the stopped node.
+func (c *Cluster) StartGovNode(ctx context.Context, i int) error {
+	n, err := govchain.StartNode(ctx, c.govHomes[i], nil)
+	if err != nil {
+		return err
+	}
+	c.Nodes[i] = n
+	if i == 0 {
+		c.Node = n
+	}
+	return nil
+}
+
 // Close stops the relays, the chains, Kafka and the governance node.
 func (c *Cluster) Close() error {
 	var errs []error
@@ -444,6 +517,9 @@ func (c *Cluster) Close() error {
 	}
 	if c.Kafka != nil {
 		c.Kafka.Close()
+	}
+	if c.KafkaProxy != nil {
+		errs = append(errs, c.KafkaProxy.Close())
 	}
 	for _, n := range c.Nodes {
 		errs = append(errs, n.Stop())
