@@ -280,7 +280,7 @@ func (e *Endpoint) checkPackets(peerID string, packets []*amdp.Packet) []error {
 	ends := check.Ends{From: peerID, To: e.cfg.RelayID}
 	for i, p := range packets {
 		pipe, ok := e.cfg.Registry.Pipe(p.PipeId)
-		items[i] = check.Item{Packet: p, Pipe: pipe, Err: check.Authentic(p, pipe, ok, ends)}
+		items[i] = check.Item{Packet: p, Pipe: pipe, Err: check.Authentic(p, pipe, ok, ends, e.cfg.Registry)}
 	}
 	check.Signatures(items, nil)
 	verdicts := make([]error, len(packets))

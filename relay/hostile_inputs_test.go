@@ -197,7 +197,7 @@ func TestHostileInputs(t *testing.T) {
 				forgeRaw(ctx, t, c, "org-1", []byte("\x0a\xff\xff garbage"))
 				return "", 0
 			}},
-		{name: "revoked app key", reason: "", stage: offence.StageRouter,
+		{name: "revoked app key", reason: "revoked_key", stage: offence.StageRouter,
 			attack: func(t *testing.T, h *relayHostile) (string, uint64) {
 				// org-4's operator revokes its app account; the key's
 				// holder still writes packets signed by it.
@@ -206,7 +206,10 @@ func TestHostileInputs(t *testing.T) {
 				if _, err := c.Gov.Submit(ctx, crypto.DevSigner("admin-org-4"), &govchain.MsgRevokeAccount{Account: a[:], Reason: "key leaked"}); err != nil {
 					t.Fatal(err)
 				}
-				waitCache(t, h, "org-4", func(k *govchain.Cache) bool { p, ok := k.Pipe("pipe-4-1"); return ok && p.Status != govchain.PipeStatus_PIPE_ACTIVE })
+				waitCache(t, h, "org-4", func(k *govchain.Cache) bool {
+					p, ok := k.Pipe("pipe-4-1")
+					return ok && p.Status != govchain.PipeStatus_PIPE_ACTIVE
+				})
 				// The next sequence: a request the app never made, signed
 				// with the leaked key after its revocation.
 				forge(ctx, t, c, "org-4", packet("pipe-4-1", 4, app, app))
@@ -218,10 +221,7 @@ func TestHostileInputs(t *testing.T) {
 					t.Fatalf("governance records %s/%d as %v", pipe, seq, st)
 				}
 			},
-			bug: "a packet signed by a revoked app key on its (now suspended) pipe passes check.Authentic (the pipe record still names the key) " +
-				"and fails only check.Admissible (pipe_not_active): the router treats it as a refused real request, reports no offence, " +
-				"and hands it to the compensator, which records PACKET_FAILED on governance for a sequence the app never sent (issue 9, 5: " +
-				"\"a revoked app's packets are dropped as in point 1\")"},
+		},
 		{name: "rotated-out app key used after its rotation height", reason: "bad_credential", stage: offence.StageRouter,
 			attack: func(t *testing.T, h *relayHostile) (string, uint64) {
 				old, next := c.Apps["pipe-2-1"].Signer, crypto.DevSigner("app-org-2-next")

@@ -10,9 +10,10 @@ import (
 )
 
 // Registry is the governance view the router needs; govchain.Cache
-// satisfies it. Pipe must be cheap and must not block.
+// satisfies it. Pipe and Account must be cheap and must not block.
 type Registry interface {
 	Pipe(id string) (*govchain.Pipe, bool)
+	check.Accounts
 }
 
 // checker is the deterministic stage-1 core: given a decoded packet and the
@@ -48,7 +49,7 @@ func reject(p *amdp.Packet, err error) error {
 // error, when known, to attribute the offence.
 func (c *checker) resolve(p *amdp.Packet) (*govchain.Pipe, error) {
 	pipe, ok := c.reg.Pipe(p.GetPipeId())
-	return pipe, reject(p, check.Authentic(p, pipe, ok, check.Ends{From: c.relayID}))
+	return pipe, reject(p, check.Authentic(p, pipe, ok, check.Ends{From: c.relayID}, c.reg))
 }
 
 // admit checks that an authentic packet's pipe takes it now (check.Admissible).

@@ -40,7 +40,17 @@ var (
 	ErrWrongSource = errors.New("pipe does not start at this relay")
 	// ErrWrongDestination: the pipe does not lead to the receiving relay.
 	ErrWrongDestination = errors.New("pipe does not lead to this relay")
+	// ErrRevokedKey: the pipe's source account is revoked. Its key may
+	// have leaked, so nothing it signs names a verified request, however
+	// good the signature.
+	ErrRevokedKey = errors.New("source account revoked")
 )
+
+// Accounts is the governance view of accounts that Authentic needs; the
+// relays' cache (govchain.Cache) satisfies it.
+type Accounts interface {
+	Account(addr crypto.Address) (*govchain.Account, bool)
+}
 
 // Ends names the relays between which a packet is checked: From is the
 // relay that routes or sent it, To the relay that receives it. An empty
@@ -49,9 +59,13 @@ var (
 type Ends struct{ From, To string }
 
 // Authentic checks that p's pipe exists (pipe, found: the registry's
-// answer), runs between ends, and that p's credential names the pipe's
-// source key. The signature is checked by Signatures, in batches.
-func Authentic(p *amdp.Packet, pipe *govchain.Pipe, found bool, ends Ends) error {
+// answer), runs between ends, that p's credential names the pipe's source
+// key, and that accts (nil: not checked) does not record the source
+// account as revoked. A revoked account's pipes are suspended too, but a
+// suspended pipe only refuses (Admissible) and the refusal of a request
+// is compensated: a packet signed by a revoked key must not get that far.
+// The signature is checked by Signatures, in batches.
+func Authentic(p *amdp.Packet, pipe *govchain.Pipe, found bool, ends Ends, accts Accounts) error {
 	switch {
 	case !found || pipe == nil:
 		return fmt.Errorf("%w: %q", ErrUnknownPipe, p.GetPipeId())
@@ -71,6 +85,11 @@ func Authentic(p *amdp.Packet, pipe *govchain.Pipe, found bool, ends Ends) error
 			return err
 		}
 		return &amdp.ValidationError{Field: "credential", Reason: amdp.ErrBadCredential, Detail: "does not name the pipe's source account"}
+	}
+	if accts != nil {
+		if a, ok := accts.Account(addr); ok && a.GetStatus() == govchain.AccountStatus_ACCOUNT_REVOKED {
+			return fmt.Errorf("%w: %s at height %d (%s)", ErrRevokedKey, addr, a.GetRevokedHeight(), a.GetStatusReason())
+		}
 	}
 	return nil
 }
@@ -182,6 +201,8 @@ func Reason(err error) string {
 		return "wrong_source"
 	case errors.Is(err, ErrWrongDestination):
 		return "wrong_destination"
+	case errors.Is(err, ErrRevokedKey):
+		return "revoked_key"
 	}
 	return amdp.Reason(err)
 }
