@@ -39,6 +39,11 @@ type Client struct {
 	cfg     clientCfg
 	trust   *verifier // nil: not anchored
 
+	// evMu serializes starting the event stream and subscribing: the
+	// CometBFT websocket client races when Start and Subscribe run at
+	// once from two callers of Blocks.
+	evMu sync.Mutex
+
 	mu     sync.Mutex                // guards nonces, stale and owners
 	nonces map[crypto.Address]uint64 // by account
 	stale  map[crypto.Address]bool   // by account: read the nonce from the chain before the next tx
@@ -507,16 +512,19 @@ func (c *Client) Height(ctx context.Context) (int64, error) {
 // governance cache current. A consumer that falls behind makes the
 // subscription skip heights: it gets the latest one next, never stale ones.
 func (c *Client) Blocks(ctx context.Context) (<-chan int64, error) {
+	c.evMu.Lock()
 	if s, ok := c.rpc.(interface {
 		Start() error
 		IsRunning() bool
 	}); ok && !s.IsRunning() {
 		if err := s.Start(); err != nil {
+			c.evMu.Unlock()
 			return nil, fmt.Errorf("govchain: start event stream: %w", err)
 		}
 	}
 	subscriber := fmt.Sprintf("ccgp-%p-%d", c, time.Now().UnixNano())
 	evs, err := c.rpc.Subscribe(ctx, subscriber, types.EventQueryNewBlock.String(), 16)
+	c.evMu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("govchain: subscribe to blocks: %w", err)
 	}

@@ -312,9 +312,61 @@ func (x *execCtx) confirmBatches(m *MsgConfirmBatches) (*TxError, error) {
 		}); err != nil {
 			return nil, err
 		}
+		if err := x.confirmExceptions(a); err != nil {
+			return nil, err
+		}
 	}
 	x.emit("anchor", "kind", "confirm", "batches", fmt.Sprint(len(m.Batches)))
 	return nil, nil
+}
+
+// confirmExceptions carries a confirmation to the exception records it
+// settles. A packet resent after an exception (RETRYING, RESOLVED by a
+// person's retry, or DELIVERED on retry) and receipted delivered in the
+// confirmed batch a is CONFIRMED: its exception record governs its state
+// (DeriveState), and the ledger's confirmed bit may belong to another
+// batch or be absent (the first receipt wins there). Other exception
+// states are left alone: MANUAL is left only by Resolve, and a rollback
+// or a person's accept is final. One range scan per pipe range: batches
+// without exceptions cost one empty iterator.
+func (x *execCtx) confirmExceptions(a *BatchAnchor) error {
+	for _, rg := range a.Ranges {
+		it, err := x.base.Iterator(KeyException(rg.Pipe, rg.First), KeyException(rg.Pipe, rg.Last+1), true)
+		if err != nil {
+			return err
+		}
+		var keys [][]byte
+		for ; it.Valid(); it.Next() {
+			keys = append(keys, append([]byte(nil), it.Key()...))
+		}
+		if err := errors.Join(it.Error(), it.Close()); err != nil {
+			return err
+		}
+		for _, k := range keys {
+			ex := &TxException{}
+			if _, err := load(x.st, k, ex); err != nil {
+				return err
+			}
+			if ex.Seq < rg.First || ex.Seq > rg.Last || a.Statuses[uint64(rg.Offset)+ex.Seq-rg.First]&0x7f != statusDelivered {
+				continue
+			}
+			switch {
+			case ex.State == PacketState_PACKET_RETRYING, ex.State == PacketState_PACKET_DELIVERED,
+				ex.State == PacketState_PACKET_RESOLVED && ex.Resolution == resolveRetry:
+			default:
+				continue
+			}
+			ex.State, ex.Reason, ex.Height = PacketState_PACKET_CONFIRMED, fmt.Sprintf("confirmed in batch %s/%d", a.FromRelay, a.BatchSeq), x.height
+			ex.History = append(ex.History, &Transition{State: ex.State, Reason: ex.Reason, Height: x.height, By: x.senderAddr[:]})
+			if len(ex.History) > maxHistory {
+				ex.History = ex.History[len(ex.History)-maxHistory:]
+			}
+			if err := x.st.put(k, ex); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // ExceptionMove reports whether a packet may go from one exception state
@@ -367,6 +419,11 @@ func (x *execCtx) txException(m *MsgTxException) (*TxError, error) {
 		return reject(CodeInvalid, "tx-exception: state %s is not a transition a relay records", short(m.State.String())), nil
 	}
 	return x.transition(m.Packets, "tx-exception", func(p *Pipe, ex *TxException) *TxError {
+		if ex.State == PacketState_PACKET_CONFIRMED && m.State == PacketState_PACKET_DELIVERED {
+			// The confirmation of the resent batch committed before the
+			// compensator's record of its delivery: nothing to add.
+			return nil
+		}
 		if !ExceptionMove(ex.State, m.State) {
 			return reject(CodeBadState, "pipe %s seq %d: cannot go from %s to %s", p.Id, ex.Seq, stateName(ex.State), stateName(m.State))
 		}

@@ -134,6 +134,20 @@ func TestTransactionControl(t *testing.T) {
 	if st := c.ledgerState("p1", 5); st != PacketState_PACKET_DELIVERED {
 		t.Fatalf("after the retry: %v", st)
 	}
+	// The resent packet's batch is confirmed: its exception record reads
+	// CONFIRMED; a packet in MANUAL in the same batch stays there; the
+	// compensator's late DELIVERED record changes nothing.
+	c.ok(ccA, exc(PacketState_PACKET_FAILED, 6))
+	c.ok(ccA, exc(PacketState_PACKET_MANUAL, 6))
+	c.ok(ccA, open(4, &PipeRange{Pipe: "p1", First: 5, Last: 6}))
+	c.ok(ccB, receipts(4, 1, 1))
+	c.ok(ccA, &MsgConfirmBatches{Batches: []*BatchRef{{FromRelay: "relay-org-a", BatchSeq: 4}}})
+	c.ok(ccA, exc(PacketState_PACKET_DELIVERED, 5))
+	for seq, want := range map[uint64]PacketState{5: PacketState_PACKET_CONFIRMED, 6: PacketState_PACKET_MANUAL} {
+		if st := c.ledgerState("p1", seq); st != want {
+			t.Errorf("after the confirmation, seq %d: %v, want %v", seq, st, want)
+		}
+	}
 	c.rejected(ccB, exc(PacketState_PACKET_FAILED, 0), CodeInvalid, "sequence 0")
 
 	// The consistency mode changes by vote.

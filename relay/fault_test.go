@@ -158,15 +158,12 @@ func TestManualIntervention(t *testing.T) {
 	if a.Delivered != 30 || a.Lost != 0 || a.Duplicated != 0 {
 		t.Fatalf("accounting: %+v", a)
 	}
-	// What the chain says after the retry. Today a retried packet ends
-	// with its exception record at DELIVERED: nothing records the
-	// verifier's confirmation of the resent batch on the exception
-	// (govchain.DeriveState lets the exception govern), so it never
-	// reads CONFIRMED. Until that is fixed, check the state the chain
-	// actually holds, with proofs; requireFinal would wait forever.
-	got := requireStates(ctx, t, c, c.Tracker.SentPackets(), func(s govchain.PacketState) bool {
-		return s == govchain.PacketState_PACKET_DELIVERED || isFinal(s)
-	})
+	// The chain's word: the resent batch's confirmation settles each
+	// retried packet's exception record at CONFIRMED.
+	got := requireFinal(ctx, t, c)
+	if got[govchain.PacketState_PACKET_CONFIRMED] != 30 {
+		t.Fatalf("final states on the governance chain: %v, want 30 confirmed", got)
+	}
 	t.Logf("manual then retry: %+v, states on the governance chain %v", a, got)
 }
 

@@ -3,8 +3,6 @@ package relay_test
 import (
 	"context"
 	"fmt"
-	"sort"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -13,77 +11,6 @@ import (
 	"github.com/ccgpmesh/ccgp/govchain"
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
 )
-
-// finalStates are the states a packet ends in.
-var finalStates = map[govchain.PacketState]bool{
-	govchain.PacketState_PACKET_CONFIRMED:   true,
-	govchain.PacketState_PACKET_ROLLED_BACK: true,
-	govchain.PacketState_PACKET_RESOLVED:    true,
-}
-
-// chainFinalC waits, up to d, until the governance chain records a final
-// state (CONFIRMED, ROLLED_BACK or RESOLVED) for every sequence 1..n of
-// each pipe in sent, each read with proofs (PacketStatus), and returns how
-// many ended in each state. Relays' counters play no part: the chain's
-// word is the evidence. It fails the test naming the packets that never
-// got there.
-func chainFinalC(t *testing.T, gov *govchain.Client, sent map[string]uint64, d time.Duration) map[govchain.PacketState]int {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	type ref struct {
-		pipe string
-		seq  uint64
-	}
-	var open []ref
-	for pipe, n := range sent {
-		for s := uint64(1); s <= n; s++ {
-			open = append(open, ref{pipe, s})
-		}
-	}
-	out := map[govchain.PacketState]int{}
-	last := map[ref]string{}
-	for {
-		var still []ref
-		for _, r := range open {
-			st, _, err := gov.PacketStatus(ctx, r.pipe, r.seq)
-			switch {
-			case err != nil:
-				last[r] = err.Error()
-				still = append(still, r)
-			case finalStates[st.State]:
-				out[st.State]++
-			default:
-				last[r] = st.State.String()
-				still = append(still, r)
-			}
-			if ctx.Err() != nil {
-				break
-			}
-		}
-		open = still
-		if len(open) == 0 {
-			return out
-		}
-		select {
-		case <-ctx.Done():
-			byState := map[string][]string{}
-			for _, r := range open {
-				byState[last[r]] = append(byState[last[r]], fmt.Sprintf("%s/%d", r.pipe, r.seq))
-			}
-			var lines []string
-			for st, refs := range byState {
-				if len(refs) > 8 {
-					refs = append(refs[:8], fmt.Sprintf("... (%d)", len(refs)))
-				}
-				lines = append(lines, fmt.Sprintf("%s: %s", st, strings.Join(refs, " ")))
-			}
-			sort.Strings(lines)
-			t.Fatalf("after %v, %d packets not final on the governance chain (final so far %v):\n%s", d, len(open), out, strings.Join(lines, "\n"))
-		case <-time.After(300 * time.Millisecond):
-		}
-	}
-}
 
 // sentSeqsC reads, from each source chain, how many requests each app's
 // pipe holds: its sequences are 1..n, gap-free.
@@ -205,7 +132,7 @@ func TestBrokerPause(t *testing.T) {
 		t.Skip("holds the broker for 10 s")
 	}
 	c := startCluster(t, func(o *bench.ClusterOptions) { o.KafkaProxy = true })
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 180*time.Second)
 	defer cancel()
 	sending := paced(ctx, c, 5, 14*time.Second)
 	time.Sleep(2 * time.Second)
@@ -225,7 +152,7 @@ func TestBrokerPause(t *testing.T) {
 	a := settledC(t, c, 45*time.Second)
 	sent := sentSeqsC(c)
 	exactlyOnceC(t, c, sent, bench.DefaultPipes())
-	final := chainFinalC(t, c.Gov, sent, 45*time.Second)
+	final := requireFinal(ctx, t, c)
 	stillRunningC(t, c)
 	if a.Lost != 0 || a.Duplicated != 0 || final[govchain.PacketState_PACKET_CONFIRMED] != a.Sent {
 		t.Fatalf("after the broker pause: %+v, final on chain %v", a, final)
@@ -242,7 +169,7 @@ func TestGovRestart(t *testing.T) {
 		t.Skip("holds the governance chain down for 8 s")
 	}
 	c := startCluster(t, func(o *bench.ClusterOptions) { o.GovOverRPC = true })
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 180*time.Second)
 	defer cancel()
 	sending := paced(ctx, c, 5, 12*time.Second)
 	time.Sleep(2 * time.Second)
@@ -264,7 +191,7 @@ func TestGovRestart(t *testing.T) {
 	a := settledC(t, c, 45*time.Second)
 	sent := sentSeqsC(c)
 	exactlyOnceC(t, c, sent, bench.DefaultPipes())
-	final := chainFinalC(t, c.Gov, sent, 45*time.Second)
+	final := requireFinal(ctx, t, c)
 	stillRunningC(t, c)
 	if a.Lost != 0 || a.Duplicated != 0 || final[govchain.PacketState_PACKET_CONFIRMED] != a.Sent {
 		t.Fatalf("after the governance restart: %+v, final on chain %v", a, final)
