@@ -115,7 +115,9 @@ func TestHostileInputs(t *testing.T) {
 		{name: "garbage frame (unknown kind)", reason: "bad_frame", want: ErrBatchRejected,
 			attack: func(t *testing.T, h *hostileNet) (string, error) { return frameErr(h, []byte("\x09\x00\x03abc")) }},
 		{name: "garbage frame (body not protobuf)", reason: "malformed", want: ErrBatchRejected,
-			attack: func(t *testing.T, h *hostileNet) (string, error) { return frameErr(h, []byte("\x01\x00\x0bhello world")) }},
+			attack: func(t *testing.T, h *hostileNet) (string, error) {
+				return frameErr(h, []byte("\x01\x00\x0bhello world"))
+			}},
 		{name: "oversized frame (declared 1 GiB)", reason: "batch_too_large", want: ErrBatchRejected,
 			attack: func(t *testing.T, h *hostileNet) (string, error) {
 				return frameErr(h, binary.AppendUvarint([]byte{1, 0}, 1<<30))
