@@ -19,6 +19,7 @@ import (
 	"github.com/ccgpmesh/ccgp/crypto"
 	"github.com/ccgpmesh/ccgp/govchain"
 	"github.com/ccgpmesh/ccgp/ingest/subchain"
+	"github.com/ccgpmesh/ccgp/kv"
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
 	"github.com/ccgpmesh/ccgp/mesh/offence"
 	"github.com/ccgpmesh/ccgp/router"
@@ -142,7 +143,7 @@ func New(cfg Config) (*Compensator, error) {
 	if cfg.Policy.Jitter == nil {
 		cfg.Policy.Jitter = func(d time.Duration) time.Duration { return d/2 + time.Duration(rand.Int64N(int64(d/2)+1)) }
 	}
-	db, err := pebble.Open(cfg.Dir, &pebble.Options{Logger: quiet{}})
+	db, err := kv.Open(cfg.Dir, kv.Options{Log: cfg.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("compensator: open store: %w", err)
 	}
@@ -183,14 +184,6 @@ func New(cfg Config) (*Compensator, error) {
 		c.log.Warn("resuming compensation", "packets", len(items))
 	}
 	return c, nil
-}
-
-type quiet struct{}
-
-func (quiet) Infof(string, ...any)  {}
-func (quiet) Errorf(string, ...any) {}
-func (quiet) Fatalf(f string, a ...any) {
-	panic(fmt.Sprintf(f, a...))
 }
 
 // Close closes the store.

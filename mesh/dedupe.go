@@ -10,10 +10,10 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble"
-	"github.com/cockroachdb/pebble/bloom"
 	"github.com/quic-go/quic-go"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/ccgpmesh/ccgp/kv"
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
 )
 
@@ -43,10 +43,6 @@ var keyResetKey = []byte("k/quic-stateless-reset")
 // receipts that resends ask for, and for the filter and index blocks.
 const blockCacheSize = 32 << 20
 
-// memTableSize is the store's memtable; up to two are held while one
-// flushes.
-const memTableSize = 16 << 20
-
 // DedupeStore is the receiving relay's persistent record of delivered
 // packets, keyed by packet id (DESIGN §5: at-least-once transport plus
 // idempotent delivery). Writes are synced batches: a receipt the relay
@@ -64,34 +60,7 @@ func OpenDedupeStore(dir string, log *slog.Logger) (*DedupeStore, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	// pebble reserves its memtables' memory in the block cache: without
-	// room for two of them besides, nothing would be cached at all.
-	cache := pebble.NewCache(blockCacheSize + 2*memTableSize)
-	defer cache.Unref() // the DB holds its own reference
-	// The default comparer with Split defined: a key is its own prefix,
-	// which SeekPrefixGE (and so the bottom level's filters) needs. The
-	// order and name are unchanged, so stores stay compatible.
-	cmp := *pebble.DefaultComparer
-	cmp.Split = func(k []byte) int { return len(k) }
-	opts := &pebble.Options{Logger: pebbleLogger{log}, Cache: cache, Comparer: &cmp,
-		// Receipts and markers are keyed by packet id, random keys at tens
-		// of thousands a second: larger memtables and a deeper L0 flush
-		// and compact less often than the defaults (4 MiB, 4 files), and
-		// a marker set and deleted within one memtable never reaches disk.
-		MemTableSize:          memTableSize,
-		L0CompactionThreshold: 8,
-		L0StopWritesThreshold: 32,
-		LBaseMaxBytes:         256 << 20,
-	}
-	// Most lookups are for packets never seen: bloom filters answer those
-	// without reading data blocks.
-	opts.Levels = make([]pebble.LevelOptions, 7)
-	for i := range opts.Levels {
-		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
-		opts.Levels[i].FilterType = pebble.TableFilter
-		opts.Levels[i].TargetFileSize = 8 << 20
-	}
-	db, err := pebble.Open(dir, opts)
+	db, err := kv.Open(dir, kv.Options{Log: log, Hot: blockCacheSize})
 	if err != nil {
 		return nil, fmt.Errorf("mesh: open dedupe store %s: %w", dir, err)
 	}
@@ -267,19 +236,4 @@ func (s *DedupeStore) countMarkers() (int, error) {
 		return 0, fmt.Errorf("%w: scan markers: %v", ErrStore, err)
 	}
 	return n, nil
-}
-
-// pebbleLogger sends pebble's chatter to slog at debug level.
-type pebbleLogger struct{ log *slog.Logger }
-
-func (l pebbleLogger) Infof(format string, args ...any) {
-	l.log.Debug("pebble: " + fmt.Sprintf(format, args...))
-}
-
-// Fatalf is how pebble reports a broken invariant of its own (its default
-// exits the process); panicking keeps the stack for the report.
-func (l pebbleLogger) Fatalf(format string, args ...any) {
-	msg := "pebble: " + fmt.Sprintf(format, args...)
-	l.log.Error(msg)
-	panic(msg)
 }

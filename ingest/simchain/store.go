@@ -9,8 +9,8 @@ import (
 	"log/slog"
 
 	"github.com/cockroachdb/pebble"
-	"github.com/cockroachdb/pebble/bloom"
 
+	"github.com/ccgpmesh/ccgp/kv"
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
 )
 
@@ -49,57 +49,12 @@ const (
 // at execution then read them from the file system again and again.
 const cacheSize = 64 << 20
 
-// memTableSize is pebble's memtable; up to two are held while one flushes.
-const memTableSize = 16 << 20
-
 func openDB(dir string, log *slog.Logger) (*pebble.DB, error) {
-	// pebble reserves its memtables' memory in the block cache: without
-	// room for two of them besides, nothing would be cached at all.
-	cache := pebble.NewCache(cacheSize + 2*memTableSize)
-	defer cache.Unref() // the DB holds its own reference
-	// The default comparer with Split defined (a key is its own prefix),
-	// which SeekPrefixGE needs; order and name are unchanged, so existing
-	// stores open as before.
-	cmp := *pebble.DefaultComparer
-	cmp.Split = func(k []byte) int { return len(k) }
-	opts := &pebble.Options{Logger: pebbleLogger{log}, Cache: cache, Comparer: &cmp,
-		// A busy chain writes tens of MB/s of blocks and delivery records
-		// with random keys: larger memtables and a deeper L0 flush and
-		// compact less often (the defaults, 4 MiB and 4 files, spent a
-		// quarter of a benchmark's CPU in compactions).
-		MemTableSize:          memTableSize,
-		L0CompactionThreshold: 8,
-		L0StopWritesThreshold: 32,
-		LBaseMaxBytes:         256 << 20,
-	}
-	// Bloom filters turn the misses of FindDelivery and of the delivery
-	// lookups at execution (most packets are new) into no disk reads.
-	opts.Levels = make([]pebble.LevelOptions, 7)
-	for i := range opts.Levels {
-		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
-		opts.Levels[i].TargetFileSize = 8 << 20
-	}
-	db, err := pebble.Open(dir, opts)
+	db, err := kv.Open(dir, kv.Options{Log: log, Hot: cacheSize})
 	if err != nil {
 		return nil, fmt.Errorf("simchain: open %s: %w", dir, err)
 	}
 	return db, nil
-}
-
-// pebbleLogger sends pebble's chatter (flushes, compactions) to debug
-// level instead of the standard logger.
-type pebbleLogger struct{ log *slog.Logger }
-
-func (l pebbleLogger) Infof(format string, args ...any) {
-	l.log.Debug(fmt.Sprintf(format, args...), "component", "pebble")
-}
-
-// Fatalf is how pebble reports a broken invariant of its own; it must not
-// return.
-func (l pebbleLogger) Fatalf(format string, args ...any) {
-	msg := fmt.Sprintf(format, args...)
-	l.log.Error(msg, "component", "pebble")
-	panic("pebble: " + msg)
 }
 
 // get returns a copy of the value at key, or nil, false.
