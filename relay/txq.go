@@ -59,7 +59,8 @@ type txItem struct {
 	// governance refuses it for good and nobody waits for it, they go
 	// to MANUAL with the refusal (nothing is left in neither state).
 	packets   []*govchain.PacketRef
-	done      chan error // nil: nobody waits
+	done      chan error  // nil: nobody waits
+	after     func(error) // called once with the outcome, if set (the verifier's backlog)
 	tries     int
 	notBefore time.Time
 	solo      bool // goes in a tx of its own (after its group was refused)
@@ -159,6 +160,9 @@ func (q *txq) Run(ctx context.Context) error {
 				pending = append(pending, <-q.results...)
 			}
 			for _, it := range pending {
+				// Not settled: the verifier keeps the batch in its
+				// backlog and checks it again after a restart.
+				it.after = nil
 				it.finish(ctx.Err())
 			}
 			return nil
@@ -193,6 +197,9 @@ func (q *txq) Run(ctx context.Context) error {
 func (it *txItem) finish(err error) {
 	if it.done != nil {
 		it.done <- err
+	}
+	if it.after != nil {
+		it.after(err)
 	}
 }
 
@@ -328,6 +335,10 @@ func (q *txq) failed(items []*txItem, err error) []*txItem {
 		return []*txItem{it}
 	}
 	q.log.Error("governance refused a relay tx", "tries", it.tries+1, "err", te)
+	after := it.after
+	if it.done == nil && len(it.packets) > 0 {
+		it.after = nil // settled once the MANUAL entry below commits
+	}
 	it.finish(fmt.Errorf("governance refused: %w", te))
 	if it.done != nil || len(it.packets) == 0 {
 		return nil // the waiter decides (the compensator retries, the verifier logs)
@@ -339,7 +350,7 @@ func (q *txq) failed(items []*txItem, err error) []*txItem {
 		reason = reason[:200]
 	}
 	return []*txItem{{exception: &govchain.MsgTxException{Packets: it.packets, State: govchain.PacketState_PACKET_MANUAL,
-		Reason: reason}, queued: time.Now()}}
+		Reason: reason}, queued: time.Now(), after: after}}
 }
 
 func (it *txItem) what() string {
@@ -378,11 +389,13 @@ func (it *txItem) kind(q *txq) *counter {
 }
 
 // Confirm queues a batch confirmation of packets (verifier.Recorder);
-// nobody waits for the commit. It blocks while the queue is full: a
-// dropped confirmation would leave its batch neither confirmed nor with a
-// person, so the verifier slows down instead.
-func (q *txq) Confirm(ctx context.Context, ref *govchain.BatchRef, packets []*govchain.PacketRef) error {
-	return q.submit(ctx, &txItem{confirm: ref, packets: packets})
+// nobody waits for the commit, settled hears of it (committed, or refused
+// for good: then its packets go to MANUAL through this queue first). It
+// blocks while the queue is full: a dropped confirmation would leave its
+// batch neither confirmed nor with a person, so the verifier slows down
+// instead.
+func (q *txq) Confirm(ctx context.Context, ref *govchain.BatchRef, packets []*govchain.PacketRef, settled func(error)) error {
+	return q.submit(ctx, &txItem{confirm: ref, packets: packets, after: settled})
 }
 
 // AnchorReceipts queues a destination receipt anchor of packets; it blocks

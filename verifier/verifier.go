@@ -90,8 +90,10 @@ func Check(b *amdp.Batch, rb *amdp.ReceiptBatch, a *govchain.BatchAnchor, find f
 // Recorder records the verifier's findings on the governance chain.
 type Recorder interface {
 	// Confirm queues the confirmation of a batch of packets; an error
-	// means it was not queued (ctx ended).
-	Confirm(ctx context.Context, ref *govchain.BatchRef, packets []*govchain.PacketRef) error
+	// means it was not queued (ctx ended). settled is called once the
+	// confirmation is committed, or refused for good and its packets sent
+	// to MANUAL (with that refusal); never if the relay stops first.
+	Confirm(ctx context.Context, ref *govchain.BatchRef, packets []*govchain.PacketRef, settled func(error)) error
 	Exception(ctx context.Context, m *govchain.MsgTxException) error
 }
 
@@ -122,13 +124,23 @@ type Config struct {
 	// Backoff is the wait before the second attempt, doubled after each
 	// failed one up to 30s. Default 1s.
 	Backoff time.Duration
+	// Dir holds the backlog: every batch taken and not yet settled, so
+	// that a verifier killed mid-check checks it again when it starts.
+	// "" keeps the backlog in memory only (tests of the checks).
+	Dir string
+	// Limits bound the stored batches when they are read back. Default
+	// amdp.DefaultLimits().
+	Limits amdp.Limits
 }
 
 // Verifier checks batches in the background.
 type Verifier struct {
-	cfg Config
-	in  chan item
-	log *slog.Logger
+	cfg      Config
+	in       chan item
+	log      *slog.Logger
+	backlog  *backlog // nil: Config.Dir was ""
+	restored []item   // the backlog found at New, checked first by Run
+	corrupt  int
 
 	confirmed, confirmedPackets, mismatched, unreachable atomic.Uint64
 	retried, gaveUp                                      atomic.Uint64
@@ -144,7 +156,12 @@ type item struct {
 // packets in them, packets contradicted, batches it could not check
 // (destination unreachable), checks retried, and batches given up on
 // after the last attempt (their packets sent to MANUAL).
-type Stats struct{ Confirmed, ConfirmedPackets, Mismatched, Unverifiable, Retried, GaveUp uint64 }
+type Stats struct {
+	Confirmed, ConfirmedPackets, Mismatched, Unverifiable, Retried, GaveUp uint64
+	// Restored is how many batches the backlog held at start (checked
+	// again), Corrupt how many of its records did not decode.
+	Restored, Corrupt uint64
+}
 
 // New makes a verifier.
 func New(cfg Config) (*Verifier, error) {
@@ -169,17 +186,49 @@ func New(cfg Config) (*Verifier, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Verifier{cfg: cfg, in: make(chan item, 1024), log: cfg.Logger}, nil
+	if cfg.Limits == (amdp.Limits{}) {
+		cfg.Limits = amdp.DefaultLimits()
+	}
+	v := &Verifier{cfg: cfg, in: make(chan item, 1024), log: cfg.Logger}
+	if cfg.Dir != "" {
+		q, err := openBacklog(cfg.Dir, cfg.Logger)
+		if err != nil {
+			return nil, err
+		}
+		if v.restored, v.corrupt, err = q.load(cfg.Limits); err != nil {
+			return nil, errors.Join(fmt.Errorf("verifier: read backlog: %w", err), q.close())
+		}
+		v.backlog = q
+		if len(v.restored) > 0 {
+			v.log.Warn("verifier: checking again the batches not settled before the stop", "batches", len(v.restored))
+		}
+	}
+	return v, nil
+}
+
+// Close closes the backlog. Call it after Run returned.
+func (v *Verifier) Close() error {
+	if v.backlog == nil {
+		return nil
+	}
+	return v.backlog.close()
 }
 
 // Stats returns the counters.
 func (v *Verifier) Stats() Stats {
 	return Stats{v.confirmed.Load(), v.confirmedPackets.Load(), v.mismatched.Load(), v.unreachable.Load(),
-		v.retried.Load(), v.gaveUp.Load()}
+		v.retried.Load(), v.gaveUp.Load(), uint64(len(v.restored)), uint64(v.corrupt)}
 }
 
 // Enqueue hands over a receipted batch; it blocks while the queue is full.
+// With a backlog, the batch is on disk when Enqueue returns: the caller
+// may then forget it (commit its offsets).
 func (v *Verifier) Enqueue(ctx context.Context, b *amdp.Batch, rb *amdp.ReceiptBatch) error {
+	if v.backlog != nil {
+		if err := v.backlog.put(item{b, rb}); err != nil {
+			return err
+		}
+	}
 	select {
 	case v.in <- item{b, rb}:
 		return nil
@@ -191,6 +240,19 @@ func (v *Verifier) Enqueue(ctx context.Context, b *amdp.Batch, rb *amdp.ReceiptB
 // Run verifies until ctx ends.
 func (v *Verifier) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
+	if len(v.restored) > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, it := range v.restored {
+				select {
+				case v.in <- it:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
 	for range v.cfg.Workers {
 		wg.Add(1)
 		go func() {
@@ -217,7 +279,11 @@ func (v *Verifier) settle(ctx context.Context, it item) {
 	h := it.b.Header
 	var err error
 	for attempt, delay := 1, v.cfg.Backoff; ; attempt, delay = attempt+1, min(2*delay, 30*time.Second) {
-		if err = v.verify(ctx, it); err == nil || ctx.Err() != nil {
+		var confirming bool
+		if confirming, err = v.verify(ctx, it); err == nil || ctx.Err() != nil {
+			if err == nil && !confirming {
+				v.forget(h.BatchSeq)
+			}
 			return
 		}
 		if attempt >= v.cfg.Attempts {
@@ -241,17 +307,36 @@ func (v *Verifier) settle(ctx context.Context, it item) {
 	}
 	v.log.Error("batch could not be verified; packets go to a person", "from", h.FromRelay, "batch_seq", h.BatchSeq,
 		"packets", len(refs), "err", err)
-	if rerr := v.cfg.Recorder.Exception(ctx, &govchain.MsgTxException{Packets: refs, State: govchain.PacketState_PACKET_MANUAL,
-		Reason: reason}); rerr != nil && ctx.Err() == nil {
-		v.log.Error("MANUAL entry of an unverifiable batch not recorded", "batch_seq", h.BatchSeq, "err", rerr)
+	rerr := v.cfg.Recorder.Exception(ctx, &govchain.MsgTxException{Packets: refs, State: govchain.PacketState_PACKET_MANUAL,
+		Reason: reason})
+	if rerr != nil {
+		if ctx.Err() == nil {
+			v.log.Error("MANUAL entry of an unverifiable batch not recorded; it stays in the backlog", "batch_seq", h.BatchSeq, "err", rerr)
+		}
+		return
+	}
+	v.forget(h.BatchSeq)
+}
+
+// forget removes a settled batch from the backlog.
+func (v *Verifier) forget(seq uint64) {
+	if v.backlog != nil {
+		v.backlog.done(seq)
 	}
 }
 
-func (v *Verifier) verify(ctx context.Context, it item) error {
+// verify checks one batch. nil with confirming: the confirmation is
+// queued, and the batch leaves the backlog when it is settled; nil
+// without: the check is settled now (contradictions recorded, an
+// unreachable destination, a batch confirmed before a restart).
+func (v *Verifier) verify(ctx context.Context, it item) (confirming bool, err error) {
 	h := it.b.Header
 	a, err := v.waitAnchor(ctx, h.FromRelay, h.BatchSeq)
 	if err != nil {
-		return err
+		return false, err
+	}
+	if a.ConfirmedHeight != 0 {
+		return false, nil // confirmed before this relay stopped; a restored batch
 	}
 	dest, ok := v.cfg.Destination(h.ToRelay)
 	if !ok {
@@ -259,7 +344,7 @@ func (v *Verifier) verify(ctx context.Context, it item) error {
 		v.warnOnce.Do(func() {
 			v.log.Warn("destination chain not reachable from this verifier: receipts proven against anchors, not confirmed", "to", h.ToRelay)
 		})
-		return nil
+		return false, nil
 	}
 	found := map[[32]byte]subchain.Delivery{}
 	delivered := 0
@@ -270,7 +355,7 @@ func (v *Verifier) verify(ctx context.Context, it item) error {
 			}
 			d, ok, err := dest.FindDelivery(ctx, p.ID())
 			if err != nil {
-				return fmt.Errorf("destination lookup: %w", err)
+				return false, fmt.Errorf("destination lookup: %w", err)
 			}
 			if ok {
 				found[p.ID()] = d
@@ -281,7 +366,9 @@ func (v *Verifier) verify(ctx context.Context, it item) error {
 	if len(mism) == 0 {
 		v.confirmed.Add(1)
 		v.confirmedPackets.Add(uint64(delivered))
-		return v.cfg.Recorder.Confirm(ctx, &govchain.BatchRef{FromRelay: h.FromRelay, BatchSeq: h.BatchSeq}, Refs(it.b))
+		err := v.cfg.Recorder.Confirm(ctx, &govchain.BatchRef{FromRelay: h.FromRelay, BatchSeq: h.BatchSeq}, Refs(it.b),
+			func(error) { v.forget(h.BatchSeq) })
+		return err == nil, err
 	}
 	v.mismatched.Add(uint64(len(mism)))
 	v.log.Error("receipts contradicted; packets go to a person", "batch_seq", h.BatchSeq, "packets", len(mism), "first", mism[0].Reason)
@@ -293,10 +380,10 @@ func (v *Verifier) verify(ctx context.Context, it item) error {
 		err := v.cfg.Recorder.Exception(ctx, &govchain.MsgTxException{Packets: refs, State: govchain.PacketState_PACKET_MANUAL,
 			Reason: "verification: " + reason})
 		if err != nil {
-			return err
+			return false, err
 		}
 	}
-	return nil
+	return false, nil
 }
 
 // Refs names a batch's packets, in batch order, as governance txs do.

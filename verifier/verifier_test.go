@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -344,10 +345,14 @@ func (c *flakyChain) FindDelivery(_ context.Context, id [32]byte) (subchain.Deli
 type outcomes struct {
 	confirms   chan *govchain.BatchRef
 	exceptions chan *govchain.MsgTxException
+	settle     bool // report each confirmation committed at once
 }
 
-func (o *outcomes) Confirm(_ context.Context, ref *govchain.BatchRef, _ []*govchain.PacketRef) error {
+func (o *outcomes) Confirm(_ context.Context, ref *govchain.BatchRef, _ []*govchain.PacketRef, settled func(error)) error {
 	o.confirms <- ref
+	if o.settle {
+		settled(nil)
+	}
 	return nil
 }
 func (o *outcomes) Exception(_ context.Context, m *govchain.MsgTxException) error {
@@ -501,5 +506,92 @@ func TestVerifierManualOnRealNode(t *testing.T) {
 				t.Fatal("batch neither confirmed nor sent to MANUAL")
 			}
 		})
+	}
+}
+
+// TestVerifierBacklogRestart: a batch taken by a verifier that stops
+// before its confirmation commits (a relay killed after committing the
+// batch's offsets) is checked again by the next verifier on the same
+// directory; a settled batch is not; a restored batch that governance
+// already records confirmed leaves the backlog without a second
+// confirmation; a corrupt record is counted and kept.
+func TestVerifierBacklogRestart(t *testing.T) {
+	dir := t.TempDir()
+	f := newFixture(t)
+	src := &anchorSource{anchor: f.anchor}
+	chain := &flakyChain{f: f}
+	// run starts a verifier on dir, lets it work until want confirmations
+	// came (or, with want 0, until its backlog is read and checked), and
+	// stops it.
+	run := func(settle bool, want int, enqueue bool) Stats {
+		t.Helper()
+		out := &outcomes{confirms: make(chan *govchain.BatchRef, 4), exceptions: make(chan *govchain.MsgTxException, 4), settle: settle}
+		v, err := New(Config{Gov: src, Recorder: out, Workers: 1, Dir: dir,
+			Destination: func(string) (Finder, bool) { return chain, true }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		done := make(chan struct{})
+		go func() { defer close(done); v.Run(ctx) }()
+		if enqueue {
+			if err := v.Enqueue(ctx, f.b, f.rb); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for range want {
+			select {
+			case <-out.confirms:
+			case <-ctx.Done():
+				t.Fatal("no confirmation")
+			}
+		}
+		if want == 0 {
+			// Nothing to wait for but the check of the restored batch:
+			// it reads the anchor once.
+			time.Sleep(200 * time.Millisecond)
+			select {
+			case ref := <-out.confirms:
+				t.Fatalf("batch %d confirmed again", ref.BatchSeq)
+			default:
+			}
+		}
+		cancel()
+		<-done
+		if err := v.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return v.Stats()
+	}
+	if s := run(false, 1, true); s.Restored != 0 {
+		t.Fatalf("first start restored %d", s.Restored)
+	}
+	// The confirmation was queued, never committed: checked again.
+	if s := run(true, 1, false); s.Restored != 1 || s.Confirmed != 1 {
+		t.Fatalf("after the stop: restored %d, confirmed %d; want 1, 1", s.Restored, s.Confirmed)
+	}
+	if s := run(false, 0, false); s.Restored != 0 {
+		t.Fatalf("a settled batch restored again (%d)", s.Restored)
+	}
+	// Queued, not settled; meanwhile governance committed it.
+	run(false, 1, true)
+	src.anchor.ConfirmedHeight = 13
+	if s := run(false, 0, false); s.Restored != 1 || s.Confirmed != 0 {
+		t.Fatalf("a batch confirmed on the chain: restored %d, confirmed %d; want 1, 0", s.Restored, s.Confirmed)
+	}
+	if s := run(false, 0, false); s.Restored != 0 {
+		t.Fatalf("a batch found confirmed stays in the backlog (%d)", s.Restored)
+	}
+	// A record that does not decode.
+	q, err := openBacklog(dir, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.db.Set(backlogKey(77), []byte("\x05garbage"), nil); err != nil {
+		t.Fatal(err)
+	}
+	q.close()
+	if s := run(false, 0, false); s.Corrupt != 1 || s.Restored != 0 {
+		t.Fatalf("corrupt record: corrupt %d, restored %d; want 1, 0", s.Corrupt, s.Restored)
 	}
 }
