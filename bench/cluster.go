@@ -48,6 +48,13 @@ type ClusterOptions struct {
 	// process: the cluster registers it and writes its relay.yaml, keys
 	// and certificates (Cluster.External), and starts neither.
 	External string
+	// ExternalApp, with External the source of a pipe, has the external
+	// relay's process run that pipe's app on its simulated chain
+	// (relay.yaml chain.app) until the pipe holds this many requests, at
+	// ExternalRate per second (default 100). The app's key is imported
+	// into the external keystore.
+	ExternalApp  uint64
+	ExternalRate float64
 	// Proxies puts a UDP proxy in front of every relay and registers the
 	// proxy's address, so tests can cut and heal the QUIC paths.
 	Proxies bool
@@ -767,6 +774,19 @@ func (c *Cluster) writeExternal(p govchain.Participant) (*ExternalRelay, error) 
 	if _, err := ks.Import(p.Relay, crypto.DevSigner(p.Relay)); err != nil {
 		return nil, err
 	}
+	app := ""
+	if c.opts.ExternalApp > 0 {
+		for _, ps := range c.opts.Pipes {
+			if ps.From != p.Org {
+				continue
+			}
+			if _, err := ks.Import(p.App, crypto.DevSigner(p.App)); err != nil { // p.AppKey, as participants are made
+				return nil, err
+			}
+			app = fmt.Sprintf(", app: {pipe: %s, key: %s, total: %d, rate: %g}", ps.ID, p.App, c.opts.ExternalApp, c.opts.ExternalRate)
+			break
+		}
+	}
 	cert, err := c.CA.Issue(p.Relay, nil)
 	if err != nil {
 		return nil, err
@@ -794,8 +814,8 @@ listen: %s
 tls: {ca: ca.crt, cert: relay.crt, key: relay.key}
 data_dir: data
 shards: 1
-chain: {kind: simchain, id: %s, dir: chain, block_interval: %s}
-`, p.Relay, p.Relay, dir, c.TestnetRPC, c.Node.GenesisFile(), strings.Join(c.brokers, ", "), eventsTopic(p.Relay), addr, p.Subchain, c.opts.ChainInterval)
+chain: {kind: simchain, id: %s, dir: chain, block_interval: %s%s}
+`, p.Relay, p.Relay, dir, c.TestnetRPC, c.Node.GenesisFile(), strings.Join(c.brokers, ", "), eventsTopic(p.Relay), addr, p.Subchain, c.opts.ChainInterval, app)
 	path := filepath.Join(dir, "relay.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		return nil, err

@@ -2,11 +2,13 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -60,6 +62,14 @@ type relayFile struct {
 		Dir           string        `yaml:"dir"`
 		BlockInterval time.Duration `yaml:"block_interval"`
 		FinalityDepth int           `yaml:"finality_depth"`
+		// App is a business app on the simulated chain that sends
+		// requests on its own (demos and fault tests of a relay process).
+		App struct {
+			Pipe  string  `yaml:"pipe"`
+			Key   string  `yaml:"key"`   // the app's key in the keystore (the pipe's source key)
+			Total uint64  `yaml:"total"` // stop once the pipe holds this many requests (0: none sent)
+			Rate  float64 `yaml:"rate"`  // requests per second, default 100
+		} `yaml:"app"`
 	} `yaml:"chain"`
 }
 
@@ -173,6 +183,15 @@ into the subchain. It runs until SIGINT or SIGTERM. Make a relay.yaml with
 				return err
 			}
 			defer ch.Close()
+			if a := f.Chain.App; a.Pipe != "" && a.Total > 0 {
+				appKey, err := gg.signer(a.Key)
+				if err != nil {
+					return fmt.Errorf("chain.app.key: %w", err)
+				}
+				actx, stop := context.WithCancel(ctx)
+				defer stop()
+				go runChainApp(actx, &simchain.App{Chain: ch, Signer: appKey, Pipe: a.Pipe}, a.Total, a.Rate, log)
+			}
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 			r, err := relay.New(ctx, relay.Config{RelayID: f.RelayID, Signer: signer, Chain: ch, Gov: gov, Brokers: f.Kafka,
@@ -368,4 +387,32 @@ machine. Topics are created on first use. Production uses a real cluster
 	dev.Flags().DurationVar(&retention, "retention", time.Hour, "drop records older than this (the broker is in memory: this bounds its size)")
 	cmd.AddCommand(dev)
 	return cmd
+}
+
+// runChainApp sends requests on app's pipe at rate per second until the
+// pipe holds total (counted on the chain, so a restarted process goes on
+// where the last stopped) or ctx ends.
+func runChainApp(ctx context.Context, app *simchain.App, total uint64, rate float64, log *slog.Logger) {
+	if rate <= 0 {
+		rate = 100
+	}
+	tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
+	defer tick.Stop()
+	for {
+		n := app.Chain.NextSequence(app.Pipe) - 1
+		if n >= total {
+			log.Info("chain app done", "pipe", app.Pipe, "requests", n)
+			return
+		}
+		if _, err := app.Send(ctx, fmt.Appendf(nil, `{"request":%d}`, n+1)); err != nil {
+			if ctx.Err() == nil {
+				log.Warn("chain app: request not sent", "pipe", app.Pipe, "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
