@@ -67,10 +67,10 @@ func connCode(t *testing.T, conn *quic.Conn) quic.ApplicationErrorCode {
 	return ae.ErrorCode
 }
 
-// TestSlowLorisPeer: a registered relay that opens its whole share of
+// hostileSlowLoris (a TestHostileInputs row): a registered relay that opens its whole share of
 // streams and trickles them is reset at FrameReadTimeout and counted as
 // slow_peer, while another relay's batches go through meanwhile.
-func TestSlowLorisPeer(t *testing.T) {
+func hostileSlowLoris(t *testing.T) {
 	noLeaks(t)
 	n := newTestNet(t, "a", "b", "evil")
 	n.addPipe("p1", "a", "b")
@@ -111,9 +111,9 @@ func TestSlowLorisPeer(t *testing.T) {
 	conn.CloseWithError(0, "")
 }
 
-// TestConnectionsPerPeer: a relay's connections beyond MaxConnsPerPeer are
+// hostileConnectionsPerPeer (a TestHostileInputs row): a relay's connections beyond MaxConnsPerPeer are
 // closed after their handshake with connTooMany; the first ones stay.
-func TestConnectionsPerPeer(t *testing.T) {
+func hostileConnectionsPerPeer(t *testing.T) {
 	noLeaks(t)
 	n := newTestNet(t, "b", "evil")
 	b := n.start("b", func(c *Config) { c.MaxConnsPerPeer = 2 })
@@ -147,10 +147,10 @@ func TestConnectionsPerPeer(t *testing.T) {
 	}
 }
 
-// TestConnectionRateFromOneAddress: an address that opens connections in
+// hostileConnectionLoop (a TestHostileInputs row): an address that opens connections in
 // a loop is asked for a Retry past half its burst and refused before the
 // handshake past all of it; a peer on another address is not affected.
-func TestConnectionRateFromOneAddress(t *testing.T) {
+func hostileConnectionLoop(t *testing.T) {
 	noLeaks(t)
 	n := newTestNet(t, "a", "b", "evil")
 	n.addPipe("p1", "a", "b")
@@ -234,10 +234,10 @@ func TestAdmissionPerAddress(t *testing.T) {
 	}
 }
 
-// TestRevalidateClosesRevokedPeer: once the registry no longer has a
+// hostileRevokedPeer (a TestHostileInputs row): once the registry no longer has a
 // relay's service (revoked), Revalidate closes its connection with
 // connRevoked, and its next Send is refused at the handshake.
-func TestRevalidateClosesRevokedPeer(t *testing.T) {
+func hostileRevokedPeer(t *testing.T) {
 	noLeaks(t)
 	n := newTestNet(t, "a", "b")
 	n.addPipe("p1", "a", "b")

@@ -248,6 +248,13 @@ func TestHostileInputs(t *testing.T) {
 		})
 	}
 
+	// The fair-receiver rows (fair_test.go): each refuses the attack
+	// with its reason, counts it, executes nothing because of it and
+	// checks for leaked goroutines itself.
+	t.Run("slow-loris peer", hostileSlowLoris)
+	t.Run("peer opening connections in a loop", hostileConnectionLoop)
+	t.Run("peer over its connections", hostileConnectionsPerPeer)
+	t.Run("revoked relay's open connection", hostileRevokedPeer)
 	t.Run("replayed batch", func(t *testing.T) {
 		leaks := goleak.IgnoreCurrent()
 		t.Cleanup(func() { goleak.VerifyNone(t, leaks) })
