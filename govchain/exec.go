@@ -114,55 +114,16 @@ func (x *execCtx) deliver(body *TxBody) (rej *TxError, err error) {
 	}
 }
 
-// msgName names a message in rejections ("register-service").
+// msgName names a message in rejections ("register-service"): the name of
+// the TxBody oneof field it travels in, with dashes, so a new message is
+// named without a second list beside the proto.
 func msgName(body *TxBody) string {
-	switch body.Msg.(type) {
-	case *TxBody_ApplyOrg:
-		return "apply-org"
-	case *TxBody_Vote:
-		return "vote"
-	case *TxBody_ProposeAccount:
-		return "propose-account"
-	case *TxBody_RegisterNode:
-		return "register-node"
-	case *TxBody_RegisterService:
-		return "register-service"
-	case *TxBody_RegisterSubchain:
-		return "register-subchain"
-	case *TxBody_RegisterApp:
-		return "register-app"
-	case *TxBody_RegisterContract:
-		return "register-contract"
-	case *TxBody_ApplyPipe:
-		return "apply-pipe"
-	case *TxBody_AuthorizePipe:
-		return "authorize-pipe"
-	case *TxBody_SuspendPipe:
-		return "suspend-pipe"
-	case *TxBody_ResumePipe:
-		return "resume-pipe"
-	case *TxBody_ProposePipeMode:
-		return "propose-pipe-mode"
-	case *TxBody_OpenBatches:
-		return "open-batches"
-	case *TxBody_AnchorReceipts:
-		return "anchor-receipts"
-	case *TxBody_ConfirmBatches:
-		return "confirm-batches"
-	case *TxBody_TxException:
-		return "tx-exception"
-	case *TxBody_Resolve:
-		return "resolve"
-	case *TxBody_RevokeAccount:
-		return "revoke-account"
-	case *TxBody_ProposeExpelOrg:
-		return "propose-expel-org"
-	case *TxBody_RotateKey:
-		return "rotate-key"
-	case *TxBody_UpdateService:
-		return "update-service"
+	m := body.ProtoReflect()
+	fd := m.WhichOneof(m.Descriptor().Oneofs().ByName("msg"))
+	if fd == nil {
+		return "unknown"
 	}
-	return "unknown"
+	return strings.ReplaceAll(string(fd.Name()), "_", "-")
 }
 
 // requireRole checks that the sender holds one of roles in an active org.

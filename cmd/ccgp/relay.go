@@ -14,6 +14,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -102,7 +103,7 @@ func loadRelayFile(path string) (*relayFile, error) {
 		}
 	}
 	if len(missing) > 0 {
-		sortStrings(missing)
+		slices.Sort(missing)
 		return nil, usagef("relay config %s: missing %s", path, strings.Join(missing, ", "))
 	}
 	if f.GovernanceGenesis == "" && f.GovernanceTrust.Height == 0 {
@@ -121,14 +122,6 @@ func loadRelayFile(path string) (*relayFile, error) {
 		return nil, usagef("relay config %s: listen %q: %v", path, f.Listen, err)
 	}
 	return &f, nil
-}
-
-func sortStrings(s []string) {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j] < s[j-1]; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
 }
 
 func newRelayCmd(g *globals) *cobra.Command {
