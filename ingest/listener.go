@@ -12,6 +12,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/ccgpmesh/ccgp/backoff"
 	"github.com/ccgpmesh/ccgp/ingest/subchain"
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
 )
@@ -177,7 +178,8 @@ func (l *Listener) Stats() ListenerStats {
 // returns nil once ctx ends, or the first error that is not a produce
 // failure (checkpoint, chain stream).
 func (l *Listener) Serve(ctx context.Context) error {
-	delay := l.cfg.retryMin
+	retry := backoff.Policy{Min: l.cfg.retryMin, Max: l.cfg.retryMax}
+	failures := 0
 	for {
 		before := l.acked.Load()
 		err := l.Run(ctx)
@@ -185,19 +187,16 @@ func (l *Listener) Serve(ctx context.Context) error {
 			return err
 		}
 		if l.acked.Load() > before {
-			delay = l.cfg.retryMin // Kafka worked for a while: a new fault
+			failures = 0 // Kafka worked for a while: a new fault
 		}
+		failures++
+		delay := retry.Delay(failures)
 		l.restarts.Add(1)
 		l.cfg.log.Warn("listener: Kafka failed a record; resuming from the checkpoint", "checkpoint", l.saved.Load(),
 			"retry_in", delay, "err", err)
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if backoff.Wait(ctx, delay) != nil {
 			return nil
-		case <-t.C:
 		}
-		delay = min(2*delay, l.cfg.retryMax)
 	}
 }
 

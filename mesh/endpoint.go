@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"sync"
 	"time"
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/ccgpmesh/ccgp/backoff"
 	"github.com/ccgpmesh/ccgp/crypto"
 	"github.com/ccgpmesh/ccgp/govchain"
 )
@@ -294,16 +294,10 @@ func (e *Endpoint) relayKey(relayID string) (crypto.Suite, []byte, error) {
 }
 
 // backoff is the wait before connection attempt n+1 after n failures:
-// doubling from MinBackoff, capped at MaxBackoff, with jitter in
-// [d/2, d] so that relays that lost a common peer do not redial in step.
+// doubling from MinBackoff, capped at MaxBackoff, jittered so that relays
+// that lost a common peer do not redial in step.
 func (e *Endpoint) backoff(n int) time.Duration {
-	d := e.cfg.MaxBackoff
-	if n <= 30 {
-		if s := e.cfg.MinBackoff << max(n-1, 0); s > 0 && s < d {
-			d = s
-		}
-	}
-	return d/2 + rand.N(d/2+1)
+	return backoff.Policy{Min: e.cfg.MinBackoff, Max: e.cfg.MaxBackoff, Jitter: true}.Delay(n)
 }
 
 // sleep waits for d, ctx or Close, whichever comes first.

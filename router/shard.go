@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -15,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/time/rate"
 
+	"github.com/ccgpmesh/ccgp/backoff"
 	"github.com/ccgpmesh/ccgp/crypto"
 	"github.com/ccgpmesh/ccgp/govchain"
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
@@ -577,7 +577,7 @@ func (s *Shard) queueAnchors(ctx context.Context, ready []*pending) (*anchoring,
 	}
 	go func() {
 		defer close(a.done)
-		backoff := 100 * time.Millisecond
+		retry := backoff.Policy{Min: 100 * time.Millisecond, Max: 5 * time.Second}
 		for attempt := 1; ; attempt++ {
 			err := wait(ctx)
 			if err == nil || ctx.Err() != nil {
@@ -587,13 +587,10 @@ func (s *Shard) queueAnchors(ctx context.Context, ready []*pending) (*anchoring,
 			if attempt == 1 || attempt%20 == 0 {
 				s.log.Warn("batch anchors not committed; retrying", "batches", len(opens), "first_batch_seq", opens[0].BatchSeq, "attempt", attempt, "err", err)
 			}
-			select {
-			case <-ctx.Done():
-				a.err = ctx.Err()
+			if err := backoff.Wait(ctx, retry.Delay(attempt)); err != nil {
+				a.err = err
 				return
-			case <-time.After(backoff):
 			}
-			backoff = min(2*backoff, 5*time.Second)
 			// Anchors already committed count as committed again.
 			if wait, err = s.cfg.Anchors.QueueOpens(ctx, opens); err != nil {
 				a.err = err
@@ -731,7 +728,8 @@ func OpenRecord(b *amdp.Batch) *govchain.BatchOpen {
 func (s *Shard) deliver(ctx context.Context, b *amdp.Batch) error {
 	to := b.Header.ToRelay
 	budget := time.Now().Add(s.cfg.SendBudget)
-	backoff := 50 * time.Millisecond
+	// A peer that is down slows this shard instead of growing a queue.
+	retry := backoff.Policy{Min: 50 * time.Millisecond, Max: 5 * time.Second, Jitter: true}
 	for attempt := 1; ; attempt++ {
 		start := time.Now()
 		actx, cancel := context.WithTimeout(ctx, min(s.cfg.SendTimeout, time.Until(budget)+time.Millisecond))
@@ -765,16 +763,8 @@ func (s *Shard) deliver(ctx context.Context, b *amdp.Batch) error {
 		if attempt == 1 || attempt%20 == 0 {
 			s.log.Warn("batch not acknowledged; retrying", "to", to, "packets", len(b.Packets), "attempt", attempt, "err", err)
 		}
-		// Exponential backoff with full jitter, capped: a peer that is down
-		// slows this shard instead of growing a queue.
-		sleep := time.Duration(rand.Int64N(int64(backoff))) + backoff/2
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(sleep):
-		}
-		if backoff < 5*time.Second {
-			backoff *= 2
+		if err := backoff.Wait(ctx, retry.Delay(attempt)); err != nil {
+			return err
 		}
 	}
 }

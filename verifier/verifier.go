@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/ccgpmesh/ccgp/backoff"
 	"github.com/ccgpmesh/ccgp/govchain"
 	"github.com/ccgpmesh/ccgp/ingest/subchain"
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
@@ -278,7 +279,8 @@ func (v *Verifier) Run(ctx context.Context) error {
 func (v *Verifier) settle(ctx context.Context, it item) {
 	h := it.b.Header
 	var err error
-	for attempt, delay := 1, v.cfg.Backoff; ; attempt, delay = attempt+1, min(2*delay, 30*time.Second) {
+	retry := backoff.Policy{Min: v.cfg.Backoff, Max: 30 * time.Second}
+	for attempt := 1; ; attempt++ {
 		var confirming bool
 		if confirming, err = v.verify(ctx, it); err == nil || ctx.Err() != nil {
 			if err == nil && !confirming {
@@ -291,12 +293,8 @@ func (v *Verifier) settle(ctx context.Context, it item) {
 		}
 		v.retried.Add(1)
 		v.log.Warn("verification incomplete; retrying", "batch_seq", h.BatchSeq, "attempt", attempt, "err", err)
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if backoff.Wait(ctx, retry.Delay(attempt)) != nil {
 			return
-		case <-t.C:
 		}
 	}
 	v.gaveUp.Add(1)
@@ -399,7 +397,8 @@ func Refs(b *amdp.Batch) []*govchain.PacketRef {
 func (v *Verifier) waitAnchor(ctx context.Context, from string, seq uint64) (*govchain.BatchAnchor, error) {
 	ctx, cancel := context.WithTimeout(ctx, v.cfg.AnchorTimeout)
 	defer cancel()
-	for delay := 50 * time.Millisecond; ; delay = min(2*delay, time.Second) {
+	poll := backoff.Policy{Min: 50 * time.Millisecond, Max: time.Second}
+	for n := 1; ; n++ {
 		a := &govchain.BatchAnchor{}
 		_, err := v.cfg.Gov.Get(ctx, govchain.KeyBatch(from, seq), a)
 		if err == nil && a.ReceiptedHeight > 0 {
@@ -410,10 +409,8 @@ func (v *Verifier) waitAnchor(ctx context.Context, from string, seq uint64) (*go
 				return nil, err
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("receipt anchor of batch %s/%d: %w", from, seq, ctx.Err())
-		case <-time.After(delay):
+		if err := backoff.Wait(ctx, poll.Delay(n)); err != nil {
+			return nil, fmt.Errorf("receipt anchor of batch %s/%d: %w", from, seq, err)
 		}
 	}
 }
