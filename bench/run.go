@@ -450,20 +450,7 @@ func newTraffic(ctx context.Context, c *Cluster, specs []govchain.PipeSpec, opts
 			opts.Logger.Warn("governance watcher stopped", "err", err)
 		}
 	})
-	if c.Kafka != nil {
-		t.wg.Go(func() {
-			tk := time.NewTicker(15 * time.Second)
-			defer tk.Stop()
-			for {
-				select {
-				case <-bctx.Done():
-					return
-				case <-tk.C:
-					c.Kafka.ApplyRetention()
-				}
-			}
-		})
-	}
+	// Kafka's retention runs in the cluster (ApplyRetentionEvery).
 	probeMu.Lock()
 	*prp = t.probe
 	probeMu.Unlock()
