@@ -28,6 +28,10 @@ type DemoOptions struct {
 	Brokers []string // a real Kafka cluster instead of the embedded broker
 	// Mode is every pipe's consistency mode: "optimistic" (default) or "strict".
 	Mode string
+	// Dir keeps the platform's state (the chains, the governance node, the
+	// relays' stores) after the run, for inspection; "" uses a temporary
+	// directory removed at the end.
+	Dir string
 }
 
 // DemoSummary is the demo's result; `ccgp demo --json` prints it. Lost and
@@ -98,7 +102,7 @@ func RunDemo(ctx context.Context, opts DemoOptions) (*DemoSummary, error) {
 	for i := range pipes {
 		pipes[i].Mode = mode
 	}
-	c, err := StartCluster(ctx, ClusterOptions{Logger: opts.Logger, Brokers: opts.Brokers, Pipes: pipes, Step: func(s string) { say("%s", s) }})
+	c, err := StartCluster(ctx, ClusterOptions{Dir: opts.Dir, Logger: opts.Logger, Brokers: opts.Brokers, Pipes: pipes, Step: func(s string) { say("%s", s) }})
 	if err != nil {
 		return nil, err
 	}

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
 	"time"
@@ -46,6 +48,16 @@ own delivery records. --keep-running sends until Ctrl-C.`,
 			}
 			if kafka != "" {
 				o.Brokers = strings.Split(kafka, ",")
+			}
+			if o.Dir != "" {
+				if ents, err := os.ReadDir(o.Dir); err == nil && len(ents) > 0 {
+					return usagef("--state-dir %s is not empty", o.Dir)
+				} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+					return usagef("--state-dir: %v", err)
+				}
+				if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+					return usagef("--state-dir: %v", err)
+				}
 			}
 			o.Out = os.Stdout
 			if asJSON {
@@ -101,5 +113,6 @@ own delivery records. --keep-running sends until Ctrl-C.`,
 	f.IntVar(&o.BulkTxs, "bulk-txs", 0, "also measure a burst of this many governance txs")
 	f.StringVar(&o.Mode, "mode", "optimistic", "every pipe's consistency mode: optimistic or strict")
 	f.StringVar(&kafka, "kafka", "", "Kafka brokers host:port,... (default: an embedded kfake broker)")
+	f.StringVar(&o.Dir, "state-dir", "", "keep the platform's state (simulated chains in DIR/chains/ORG, the governance node, the relays' stores) in this new or empty directory after the run (default: a temporary directory, removed)")
 	return cmd
 }
