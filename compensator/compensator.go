@@ -87,6 +87,9 @@ type Config struct {
 	// Offences, if set, takes a record of every receipt the destination
 	// chain contradicts, against the relay that signed it.
 	Offences offence.Reporter
+	// RelayOrg names the org that runs a relay, for offence records
+	// ("": unknown); nil leaves every offender's org unknown.
+	RelayOrg func(relayID string) string
 	Dir      string // pebble store of packets under compensation
 	Policy   Policy
 	Logger   *slog.Logger

@@ -153,7 +153,11 @@ func (c *Compensator) offend(it *Item, reason, detail string) {
 	if c.cfg.Offences == nil {
 		return
 	}
-	r := offence.ForRelay(offence.StageCompensator, reason, it.To, "", detail)
+	org := ""
+	if c.cfg.RelayOrg != nil {
+		org = c.cfg.RelayOrg(it.To)
+	}
+	r := offence.ForRelay(offence.StageCompensator, reason, it.To, org, detail)
 	r.Reporter, r.TimeUnixMs = c.cfg.RelayID, time.Now().UnixMilli()
 	r.Pipe, r.Seq, r.PacketID, r.Evidence = it.Pipe, it.Seq, hex.EncodeToString(it.ID[:]), it.Receipt
 	c.cfg.Offences.Report(r)

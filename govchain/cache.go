@@ -294,6 +294,13 @@ func (k *Cache) Account(addr crypto.Address) (*Account, bool) {
 	return a, true
 }
 
+// Revoked reports whether the account at addr is on record as revoked
+// (by a revoke tx, or with its org's expulsion).
+func (k *Cache) Revoked(addr crypto.Address) bool {
+	a, ok := k.snap.Load().accounts[addr]
+	return ok && a.Status == AccountStatus_ACCOUNT_REVOKED
+}
+
 // Org returns the org with id, whatever its status.
 func (k *Cache) Org(id string) (*Org, bool) { o, ok := k.snap.Load().orgs[id]; return o, ok }
 

@@ -34,6 +34,7 @@ type Registry interface {
 	Service(relayID string) (*govchain.Service, bool)
 	Account(addr crypto.Address) (*govchain.Account, bool)
 	Pipe(id string) (*govchain.Pipe, bool)
+	Revoked(addr crypto.Address) bool
 }
 
 // Deliverer is the destination chain as delivery needs it; subchain.Chain

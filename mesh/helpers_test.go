@@ -55,6 +55,13 @@ func (r *memRegistry) Account(a crypto.Address) (*govchain.Account, bool) {
 	return acct, ok
 }
 
+func (r *memRegistry) Revoked(a crypto.Address) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	acct, ok := r.accounts[a]
+	return ok && acct.Status == govchain.AccountStatus_ACCOUNT_REVOKED
+}
+
 func (r *memRegistry) Pipe(id string) (*govchain.Pipe, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

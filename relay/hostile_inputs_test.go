@@ -52,6 +52,7 @@ type relayHostileRow struct {
 	name   string
 	reason string // offence reason, "" when the row checks its own refusal
 	stage  string
+	org    string // the org the offence must name, when set
 	// attack returns the pipe and sequence the offence names.
 	attack func(t *testing.T, h *relayHostile) (pipe string, seq uint64)
 	// after checks the row's own refusal and that nothing executed.
@@ -140,7 +141,7 @@ func TestHostileInputs(t *testing.T) {
 				forge(ctx, t, c, "org-1", packet("pipe-none", 1, attacker, attacker))
 				return "pipe-none", 1
 			}},
-		{name: "destination lies with a REJECTED receipt for a packet it executed", reason: "", stage: offence.StageCompensator,
+		{name: "destination lies with a REJECTED receipt for a packet it executed", reason: "false_refusal", stage: offence.StageCompensator, org: "org-2",
 			attack: func(t *testing.T, h *relayHostile) (string, uint64) {
 				p, err := c.Apps["pipe-1-2"].Send(ctx, []byte(lyingPrefix+"executed, answered refused"))
 				if err != nil {
@@ -266,6 +267,9 @@ func TestHostileInputs(t *testing.T) {
 				for _, o := range got {
 					if row.reason != "" && o.Reason != row.reason {
 						t.Errorf("offence %s at %s, want %s", o.Reason, o.Stage, row.reason)
+					}
+					if row.org != "" && o.Org != row.org {
+						t.Errorf("offence against org %q, want %q", o.Org, row.org)
 					}
 					t.Logf("offence: %s/%s at %s against %s/%s: %s", o.Reason, o.Stage, o.Reporter, o.Org, o.Relay, o.Detail)
 				}

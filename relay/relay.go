@@ -193,8 +193,9 @@ func New(ctx context.Context, cfg Config) (*Relay, error) {
 	opened = append(opened, r.ver.Close)
 	r.comp, err = compensator.New(compensator.Config{RelayID: cfg.RelayID, Signer: cfg.Signer, Sender: r.ep, Anchors: r.txq,
 		Recorder: r.txq, Source: cfg.Chain, Gov: cfg.Gov, States: cfg.Gov, Destinations: dests, Offences: r.offs,
-		Dir:    filepath.Join(cfg.DataDir, "compensator"),
-		Policy: cfg.Compensation, Logger: r.log, SendTimeout: cfg.SendBudget, Record: r.recordReceipts})
+		RelayOrg: func(id string) string { s, _ := r.cache.Service(id); return s.GetOrg() },
+		Dir:      filepath.Join(cfg.DataDir, "compensator"),
+		Policy:   cfg.Compensation, Logger: r.log, SendTimeout: cfg.SendBudget, Record: r.recordReceipts})
 	if err != nil {
 		return nil, err
 	}

@@ -25,10 +25,10 @@ type registry map[string]*govchain.Pipe
 
 func (r registry) Pipe(id string) (*govchain.Pipe, bool) { p, ok := r[id]; return p, ok }
 
-// Account: the static view records no account, so none is revoked
-// (revoked source accounts are checked in mesh/check and the relay's
+// Revoked: the static view records no account, so none is revoked
+// (revoked source accounts are checked in mesh and the relay's
 // TestHostileInputs).
-func (r registry) Account(crypto.Address) (*govchain.Account, bool) { return nil, false }
+func (r registry) Revoked(crypto.Address) bool { return false }
 
 func pipe(id, srcRelay, dstRelay string, app crypto.Signer, status govchain.PipeStatus) *govchain.Pipe {
 	a := crypto.SignerAddress(app)

@@ -47,9 +47,10 @@ var (
 )
 
 // Accounts is the governance view of accounts that Authentic needs; the
-// relays' cache (govchain.Cache) satisfies it.
+// relays' cache (govchain.Cache) satisfies it. Revoked reports whether the
+// account at addr is on record as revoked (an unknown account is not).
 type Accounts interface {
-	Account(addr crypto.Address) (*govchain.Account, bool)
+	Revoked(addr crypto.Address) bool
 }
 
 // Ends names the relays between which a packet is checked: From is the
@@ -86,10 +87,8 @@ func Authentic(p *amdp.Packet, pipe *govchain.Pipe, found bool, ends Ends, accts
 		}
 		return &amdp.ValidationError{Field: "credential", Reason: amdp.ErrBadCredential, Detail: "does not name the pipe's source account"}
 	}
-	if accts != nil {
-		if a, ok := accts.Account(addr); ok && a.GetStatus() == govchain.AccountStatus_ACCOUNT_REVOKED {
-			return fmt.Errorf("%w: %s at height %d (%s)", ErrRevokedKey, addr, a.GetRevokedHeight(), a.GetStatusReason())
-		}
+	if accts != nil && accts.Revoked(addr) {
+		return fmt.Errorf("%w: %s", ErrRevokedKey, addr)
 	}
 	return nil
 }
