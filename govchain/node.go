@@ -25,6 +25,7 @@ type LocalNode struct {
 	home string
 	cmt  *nm.Node
 	app  *Application
+	dbs  *nodeDBs // the node's stores, closed by Stop
 	log  *slog.Logger
 }
 
@@ -71,19 +72,18 @@ func StartNode(ctx context.Context, home string, log *slog.Logger) (*LocalNode, 
 		return nil, fmt.Errorf("govchain: node key: %w", err)
 	}
 	pv := privval.LoadFilePV(c.PrivValidatorKeyFile(), c.PrivValidatorStateFile())
+	dbs := &nodeDBs{}
 	cmt, err := nm.NewNode(ctx, c, pv, nodeKey, proxy.NewLocalClientCreator(app),
-		nm.DefaultGenesisDocProviderFunc(c), closeSafeDBProvider,
+		nm.DefaultGenesisDocProviderFunc(c), dbs.provide,
 		nm.DefaultMetricsProvider(c.Instrumentation), cometLogger{log.With("module", "cometbft")})
 	if err != nil {
-		app.Close()
-		return nil, fmt.Errorf("govchain: create node in %s: %w", home, err)
+		return nil, errors.Join(fmt.Errorf("govchain: create node in %s: %w", home, err), dbs.closeAll(), app.Close())
 	}
 	if err := cmt.Start(); err != nil {
-		app.Close()
-		return nil, fmt.Errorf("govchain: start node in %s: %w", home, err)
+		return nil, errors.Join(fmt.Errorf("govchain: start node in %s: %w", home, err), dbs.closeAll(), app.Close())
 	}
 	log.Info("governance node started", "home", home, "id", nodeKey.ID(), "p2p", c.P2P.ListenAddress, "rpc", c.RPC.ListenAddress)
-	return &LocalNode{home: home, cmt: cmt, app: app, log: log}, nil
+	return &LocalNode{home: home, cmt: cmt, app: app, dbs: dbs, log: log}, nil
 }
 
 // Client returns a client that talks to this node in-process, anchored at
@@ -143,6 +143,11 @@ func (n *LocalNode) Stop() error {
 	if n.cmt.IsRunning() {
 		err = n.cmt.Stop()
 		n.cmt.Wait()
+	}
+	// After the node stopped: the stores CometBFT did not close (its tx
+	// index), so that the home can be started again in this process.
+	if n.dbs != nil {
+		err = errors.Join(err, n.dbs.closeAll())
 	}
 	if n.app != nil {
 		err = errors.Join(err, n.app.Close())
