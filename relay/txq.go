@@ -40,6 +40,7 @@ type txq struct {
 	// and then for its own.
 	results   chan []*txItem // what finished rounds give back to retry
 	rounds    int            // rounds in flight; Run's goroutine only
+	lastWait  chan struct{}  // closed when the newest round's wait is over; Run's goroutine only
 	maxRounds int
 
 	maxTries int // of an item whose precondition is not met yet; maxTries unless a test says
@@ -263,17 +264,31 @@ func (q *txq) round(ctx context.Context, pending []*txItem) []*txItem {
 		return keep
 	}
 	// Broadcast all (in nonce order), then wait for each in the background.
-	hashes := make([][]byte, len(groups))
+	// The signed bytes are kept: a node that restarts loses its mempool,
+	// and the wait hands them to it again (WaitTxResend).
+	raws := make([][]byte, len(groups))
 	errs := make([]error, len(groups))
 	for i, g := range groups {
-		hashes[i], errs[i] = q.gov.Broadcast(ctx, g.msg.Signer, g.msg.Msg)
+		if raws[i], errs[i] = q.gov.Sign(ctx, g.msg.Signer, g.msg.Msg); errs[i] == nil {
+			_, errs[i] = q.gov.BroadcastRaw(ctx, g.msg.Signer, raws[i])
+		}
 	}
 	q.rounds++
+	// Rounds are waited for one after the other, so that txs handed to
+	// the node again reach it in nonce order, as the first time: a later
+	// round's tx landing first would get an earlier one refused for its
+	// nonce (and a pipe's later range anchored before its earlier one).
+	prev, mine := q.lastWait, make(chan struct{})
+	q.lastWait = mine
 	go func() {
+		defer close(mine)
+		if prev != nil {
+			<-prev
+		}
 		var back []*txItem
 		for i, g := range groups {
 			if errs[i] == nil {
-				_, errs[i] = q.gov.WaitTx(ctx, hashes[i])
+				_, errs[i] = q.gov.WaitTxResend(ctx, raws[i])
 			}
 			if errs[i] == nil {
 				g.kind.txs.Add(1)
