@@ -25,7 +25,7 @@ type LocalNode struct {
 	home string
 	cmt  *nm.Node
 	app  *Application
-	dbs  *nodeDBs // the node's stores, closed by Stop
+	dbs  *nodeDBs  // the node's stores, closed by Stop
 	rpc  *rpcFront // the RPC address, closed with its connections by Stop; nil without a TCP RPC address
 	log  *slog.Logger
 }
