@@ -262,36 +262,51 @@ func (c *Client) WaitTx(ctx context.Context, hash []byte) (*TxResult, error) {
 }
 
 // WaitTxResend is WaitTx for the signed tx raw (as BroadcastRaw took it),
-// which it hands to the node again once after each time the node did not
-// answer and then did not know the tx: a node that stopped lost its
-// mempool, and the tx would otherwise wait out the commit timeout for
-// nothing. The same bytes carry the same nonce, so at most one copy
-// commits; a copy the node still holds is refused as a duplicate, which
-// changes nothing.
+// which it hands to the node again every resendEvery while the node does
+// not know it: a node that stopped lost its mempool, and the tx would
+// otherwise wait out the commit timeout for nothing. The same bytes carry
+// the same nonce, so at most one copy commits; a copy the node still holds
+// is refused as a duplicate (its cache), which changes nothing. If the
+// node refuses the copy (its nonce was passed by a later tx of the
+// signer, which also drops it from the mempool) and the tx still is not
+// found lostGrace later, it can never commit: that refusal is returned at
+// once (a *TxError, ErrBadNonce for a passed nonce) instead of the commit
+// timeout.
 func (c *Client) WaitTxResend(ctx context.Context, raw []byte) (*TxResult, error) {
 	return c.waitTx(ctx, types.Tx(raw).Hash(), raw)
 }
+
+const (
+	resendEvery = time.Second
+	// lostGrace covers a tx that committed but is not indexed yet (the
+	// index is written after the commit): its copy is refused for its
+	// used nonce, and the next look finds it.
+	lostGrace = time.Second
+)
 
 func (c *Client) waitTx(ctx context.Context, hash, raw []byte) (*TxResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.commitTimeout)
 	defer cancel()
 	t := time.NewTicker(c.cfg.poll)
 	defer t.Stop()
-	unreachable := false // the node failed to answer since the last resend
+	sent := time.Now()
+	var refused *TxError // the node's answer to the last copy
+	var refusedAt time.Time
 	for {
 		res, err := c.rpc.Tx(ctx, hash, false)
 		if err == nil {
 			return txResult(res)
 		}
-		switch {
-		case !strings.Contains(err.Error(), "not found"):
-			unreachable = ctx.Err() == nil
-		case unreachable && raw != nil:
-			unreachable = false
-			if _, berr := c.rpc.BroadcastTxSync(ctx, raw); berr != nil {
-				c.cfg.log.Debug("governance tx not taken again", "hash", fmt.Sprintf("%X", hash), "err", berr)
-			} else {
-				c.cfg.log.Info("governance tx handed to the node again after it was unreachable", "hash", fmt.Sprintf("%X", hash))
+		now := time.Now()
+		if refused != nil && now.Sub(refusedAt) >= lostGrace {
+			return nil, fmt.Errorf("govchain: tx %X left the mempool uncommitted: %w", hash, refused)
+		}
+		if raw != nil && strings.Contains(err.Error(), "not found") && now.Sub(sent) >= resendEvery {
+			sent = now
+			if rej := c.resend(ctx, raw); rej == nil {
+				refused = nil
+			} else if refused == nil {
+				refused, refusedAt = rej, now
 			}
 		}
 		select {
@@ -300,6 +315,24 @@ func (c *Client) waitTx(ctx context.Context, hash, raw []byte) (*TxResult, error
 		case <-t.C:
 		}
 	}
+}
+
+// resend hands raw to the node again and returns its refusal, if it
+// refused the tx (not: it holds it already, or did not answer).
+func (c *Client) resend(ctx context.Context, raw []byte) *TxError {
+	res, err := c.rpc.BroadcastTxSync(ctx, raw)
+	if err != nil {
+		return checkTxRejection(err) // nil for "already in the cache" and transport errors
+	}
+	if err := TxErrorFromResult(res.Code, res.Log); err != nil {
+		var te *TxError
+		if errors.As(err, &te) {
+			return te
+		}
+		return nil
+	}
+	c.cfg.log.Info("governance tx handed to the node again: it did not hold it any more", "hash", fmt.Sprintf("%X", res.Hash))
+	return nil
 }
 
 // invalidTxRE matches mempool.ErrInvalidTx as it crosses the HTTP RPC,

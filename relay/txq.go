@@ -40,7 +40,6 @@ type txq struct {
 	// and then for its own.
 	results   chan []*txItem // what finished rounds give back to retry
 	rounds    int            // rounds in flight; Run's goroutine only
-	lastWait  chan struct{}  // closed when the newest round's wait is over; Run's goroutine only
 	maxRounds int
 
 	maxTries int // of an item whose precondition is not met yet; maxTries unless a test says
@@ -265,7 +264,9 @@ func (q *txq) round(ctx context.Context, pending []*txItem) []*txItem {
 	}
 	// Broadcast all (in nonce order), then wait for each in the background.
 	// The signed bytes are kept: a node that restarts loses its mempool,
-	// and the wait hands them to it again (WaitTxResend).
+	// and the wait hands them to it again (WaitTxResend); a copy refused
+	// for its nonce (a later tx got in first) comes back as ErrBadNonce,
+	// which failed retries at once.
 	raws := make([][]byte, len(groups))
 	errs := make([]error, len(groups))
 	for i, g := range groups {
@@ -274,17 +275,7 @@ func (q *txq) round(ctx context.Context, pending []*txItem) []*txItem {
 		}
 	}
 	q.rounds++
-	// Rounds are waited for one after the other, so that txs handed to
-	// the node again reach it in nonce order, as the first time: a later
-	// round's tx landing first would get an earlier one refused for its
-	// nonce (and a pipe's later range anchored before its earlier one).
-	prev, mine := q.lastWait, make(chan struct{})
-	q.lastWait = mine
 	go func() {
-		defer close(mine)
-		if prev != nil {
-			<-prev
-		}
 		var back []*txItem
 		for i, g := range groups {
 			if errs[i] == nil {
