@@ -39,10 +39,13 @@ type Client struct {
 	cfg     clientCfg
 	trust   *verifier // nil: not anchored
 
-	// evMu serializes starting the event stream and subscribing: the
-	// CometBFT websocket client races when Start and Subscribe run at
-	// once from two callers of Blocks.
+	// evMu guards feed, the block subscription Blocks shares among its
+	// callers, and serializes starting the event stream and subscribing:
+	// the CometBFT websocket client races when Start and Subscribe run at
+	// once (a Subscribe that reads its send channel before Start made it
+	// blocks for good).
 	evMu sync.Mutex
+	feed *blockFeed // nil: no subscription
 
 	mu     sync.Mutex                // guards nonces, stale and owners
 	nonces map[crypto.Address]uint64 // by account
@@ -255,14 +258,56 @@ func (c *Client) Submit(ctx context.Context, s crypto.Signer, m proto.Message) (
 
 // WaitTx waits until the tx with hash is committed and returns its result.
 func (c *Client) WaitTx(ctx context.Context, hash []byte) (*TxResult, error) {
+	return c.waitTx(ctx, hash, nil)
+}
+
+// WaitTxResend is WaitTx for the signed tx raw (as BroadcastRaw took it),
+// which it hands to the node again every resendEvery while the node does
+// not know it: a node that stopped lost its mempool, and the tx would
+// otherwise wait out the commit timeout for nothing. The same bytes carry
+// the same nonce, so at most one copy commits; a copy the node still holds
+// is refused as a duplicate (its cache), which changes nothing. If the
+// node refuses the copy (its nonce was passed by a later tx of the
+// signer, which also drops it from the mempool) and the tx still is not
+// found lostGrace later, it can never commit: that refusal is returned at
+// once (a *TxError, ErrBadNonce for a passed nonce) instead of the commit
+// timeout.
+func (c *Client) WaitTxResend(ctx context.Context, raw []byte) (*TxResult, error) {
+	return c.waitTx(ctx, types.Tx(raw).Hash(), raw)
+}
+
+const (
+	resendEvery = time.Second
+	// lostGrace covers a tx that committed but is not indexed yet (the
+	// index is written after the commit): its copy is refused for its
+	// used nonce, and the next look finds it.
+	lostGrace = time.Second
+)
+
+func (c *Client) waitTx(ctx context.Context, hash, raw []byte) (*TxResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.commitTimeout)
 	defer cancel()
 	t := time.NewTicker(c.cfg.poll)
 	defer t.Stop()
+	sent := time.Now()
+	var refused *TxError // the node's answer to the last copy
+	var refusedAt time.Time
 	for {
 		res, err := c.rpc.Tx(ctx, hash, false)
 		if err == nil {
 			return txResult(res)
+		}
+		now := time.Now()
+		if refused != nil && now.Sub(refusedAt) >= lostGrace {
+			return nil, fmt.Errorf("govchain: tx %X left the mempool uncommitted: %w", hash, refused)
+		}
+		if raw != nil && strings.Contains(err.Error(), "not found") && now.Sub(sent) >= resendEvery {
+			sent = now
+			if rej := c.resend(ctx, raw); rej == nil {
+				refused = nil
+			} else if refused == nil {
+				refused, refusedAt = rej, now
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -270,6 +315,24 @@ func (c *Client) WaitTx(ctx context.Context, hash []byte) (*TxResult, error) {
 		case <-t.C:
 		}
 	}
+}
+
+// resend hands raw to the node again and returns its refusal, if it
+// refused the tx (not: it holds it already, or did not answer).
+func (c *Client) resend(ctx context.Context, raw []byte) *TxError {
+	res, err := c.rpc.BroadcastTxSync(ctx, raw)
+	if err != nil {
+		return checkTxRejection(err) // nil for "already in the cache" and transport errors
+	}
+	if err := TxErrorFromResult(res.Code, res.Log); err != nil {
+		var te *TxError
+		if errors.As(err, &te) {
+			return te
+		}
+		return nil
+	}
+	c.cfg.log.Info("governance tx handed to the node again: it did not hold it any more", "hash", fmt.Sprintf("%X", res.Hash))
+	return nil
 }
 
 // invalidTxRE matches mempool.ErrInvalidTx as it crosses the HTTP RPC,
@@ -398,6 +461,9 @@ func (c *Client) GetRaw(ctx context.Context, h int64, key []byte) ([]byte, int64
 	if r.Code != CodeOK && r.Code != CodeNotFound {
 		return nil, 0, fmt.Errorf("govchain: query %q: %s", key, r.Log)
 	}
+	if err := unavailable(r.Code, r.Height, h, key, r.Log); err != nil {
+		return nil, 0, err
+	}
 	if (h != 0 && r.Height != h) || r.Height < 1 {
 		return nil, 0, fmt.Errorf("%w: asked for %q at height %d, the node answered for height %d", ErrProof, key, h, r.Height)
 	}
@@ -412,6 +478,18 @@ func (c *Client) GetRaw(ctx context.Context, h int64, key []byte) ([]byte, int64
 		return nil, r.Height, ErrNoRecord
 	}
 	return r.Value, r.Height, nil
+}
+
+// unavailable recognises the node's "no state at that height" answer
+// (CodeNotFound for no height at all: a pruned height, or a node closing
+// its state as it stops). That withholds an answer, which only costs time;
+// it is not a proof failure (ErrProof), which callers treat as evidence
+// against the node and stop waiting on.
+func unavailable(code uint32, answered, asked int64, key []byte, log string) error {
+	if code != CodeNotFound || answered != 0 {
+		return nil
+	}
+	return fmt.Errorf("govchain: query %q at height %d: state not available: %s", key, asked, log)
 }
 
 // VerifyProof checks an ICS-23 proof that key holds value (or, for a nil
@@ -442,6 +520,13 @@ func VerifyProof(appHash, key, value []byte, ops *cmtcrypto.ProofOps) error {
 // for block h+1.
 func (c *Client) appHashAfter(ctx context.Context, h int64) ([]byte, error) {
 	next := h + 1
+	// A header already verified needs neither the wait nor the node:
+	// reads at one height (proveMany, PacketStatus) share it.
+	if c.trust != nil {
+		if sh, ok := c.trust.cached(next); ok {
+			return sh.AppHash, nil
+		}
+	}
 	if err := c.waitHeight(ctx, next); err != nil {
 		return nil, err
 	}
@@ -511,52 +596,175 @@ func (c *Client) Height(ctx context.Context) (int64, error) {
 // order, until ctx ends; then the channel closes. Relays use it to keep a
 // governance cache current. A consumer that falls behind makes the
 // subscription skip heights: it gets the latest one next, never stale ones.
+// The channel also closes if the node ends the subscription; callers then
+// poll (Cache.Run does).
+//
+// One subscription to the node serves every caller of this client: the
+// CometBFT HTTP client keeps one event channel per query, so a second
+// Subscribe with the same query silently took the first caller's events
+// (in a process whose relays share a Client over RPC, all caches but the
+// last fell back to their once-a-second poll), and its UnsubscribeAll
+// ended every caller's subscription.
 func (c *Client) Blocks(ctx context.Context) (<-chan int64, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	out := make(chan int64, 1)
 	c.evMu.Lock()
+	defer c.evMu.Unlock()
+	f := c.feed
+	if f == nil || !f.add(out) {
+		if f != nil {
+			f.stop() // the node ended it
+		}
+		var err error
+		if f, err = c.subscribeBlocks(ctx); err != nil {
+			c.feed = nil
+			return nil, err
+		}
+		c.feed = f
+		f.add(out)
+	}
+	go func() {
+		<-ctx.Done()
+		c.evMu.Lock()
+		defer c.evMu.Unlock()
+		if f.remove(out) && c.feed == f {
+			f.stop() // the last caller left
+			c.feed = nil
+		}
+	}()
+	return out, nil
+}
+
+// subscribeTimeout bounds starting the event stream and subscribing: the
+// websocket client's Subscribe waits while it reconnects to a node that is
+// down, and a caller should poll meanwhile rather than hang.
+const subscribeTimeout = 10 * time.Second
+
+// blockFeed is one block subscription to the node, fanned out to the
+// channels of Blocks' callers.
+type blockFeed struct {
+	mu   sync.Mutex // guards subs and gone
+	subs map[chan int64]struct{}
+	gone bool // the node ended the subscription: subs are closed, none is added
+
+	done, ended chan struct{} // stop asks the pump to end; closed when it has
+	stopOnce    sync.Once
+	unsubscribe func()
+}
+
+// subscribeBlocks starts a block subscription and the goroutine that fans
+// its heights out. Call with evMu held.
+func (c *Client) subscribeBlocks(ctx context.Context) (*blockFeed, error) {
 	if s, ok := c.rpc.(interface {
 		Start() error
 		IsRunning() bool
 	}); ok && !s.IsRunning() {
 		if err := s.Start(); err != nil {
-			c.evMu.Unlock()
 			return nil, fmt.Errorf("govchain: start event stream: %w", err)
 		}
 	}
 	subscriber := fmt.Sprintf("ccgp-%p-%d", c, time.Now().UnixNano())
-	evs, err := c.rpc.Subscribe(ctx, subscriber, types.EventQueryNewBlock.String(), 16)
-	c.evMu.Unlock()
+	query := types.EventQueryNewBlock.String()
+	sctx, cancel := context.WithTimeout(ctx, subscribeTimeout)
+	evs, err := c.rpc.Subscribe(sctx, subscriber, query, 16)
+	cancel()
 	if err != nil {
 		return nil, fmt.Errorf("govchain: subscribe to blocks: %w", err)
 	}
-	out := make(chan int64, 1)
-	go func() {
-		defer close(out)
-		defer func() {
+	f := &blockFeed{subs: map[chan int64]struct{}{}, done: make(chan struct{}), ended: make(chan struct{}),
+		unsubscribe: func() {
 			uctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			defer cancel()
-			_ = c.rpc.UnsubscribeAll(uctx, subscriber)
-		}()
-		for {
-			select {
-			case <-ctx.Done():
+			_ = c.rpc.Unsubscribe(uctx, subscriber, query)
+		}}
+	go f.pump(evs)
+	return f, nil
+}
+
+// pump sends each new block's height to every subscriber until stop, or
+// until the node ends the subscription (then it closes them all).
+func (f *blockFeed) pump(evs <-chan ctypes.ResultEvent) {
+	defer close(f.ended)
+	for {
+		select {
+		case <-f.done:
+			return
+		case ev, ok := <-evs:
+			if !ok {
+				f.mu.Lock()
+				f.gone = true
+				for out := range f.subs {
+					close(out)
+				}
+				f.subs = nil
+				f.mu.Unlock()
 				return
-			case ev, ok := <-evs:
-				if !ok {
-					return
-				}
-				nb, ok := ev.Data.(types.EventDataNewBlock)
-				if !ok {
-					continue
-				}
-				select {
-				case out <- nb.Block.Height:
-				case <-ctx.Done():
-					return
-				}
 			}
+			nb, ok := ev.Data.(types.EventDataNewBlock)
+			if !ok {
+				continue
+			}
+			f.mu.Lock()
+			for out := range f.subs {
+				sendLatest(out, nb.Block.Height)
+			}
+			f.mu.Unlock()
 		}
-	}()
-	return out, nil
+	}
+}
+
+// add registers out, unless the node ended the feed.
+func (f *blockFeed) add(out chan int64) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.gone {
+		return false
+	}
+	f.subs[out] = struct{}{}
+	return true
+}
+
+// remove closes out (if the feed has not) and reports whether no
+// subscriber is left.
+func (f *blockFeed) remove(out chan int64) (empty bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.subs[out]; ok {
+		delete(f.subs, out)
+		close(out)
+	}
+	return len(f.subs) == 0
+}
+
+// stop ends the pump, then unsubscribes. Called with the client's evMu
+// held, so that no new subscription starts before the unsubscribe: the
+// HTTP client's Unsubscribe drops whatever is registered under the query.
+func (f *blockFeed) stop() {
+	f.stopOnce.Do(func() {
+		close(f.done)
+		<-f.ended
+		f.unsubscribe()
+	})
+}
+
+// sendLatest puts h in out (capacity 1), replacing a height the consumer
+// has not taken yet.
+func sendLatest(out chan int64, h int64) {
+	select {
+	case out <- h:
+		return
+	default:
+	}
+	select {
+	case <-out:
+	default:
+	}
+	select {
+	case out <- h:
+	default:
+	}
 }
 
 // WaitReady blocks until the node has left block sync and committed a
@@ -698,6 +906,9 @@ func (c *Client) proveAt(ctx context.Context, h int64, appHash, key []byte) ([]b
 	r := res.Response
 	if r.Code != CodeOK && r.Code != CodeNotFound {
 		return nil, fmt.Errorf("govchain: query %q: %s", key, r.Log)
+	}
+	if err := unavailable(r.Code, r.Height, h, key, r.Log); err != nil {
+		return nil, err
 	}
 	if r.Height != h {
 		return nil, fmt.Errorf("%w: asked for %q at height %d, the node answered for height %d", ErrProof, key, h, r.Height)

@@ -25,6 +25,8 @@ type LocalNode struct {
 	home string
 	cmt  *nm.Node
 	app  *Application
+	dbs  *nodeDBs  // the node's stores, closed by Stop
+	rpc  *rpcFront // the RPC address, closed with its connections by Stop; nil without a TCP RPC address
 	log  *slog.Logger
 }
 
@@ -71,19 +73,37 @@ func StartNode(ctx context.Context, home string, log *slog.Logger) (*LocalNode, 
 		return nil, fmt.Errorf("govchain: node key: %w", err)
 	}
 	pv := privval.LoadFilePV(c.PrivValidatorKeyFile(), c.PrivValidatorStateFile())
+	var front *rpcFront
+	rpcAddr := c.RPC.ListenAddress
+	if strings.HasPrefix(rpcAddr, "tcp://") {
+		// CometBFT listens behind the front, which Stop closes with
+		// every connection (see rpcFront).
+		if front, c.RPC.ListenAddress, err = newRPCFront(rpcAddr); err != nil {
+			app.Close()
+			return nil, err
+		}
+	}
+	closeFront := func() error {
+		if front == nil {
+			return nil
+		}
+		return front.close()
+	}
+	dbs := &nodeDBs{}
 	cmt, err := nm.NewNode(ctx, c, pv, nodeKey, proxy.NewLocalClientCreator(app),
-		nm.DefaultGenesisDocProviderFunc(c), closeSafeDBProvider,
+		nm.DefaultGenesisDocProviderFunc(c), dbs.provide,
 		nm.DefaultMetricsProvider(c.Instrumentation), cometLogger{log.With("module", "cometbft")})
 	if err != nil {
-		app.Close()
-		return nil, fmt.Errorf("govchain: create node in %s: %w", home, err)
+		return nil, errors.Join(fmt.Errorf("govchain: create node in %s: %w", home, err), dbs.closeAll(), app.Close(), closeFront())
 	}
 	if err := cmt.Start(); err != nil {
-		app.Close()
-		return nil, fmt.Errorf("govchain: start node in %s: %w", home, err)
+		return nil, errors.Join(fmt.Errorf("govchain: start node in %s: %w", home, err), dbs.closeAll(), app.Close(), closeFront())
 	}
-	log.Info("governance node started", "home", home, "id", nodeKey.ID(), "p2p", c.P2P.ListenAddress, "rpc", c.RPC.ListenAddress)
-	return &LocalNode{home: home, cmt: cmt, app: app, log: log}, nil
+	if front != nil {
+		front.serve()
+	}
+	log.Info("governance node started", "home", home, "id", nodeKey.ID(), "p2p", c.P2P.ListenAddress, "rpc", rpcAddr)
+	return &LocalNode{home: home, cmt: cmt, app: app, dbs: dbs, rpc: front, log: log}, nil
 }
 
 // Client returns a client that talks to this node in-process, anchored at
@@ -143,6 +163,16 @@ func (n *LocalNode) Stop() error {
 	if n.cmt.IsRunning() {
 		err = n.cmt.Stop()
 		n.cmt.Wait()
+	}
+	// Its RPC connections end with it, as when a node process exits.
+	if n.rpc != nil {
+		err = errors.Join(err, n.rpc.close())
+		n.rpc = nil
+	}
+	// After the node stopped: the stores CometBFT did not close (its tx
+	// index), so that the home can be started again in this process.
+	if n.dbs != nil {
+		err = errors.Join(err, n.dbs.closeAll())
 	}
 	if n.app != nil {
 		err = errors.Join(err, n.app.Close())

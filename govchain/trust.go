@@ -359,6 +359,17 @@ func (v *verifier) backward(ctx context.Context, trusted, target *types.LightBlo
 	return nil
 }
 
+// cached returns the verified header at h if one is kept, without asking
+// the node.
+func (v *verifier) cached(h int64) (*types.SignedHeader, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if lb, ok := v.trusted[h]; ok {
+		return lb.SignedHeader, true
+	}
+	return nil, false
+}
+
 // add stores a verified light block. Called with mu held.
 func (v *verifier) add(lb *types.LightBlock) {
 	if _, ok := v.trusted[lb.Height]; ok {

@@ -270,17 +270,23 @@ func (q *txq) round(ctx context.Context, pending []*txItem) []*txItem {
 		return keep
 	}
 	// Broadcast all (in nonce order), then wait for each in the background.
-	hashes := make([][]byte, len(groups))
+	// The signed bytes are kept: a node that restarts loses its mempool,
+	// and the wait hands them to it again (WaitTxResend); a copy refused
+	// for its nonce (a later tx got in first) comes back as ErrBadNonce,
+	// which failed retries at once.
+	raws := make([][]byte, len(groups))
 	errs := make([]error, len(groups))
 	for i, g := range groups {
-		hashes[i], errs[i] = q.gov.Broadcast(ctx, g.msg.Signer, g.msg.Msg)
+		if raws[i], errs[i] = q.gov.Sign(ctx, g.msg.Signer, g.msg.Msg); errs[i] == nil {
+			_, errs[i] = q.gov.BroadcastRaw(ctx, g.msg.Signer, raws[i])
+		}
 	}
 	q.rounds++
 	go func() {
 		var back []*txItem
 		for i, g := range groups {
 			if errs[i] == nil {
-				_, errs[i] = q.gov.WaitTx(ctx, hashes[i])
+				_, errs[i] = q.gov.WaitTxResend(ctx, raws[i])
 			}
 			if errs[i] == nil {
 				g.kind.txs.Add(1)
