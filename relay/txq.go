@@ -58,7 +58,13 @@ type txItem struct {
 	// packets are the packets an anchor or confirmation stands for: if
 	// governance refuses it for good and nobody waits for it, they go
 	// to MANUAL with the refusal (nothing is left in neither state).
-	packets   []*govchain.PacketRef
+	packets []*govchain.PacketRef
+	// settled, if set, is called once the item is done for good: committed,
+	// refused as existing, or its packets' MANUAL record committed in its
+	// place. Not when the queue stops first: the caller's durable record
+	// then brings the item back on the next start (receipt anchors: the
+	// mesh's owed records).
+	settled   func()
 	done      chan error // nil: nobody waits
 	tries     int
 	notBefore time.Time
@@ -191,6 +197,9 @@ func (q *txq) Run(ctx context.Context) error {
 }
 
 func (it *txItem) finish(err error) {
+	if err == nil && it.settled != nil {
+		it.settled()
+	}
 	if it.done != nil {
 		it.done <- err
 	}
@@ -338,8 +347,9 @@ func (q *txq) failed(items []*txItem, err error) []*txItem {
 	if len(reason) > 200 {
 		reason = reason[:200]
 	}
+	// The MANUAL record settles the item's duty in its place.
 	return []*txItem{{exception: &govchain.MsgTxException{Packets: it.packets, State: govchain.PacketState_PACKET_MANUAL,
-		Reason: reason}, queued: time.Now()}}
+		Reason: reason}, settled: it.settled, queued: time.Now()}}
 }
 
 func (it *txItem) what() string {
@@ -387,9 +397,11 @@ func (q *txq) Confirm(ctx context.Context, ref *govchain.BatchRef, packets []*go
 
 // AnchorReceipts queues a destination receipt anchor of packets; it blocks
 // while the queue is full, which slows the receiving side (backpressure).
-// Refused for good, its packets go to MANUAL (see failed).
-func (q *txq) AnchorReceipts(ctx context.Context, r *govchain.BatchReceipts, packets []*govchain.PacketRef) error {
-	return q.submit(ctx, &txItem{receipts: r, packets: packets})
+// Refused for good, its packets go to MANUAL (see failed). settled (may be
+// nil) is called once the anchor, or the MANUAL record, is committed, or
+// governance says the receipts are anchored already (CodeExists).
+func (q *txq) AnchorReceipts(ctx context.Context, r *govchain.BatchReceipts, packets []*govchain.PacketRef, settled func()) error {
+	return q.submit(ctx, &txItem{receipts: r, packets: packets, settled: settled})
 }
 
 // TxStats are the governance txs a relay sent, by kind.
