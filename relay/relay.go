@@ -186,9 +186,11 @@ func New(ctx context.Context, cfg Config) (*Relay, error) {
 		return cfg.Destinations(relayID)
 	}
 	if r.ver, err = verifier.New(verifier.Config{Gov: cfg.Gov, Recorder: r.txq, Logger: r.log,
-		Destination: func(relayID string) (verifier.Finder, bool) { return dests(relayID) }}); err != nil {
+		Destination: func(relayID string) (verifier.Finder, bool) { return dests(relayID) },
+		Dir:         filepath.Join(cfg.DataDir, "verifying")}); err != nil {
 		return nil, err
 	}
+	opened = append(opened, r.ver.Close)
 	r.comp, err = compensator.New(compensator.Config{RelayID: cfg.RelayID, Signer: cfg.Signer, Sender: r.ep, Anchors: r.txq,
 		Recorder: r.txq, Source: cfg.Chain, Gov: cfg.Gov, States: cfg.Gov, Destinations: dests, Offences: r.offs,
 		Dir:    filepath.Join(cfg.DataDir, "compensator"),
@@ -299,7 +301,7 @@ func (r *Relay) release() error {
 		if r.unregister != nil {
 			r.unregister()
 		}
-		err = errors.Join(r.ep.Close(), r.comp.Close())
+		err = errors.Join(r.ep.Close(), r.comp.Close(), r.ver.Close())
 	})
 	return err
 }

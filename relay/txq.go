@@ -391,8 +391,8 @@ func (it *txItem) kind(q *txq) *counter {
 // nobody waits for the commit. It blocks while the queue is full: a
 // dropped confirmation would leave its batch neither confirmed nor with a
 // person, so the verifier slows down instead.
-func (q *txq) Confirm(ctx context.Context, ref *govchain.BatchRef, packets []*govchain.PacketRef) error {
-	return q.submit(ctx, &txItem{confirm: ref, packets: packets})
+func (q *txq) Confirm(ctx context.Context, ref *govchain.BatchRef, packets []*govchain.PacketRef, settled func()) error {
+	return q.submit(ctx, &txItem{confirm: ref, packets: packets, settled: settled})
 }
 
 // AnchorReceipts queues a destination receipt anchor of packets; it blocks

@@ -90,8 +90,11 @@ func Check(b *amdp.Batch, rb *amdp.ReceiptBatch, a *govchain.BatchAnchor, find f
 // Recorder records the verifier's findings on the governance chain.
 type Recorder interface {
 	// Confirm queues the confirmation of a batch of packets; an error
-	// means it was not queued (ctx ended).
-	Confirm(ctx context.Context, ref *govchain.BatchRef, packets []*govchain.PacketRef) error
+	// means it was not queued (ctx ended). settled is called once the
+	// confirmation is done for good: committed, refused as existing, or
+	// its packets' MANUAL record committed in its place; not if the
+	// recorder stops first.
+	Confirm(ctx context.Context, ref *govchain.BatchRef, packets []*govchain.PacketRef, settled func()) error
 	Exception(ctx context.Context, m *govchain.MsgTxException) error
 }
 
@@ -122,6 +125,12 @@ type Config struct {
 	// Backoff is the wait before the second attempt, doubled after each
 	// failed one up to 30s. Default 1s.
 	Backoff time.Duration
+	// Dir, if set, is where the verifier keeps (pebble) every enqueued
+	// batch until its check is settled, and takes them up again when it
+	// starts: the caller commits its offsets once Enqueue returns, so a
+	// check still in progress at a stop is otherwise lost for good. Empty
+	// keeps them in memory only.
+	Dir string
 }
 
 // Verifier checks batches in the background.
@@ -133,6 +142,9 @@ type Verifier struct {
 	confirmed, confirmedPackets, mismatched, unreachable atomic.Uint64
 	retried, gaveUp                                      atomic.Uint64
 	warnOnce                                             sync.Once
+
+	store    *store // nil without Config.Dir
+	restored []item // from the store at New, for Run to check again
 }
 
 type item struct {
@@ -169,7 +181,34 @@ func New(cfg Config) (*Verifier, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Verifier{cfg: cfg, in: make(chan item, 1024), log: cfg.Logger}, nil
+	v := &Verifier{cfg: cfg, in: make(chan item, 1024), log: cfg.Logger}
+	if cfg.Dir != "" {
+		var err error
+		if v.store, err = openStore(cfg.Dir); err != nil {
+			return nil, err
+		}
+		var corrupt [][]byte
+		if v.restored, corrupt, err = v.store.all(); err != nil {
+			v.store.close()
+			return nil, err
+		}
+		for _, k := range corrupt {
+			// Kept, not deleted: its packets may still need a person.
+			v.log.Error("a stored batch awaiting verification does not decode; left in the store", "key", fmt.Sprintf("%x", k))
+		}
+		if len(v.restored) > 0 {
+			v.log.Info("checking again the batches an earlier run left unsettled", "batches", len(v.restored))
+		}
+	}
+	return v, nil
+}
+
+// Close releases the store; call it after Run has returned.
+func (v *Verifier) Close() error {
+	if v.store == nil {
+		return nil
+	}
+	return v.store.close()
 }
 
 // Stats returns the counters.
@@ -179,7 +218,13 @@ func (v *Verifier) Stats() Stats {
 }
 
 // Enqueue hands over a receipted batch; it blocks while the queue is full.
+// With Config.Dir, the batch is stored (synced) before Enqueue returns.
 func (v *Verifier) Enqueue(ctx context.Context, b *amdp.Batch, rb *amdp.ReceiptBatch) error {
+	if v.store != nil {
+		if err := v.store.put(item{b, rb}); err != nil {
+			return err
+		}
+	}
 	select {
 	case v.in <- item{b, rb}:
 		return nil
@@ -191,6 +236,20 @@ func (v *Verifier) Enqueue(ctx context.Context, b *amdp.Batch, rb *amdp.ReceiptB
 // Run verifies until ctx ends.
 func (v *Verifier) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
+	if restored := v.restored; len(restored) > 0 {
+		v.restored = nil
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, it := range restored {
+				select {
+				case v.in <- it:
+				case <-ctx.Done():
+					return // still stored: the next start has them
+				}
+			}
+		}()
+	}
 	for range v.cfg.Workers {
 		wg.Add(1)
 		go func() {
@@ -215,9 +274,19 @@ func (v *Verifier) Run(ctx context.Context) error {
 // batch is left neither confirmed nor with a person (DESIGN §5a).
 func (v *Verifier) settle(ctx context.Context, it item) {
 	h := it.b.Header
+	// done forgets the stored batch once its outcome is on the chain (or
+	// there is none to record); a check cut short by ctx leaves it stored.
+	done := func() {
+		if v.store == nil {
+			return
+		}
+		if err := v.store.forget(h.FromRelay, h.BatchSeq); err != nil {
+			v.log.Warn("a settled batch stays stored; it is checked again at the next start", "batch_seq", h.BatchSeq, "err", err)
+		}
+	}
 	var err error
 	for attempt, delay := 1, v.cfg.Backoff; ; attempt, delay = attempt+1, min(2*delay, 30*time.Second) {
-		if err = v.verify(ctx, it); err == nil || ctx.Err() != nil {
+		if err = v.verify(ctx, it, done); err == nil || ctx.Err() != nil {
 			return
 		}
 		if attempt >= v.cfg.Attempts {
@@ -241,17 +310,30 @@ func (v *Verifier) settle(ctx context.Context, it item) {
 	}
 	v.log.Error("batch could not be verified; packets go to a person", "from", h.FromRelay, "batch_seq", h.BatchSeq,
 		"packets", len(refs), "err", err)
-	if rerr := v.cfg.Recorder.Exception(ctx, &govchain.MsgTxException{Packets: refs, State: govchain.PacketState_PACKET_MANUAL,
-		Reason: reason}); rerr != nil && ctx.Err() == nil {
+	rerr := v.cfg.Recorder.Exception(ctx, &govchain.MsgTxException{Packets: refs, State: govchain.PacketState_PACKET_MANUAL,
+		Reason: reason})
+	switch {
+	case rerr == nil:
+		done()
+	case ctx.Err() == nil:
 		v.log.Error("MANUAL entry of an unverifiable batch not recorded", "batch_seq", h.BatchSeq, "err", rerr)
 	}
 }
 
-func (v *Verifier) verify(ctx context.Context, it item) error {
+// verify checks one batch and records the outcome; done is called (or
+// handed to the recorder) once the outcome is committed, or when there is
+// nothing to record.
+func (v *Verifier) verify(ctx context.Context, it item, done func()) error {
 	h := it.b.Header
 	a, err := v.waitAnchor(ctx, h.FromRelay, h.BatchSeq)
 	if err != nil {
 		return err
+	}
+	if a.ConfirmedHeight != 0 {
+		// An earlier run's confirmation committed after the batch was
+		// taken up again (restored from the store, or enqueued twice).
+		done()
+		return nil
 	}
 	dest, ok := v.cfg.Destination(h.ToRelay)
 	if !ok {
@@ -259,6 +341,7 @@ func (v *Verifier) verify(ctx context.Context, it item) error {
 		v.warnOnce.Do(func() {
 			v.log.Warn("destination chain not reachable from this verifier: receipts proven against anchors, not confirmed", "to", h.ToRelay)
 		})
+		done()
 		return nil
 	}
 	found := map[[32]byte]subchain.Delivery{}
@@ -281,7 +364,7 @@ func (v *Verifier) verify(ctx context.Context, it item) error {
 	if len(mism) == 0 {
 		v.confirmed.Add(1)
 		v.confirmedPackets.Add(uint64(delivered))
-		return v.cfg.Recorder.Confirm(ctx, &govchain.BatchRef{FromRelay: h.FromRelay, BatchSeq: h.BatchSeq}, Refs(it.b))
+		return v.cfg.Recorder.Confirm(ctx, &govchain.BatchRef{FromRelay: h.FromRelay, BatchSeq: h.BatchSeq}, Refs(it.b), done)
 	}
 	v.mismatched.Add(uint64(len(mism)))
 	v.log.Error("receipts contradicted; packets go to a person", "batch_seq", h.BatchSeq, "packets", len(mism), "first", mism[0].Reason)
@@ -296,6 +379,7 @@ func (v *Verifier) verify(ctx context.Context, it item) error {
 			return err
 		}
 	}
+	done()
 	return nil
 }
 

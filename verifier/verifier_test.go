@@ -346,8 +346,9 @@ type outcomes struct {
 	exceptions chan *govchain.MsgTxException
 }
 
-func (o *outcomes) Confirm(_ context.Context, ref *govchain.BatchRef, _ []*govchain.PacketRef) error {
+func (o *outcomes) Confirm(_ context.Context, ref *govchain.BatchRef, _ []*govchain.PacketRef, settled func()) error {
 	o.confirms <- ref
+	settled()
 	return nil
 }
 func (o *outcomes) Exception(_ context.Context, m *govchain.MsgTxException) error {
