@@ -504,3 +504,70 @@ func TestVerifierManualOnRealNode(t *testing.T) {
 		})
 	}
 }
+
+// heldConfirms records confirmations and settles them only when told.
+type heldConfirms struct {
+	confirms chan func() // each confirmation's settled callback
+}
+
+func (h *heldConfirms) Confirm(_ context.Context, _ *govchain.BatchRef, _ []*govchain.PacketRef, settled func()) error {
+	h.confirms <- settled
+	return nil
+}
+func (h *heldConfirms) Exception(context.Context, *govchain.MsgTxException) error { return nil }
+
+// TestVerifierResumesAfterRestart: with a Dir, a batch whose confirmation
+// was queued but not committed when the verifier stopped is checked and
+// confirmed again by the next verifier on that store; once settled it is
+// not taken up again.
+func TestVerifierResumesAfterRestart(t *testing.T) {
+	f := newFixture(t)
+	dir := t.TempDir()
+	chain := &flakyChain{f: f}
+	run := func() (*Verifier, *heldConfirms, func()) {
+		rec := &heldConfirms{confirms: make(chan func(), 4)}
+		v, err := New(Config{Gov: &anchorSource{anchor: f.anchor}, Recorder: rec, Workers: 1, Dir: dir,
+			Destination: func(string) (Finder, bool) { return chain, true }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); v.Run(ctx) }()
+		return v, rec, func() {
+			cancel()
+			<-done
+			if err := v.Close(); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	wait := func(rec *heldConfirms) func() {
+		t.Helper()
+		select {
+		case settled := <-rec.confirms:
+			return settled
+		case <-time.After(10 * time.Second):
+			t.Fatal("batch not confirmed")
+		}
+		return nil
+	}
+	v, rec, stop := run()
+	if err := v.Enqueue(context.Background(), f.b, f.rb); err != nil {
+		t.Fatal(err)
+	}
+	wait(rec) // queued, never committed: the stop loses it
+	stop()
+
+	_, rec, stop = run()
+	wait(rec)() // checked again from the store; this time it commits
+	stop()
+
+	_, rec, stop = run()
+	defer stop()
+	select {
+	case <-rec.confirms:
+		t.Fatal("a settled batch was checked again")
+	case <-time.After(300 * time.Millisecond):
+	}
+}
