@@ -141,7 +141,14 @@ type Config struct {
 	Anchors AnchorView
 	// OnReceipts, if set, is told of every receipt batch this endpoint
 	// signs, after the receipts are stored (the relay anchors them on the
-	// governance chain). It must not block for long.
+	// governance chain), until it acknowledges the batch with
+	// Endpoint.Anchored. The store records each batch as owed with its
+	// receipts, before the sender gets them, and Run tells the hook again
+	// at start of every batch still owed, so a stop or a crash between the
+	// reply and the anchor loses none; a batch may be told more than once
+	// (a resend, a replay). A replayed b carries only its header's relays
+	// and sequence and its packets' pipe ids and sequences. It must not
+	// block for long.
 	OnReceipts func(b *amdp.Batch, rb *amdp.ReceiptBatch)
 	// Offences, if set, takes a record of every received packet that is
 	// not authentic (package check), attributed to the org and relay it

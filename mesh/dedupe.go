@@ -22,6 +22,8 @@ import (
 //
 //	'r' id → the packet's final receipt (amdp.Receipt, protobuf)
 //	'm' id → in-flight marker: delivery may have started (u64 unix ms)
+//	'a' uvarint(len(peer)) peer be64(batch seq) → a receipt batch still
+//	  owed to the OnReceipts hook (the relay's receipt anchor), see owed
 //
 // A packet with a receipt was delivered (or refused by the destination
 // contract) and is never delivered again. A packet with a marker and no
@@ -34,6 +36,7 @@ import (
 const (
 	keyReceipt = 'r'
 	keyMarker  = 'm'
+	keyOwed    = 'a'
 	keyLen     = 1 + 32
 )
 
@@ -163,12 +166,26 @@ func (s *DedupeStore) MarkInFlight(ids [][32]byte) error {
 
 // Commit records the final receipts, and clears their packets' markers,
 // in one synced batch.
-func (s *DedupeStore) Commit(receipts []*amdp.Receipt) error {
-	if len(receipts) == 0 {
+func (s *DedupeStore) Commit(receipts []*amdp.Receipt) error { return s.commit(receipts, nil) }
+
+// commit is Commit plus, when o is not nil, o's owed record, in the same
+// synced batch: the receipts a sender is about to get and the duty to
+// anchor them become durable together.
+func (s *DedupeStore) commit(receipts []*amdp.Receipt, o *owed) error {
+	if len(receipts) == 0 && o == nil {
 		return nil
 	}
 	b := s.db.NewBatch()
 	defer b.Close()
+	if o != nil {
+		k, v, err := o.encode()
+		if err != nil {
+			return err
+		}
+		if err := b.Set(k, v, nil); err != nil {
+			return fmt.Errorf("%w: put owed receipts of %s/%d: %v", ErrStore, o.batch.Header.FromRelay, o.batch.Header.BatchSeq, err)
+		}
+	}
 	var buf []byte
 	for _, r := range receipts {
 		var id [32]byte
@@ -190,6 +207,108 @@ func (s *DedupeStore) Commit(receipts []*amdp.Receipt) error {
 	}
 	if err := b.Commit(s.sync); err != nil {
 		return fmt.Errorf("%w: commit receipts: %v", ErrStore, err)
+	}
+	return nil
+}
+
+// owed is a receipt batch the OnReceipts hook has not acknowledged yet
+// (Endpoint.Anchored): the batch it answers, stripped to what anchoring
+// needs (the header's relays and sequence, each packet's pipe id and
+// sequence), and its receipts, unsealed. The receipt root is a function of
+// the receipts alone, so sealing them again at replay gives the root the
+// sender got.
+type owed struct {
+	batch    *amdp.Batch
+	receipts *amdp.ReceiptBatch
+}
+
+// newOwed strips b to what its record keeps; rh gives the receipt batch's
+// relays and sequence (the rest of a header is the seal's).
+func newOwed(b *amdp.Batch, rh *amdp.ReceiptBatchHeader, receipts []*amdp.Receipt) *owed {
+	h := b.GetHeader()
+	sb := &amdp.Batch{Header: &amdp.BatchHeader{FromRelay: h.GetFromRelay(), ToRelay: h.GetToRelay(), BatchSeq: h.GetBatchSeq()},
+		Packets: make([]*amdp.Packet, len(b.Packets))}
+	for i, p := range b.Packets {
+		sb.Packets[i] = &amdp.Packet{PipeId: p.PipeId, Sequence: p.Sequence}
+	}
+	return &owed{batch: sb, receipts: &amdp.ReceiptBatch{Receipts: receipts,
+		Header: &amdp.ReceiptBatchHeader{FromRelay: rh.GetFromRelay(), ToRelay: rh.GetToRelay(), BatchSeq: rh.GetBatchSeq()}}}
+}
+
+// owedKey is the key of the owed record of batch seq from peer.
+func owedKey(peer string, seq uint64) []byte {
+	k := make([]byte, 0, 1+binary.MaxVarintLen64+len(peer)+8)
+	k = append(k, keyOwed)
+	k = binary.AppendUvarint(k, uint64(len(peer)))
+	k = append(k, peer...)
+	return binary.BigEndian.AppendUint64(k, seq)
+}
+
+// encode is the record's key and value: uvarint(len(batch)) batch
+// receipts, both protobuf.
+func (o *owed) encode() (k, v []byte, err error) {
+	det := proto.MarshalOptions{Deterministic: true}
+	bb, err := det.Marshal(o.batch)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: encode owed batch: %v", ErrStore, err)
+	}
+	v = binary.AppendUvarint(nil, uint64(len(bb)))
+	v = append(v, bb...)
+	if v, err = det.MarshalAppend(v, o.receipts); err != nil {
+		return nil, nil, fmt.Errorf("%w: encode owed receipts: %v", ErrStore, err)
+	}
+	return owedKey(o.batch.Header.FromRelay, o.batch.Header.BatchSeq), v, nil
+}
+
+func decodeOwed(v []byte) (*owed, error) {
+	n, w := binary.Uvarint(v)
+	if w <= 0 || n > uint64(len(v)-w) {
+		return nil, fmt.Errorf("%w: owed record: bad length prefix", ErrStore)
+	}
+	o := &owed{batch: &amdp.Batch{}, receipts: &amdp.ReceiptBatch{}}
+	if err := proto.Unmarshal(v[w:w+int(n)], o.batch); err != nil {
+		return nil, fmt.Errorf("%w: owed batch: %v", ErrStore, err)
+	}
+	if err := proto.Unmarshal(v[w+int(n):], o.receipts); err != nil {
+		return nil, fmt.Errorf("%w: owed receipts: %v", ErrStore, err)
+	}
+	if o.batch.Header == nil || o.receipts.Header == nil {
+		return nil, fmt.Errorf("%w: owed record without headers", ErrStore)
+	}
+	return o, nil
+}
+
+// owedAll returns every owed record, in key order.
+func (s *DedupeStore) owedAll() ([]*owed, error) {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{keyOwed}, UpperBound: []byte{keyOwed + 1}})
+	if err != nil {
+		return nil, fmt.Errorf("%w: scan owed receipts: %v", ErrStore, err)
+	}
+	var out []*owed
+	for it.First(); it.Valid(); it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			it.Close()
+			return nil, fmt.Errorf("%w: scan owed receipts: %v", ErrStore, err)
+		}
+		o, err := decodeOwed(v)
+		if err != nil {
+			it.Close()
+			return nil, fmt.Errorf("key %x: %w", it.Key(), err)
+		}
+		out = append(out, o)
+	}
+	if err := it.Close(); err != nil {
+		return nil, fmt.Errorf("%w: scan owed receipts: %v", ErrStore, err)
+	}
+	return out, nil
+}
+
+// settleOwed deletes the owed record of batch seq from peer. Not synced:
+// a delete lost in a crash only has the batch told to the hook once more.
+func (s *DedupeStore) settleOwed(peer string, seq uint64) error {
+	if err := s.db.Delete(owedKey(peer, seq), pebble.NoSync); err != nil {
+		return fmt.Errorf("%w: settle owed receipts of %s/%d: %v", ErrStore, peer, seq, err)
 	}
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/ccgpmesh/ccgp/backoff"
 	"github.com/ccgpmesh/ccgp/crypto"
 	"github.com/ccgpmesh/ccgp/govchain"
+	"github.com/ccgpmesh/ccgp/mesh/amdp"
 )
 
 // Endpoint is one relay's QUIC endpoint: it sends batches to peers (Send)
@@ -175,6 +176,13 @@ func (e *Endpoint) Run(ctx context.Context) error {
 		defer conns.Done()
 		e.revalidateEvery(ctx, e.cfg.RevalidateInterval)
 	}()
+	if e.cfg.OnReceipts != nil {
+		conns.Add(1)
+		go func() {
+			defer conns.Done()
+			e.replayOwed(ctx)
+		}()
+	}
 	for {
 		conn, err := e.ln.Accept(ctx)
 		if err != nil {
@@ -189,6 +197,49 @@ func (e *Endpoint) Run(ctx context.Context) error {
 			e.serveConn(ctx, conn, &conns)
 		}()
 	}
+}
+
+// replayOwed tells the OnReceipts hook again of every receipt batch it
+// has not acknowledged (Anchored): those a previous run signed and whose
+// anchors it did not see committed before it stopped or crashed. Their
+// senders hold the receipts and will not resend, so nothing else would.
+func (e *Endpoint) replayOwed(ctx context.Context) {
+	all, err := e.store.owedAll()
+	if err != nil {
+		// The records stay; the next start tries again.
+		e.log.Error("could not read the receipt batches owed their anchors", "err", err)
+		return
+	}
+	if len(all) > 0 {
+		e.log.Info("anchoring the receipts of an earlier run again", "batches", len(all))
+	}
+	for _, o := range all {
+		if ctx.Err() != nil {
+			return
+		}
+		if err := amdp.SealReceiptBatch(o.receipts, e.cfg.Signer); err != nil {
+			e.log.Error("could not seal owed receipts", "peer", o.batch.Header.FromRelay, "batch_seq", o.batch.Header.BatchSeq, "err", err)
+			continue
+		}
+		e.cfg.OnReceipts(o.batch, o.receipts)
+	}
+}
+
+// Anchored tells the endpoint that the hook is done with the receipt batch
+// answering batch seq from peer (OnReceipts): it is not told of it again.
+func (e *Endpoint) Anchored(peer string, seq uint64) error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return ErrClosed
+	}
+	e.wg.Add(1)
+	e.mu.Unlock()
+	defer e.wg.Done()
+	if e.store == nil {
+		return nil
+	}
+	return e.store.settleOwed(peer, seq)
 }
 
 func (e *Endpoint) runErr(ctx context.Context) error {

@@ -381,3 +381,92 @@ func TestConfigValidation(t *testing.T) {
 	}
 	ep3.Close()
 }
+
+// TestOwedReceiptsReplayed: a receipt batch the OnReceipts hook has not
+// acknowledged (Anchored) is told to it again when the endpoint runs
+// again on its store, with the root its sender got; an acknowledged one
+// is not. A resend answered from the delivery record is told again too.
+func TestOwedReceiptsReplayed(t *testing.T) {
+	type told struct {
+		seq  uint64
+		root []byte
+		refs int
+	}
+	hook := func(ch chan told) epOpt {
+		return func(c *Config) {
+			c.OnReceipts = func(b *amdp.Batch, rb *amdp.ReceiptBatch) {
+				for _, p := range b.Packets {
+					if p.PipeId == "" || p.Sequence == 0 {
+						t.Errorf("batch %d told without its packets' pipes and sequences", b.Header.BatchSeq)
+					}
+				}
+				ch <- told{b.Header.BatchSeq, rb.Header.MerkleRoot, len(b.Packets)}
+			}
+		}
+	}
+	next := func(ch chan told) told {
+		t.Helper()
+		select {
+		case got := <-ch:
+			return got
+		case <-time.After(10 * time.Second):
+			t.Fatal("the hook was not told of a receipt batch")
+		}
+		return told{}
+	}
+	none := func(ch chan told) {
+		t.Helper()
+		select {
+		case got := <-ch:
+			t.Fatalf("batch %d told again after it was acknowledged", got.seq)
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+	n := newTestNet(t, "relay-a", "relay-b")
+	n.addPipe("ab-1", "relay-a", "relay-b")
+	a := n.start("relay-a", sendOnly)
+	ch := make(chan told, 8)
+	b := n.start("relay-b", hook(ch))
+	batch1 := n.batch("relay-a", "relay-b", 1, n.packets("ab-1", 4, 100)...)
+	first, err := a.Send(ctxT(t, 10*time.Second), "relay-b", batch1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Send(ctxT(t, 10*time.Second), "relay-b", n.batch("relay-a", "relay-b", 2, n.packets("ab-1", 3, 100)...)); err != nil {
+		t.Fatal(err)
+	}
+	next(ch)
+	if got := next(ch); got.seq != 2 {
+		t.Fatalf("told batch %d, want 2", got.seq)
+	}
+	if err := b.Anchored("relay-a", 2); err != nil {
+		t.Fatal(err)
+	}
+	n.stop("relay-b")
+
+	// Batch 1 was never acknowledged: told again at start.
+	b = n.start("relay-b", hook(ch))
+	if got := next(ch); got.seq != 1 || !bytes.Equal(got.root, first.Header.MerkleRoot) || got.refs != 4 {
+		t.Fatalf("replayed batch %d with %d packets, root %x; want batch 1, 4 packets, root %x", got.seq, got.refs, got.root, first.Header.MerkleRoot)
+	}
+	none(ch)
+	if err := b.Anchored("relay-a", 1); err != nil {
+		t.Fatal(err)
+	}
+	n.stop("relay-b")
+
+	n.start("relay-b", hook(ch))
+	none(ch)
+	// A resend is answered from the record, and told again.
+	again, err := a.Send(ctxT(t, 10*time.Second), "relay-b", batch1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameReceipts(t, first, again)
+	if got := next(ch); got.seq != 1 {
+		t.Fatalf("resend told as batch %d", got.seq)
+	}
+	if _, _, executed := n.relays["relay-b"].chain.counts(); executed != 7 {
+		t.Fatalf("%d executions, want 7", executed)
+	}
+}

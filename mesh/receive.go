@@ -220,14 +220,20 @@ func (e *Endpoint) receive(ctx context.Context, peerID string, b *amdp.Batch) (*
 	}
 
 	verdicts := e.checkPackets(peerID, b.Packets)
-	receipts, err := e.deliver(ctx, b.Packets, verdicts)
+	rh := &amdp.ReceiptBatchHeader{FromRelay: e.cfg.RelayID, ToRelay: peerID, BatchSeq: h.BatchSeq}
+	// With a hook, the receipt batch is recorded as owed to it together
+	// with the receipts, before the sender gets them: the sender will not
+	// resend a receipted batch, so this record is what still tells the
+	// hook (the relay's receipt anchor) after a stop or a crash.
+	var owe func([]*amdp.Receipt) *owed
+	if e.cfg.OnReceipts != nil {
+		owe = func(rs []*amdp.Receipt) *owed { return newOwed(b, rh, rs) }
+	}
+	receipts, err := e.deliver(ctx, b.Packets, verdicts, owe)
 	if err != nil {
 		return nil, &transient{err}
 	}
-	rb := &amdp.ReceiptBatch{
-		Header:   &amdp.ReceiptBatchHeader{FromRelay: e.cfg.RelayID, ToRelay: peerID, BatchSeq: h.BatchSeq},
-		Receipts: receipts,
-	}
+	rb := &amdp.ReceiptBatch{Header: rh, Receipts: receipts}
 	if err := amdp.SealReceiptBatch(rb, e.cfg.Signer); err != nil {
 		return nil, &transient{err}
 	}
@@ -322,7 +328,12 @@ func (e *Endpoint) checkPackets(peerID string, packets []*amdp.Packet) []error {
 // The packets are claimed in memory for the duration, so that a resent
 // batch arriving while the first copy is being delivered waits and then
 // finds the receipts. Any error leaves the markers, so the retry is safe.
-func (e *Endpoint) deliver(ctx context.Context, packets []*amdp.Packet, verdicts []error) ([]*amdp.Receipt, error) {
+//
+// When owe is not nil, the record it makes of the receipts is stored in
+// the same synced batch as they are, also when nothing new is stored (a
+// batch answered from the record, or refused whole by its verdicts): its
+// receipts may never have been anchored.
+func (e *Endpoint) deliver(ctx context.Context, packets []*amdp.Packet, verdicts []error, owe func([]*amdp.Receipt) *owed) ([]*amdp.Receipt, error) {
 	receipts := make([]*amdp.Receipt, len(packets))
 	idx := make([]int, 0, len(packets))
 	ids := make([][32]byte, 0, len(packets))
@@ -336,6 +347,11 @@ func (e *Endpoint) deliver(ctx context.Context, packets []*amdp.Packet, verdicts
 		ids = append(ids, id)
 	}
 	if len(ids) == 0 {
+		if owe != nil {
+			if err := e.store.commit(nil, owe(receipts)); err != nil {
+				return nil, err
+			}
+		}
 		return receipts, nil
 	}
 	release, err := e.claims.acquire(ctx, ids)
@@ -400,7 +416,11 @@ func (e *Endpoint) deliver(ctx context.Context, packets []*amdp.Packet, verdicts
 			final = append(final, r)
 		}
 	}
-	if err := e.store.Commit(final); err != nil {
+	var o *owed
+	if owe != nil {
+		o = owe(receipts)
+	}
+	if err := e.store.commit(final, o); err != nil {
 		return nil, err
 	}
 	e.m.packetsDelivered.Add(float64(len(todo)))

@@ -399,11 +399,15 @@ func (r *Relay) recordReceipts(ctx context.Context, b *amdp.Batch, rb *amdp.Rece
 }
 
 // anchorReceipts is the mesh's hook on the destination side: every receipt
-// batch this relay signs is anchored on the governance chain.
+// batch this relay signs is anchored on the governance chain. The mesh
+// keeps each batch owed until the anchor is settled (Endpoint.Anchored),
+// and tells this hook again of the owed ones when the relay starts again:
+// an anchor still queued when the relay stopped is not lost, since the
+// source, holding the receipts, never resends the batch.
 func (r *Relay) anchorReceipts(b *amdp.Batch, rb *amdp.ReceiptBatch) {
 	ctxp := r.runCtx.Load()
 	if ctxp == nil {
-		return
+		return // not running: the owed record brings it back at Run
 	}
 	st := make([]byte, len(rb.Receipts))
 	for i, rc := range rb.Receipts {
@@ -412,8 +416,16 @@ func (r *Relay) anchorReceipts(b *amdp.Batch, rb *amdp.ReceiptBatch) {
 			st[i] = byte(amdp.StatusRejected) // refused by validation
 		}
 	}
-	err := r.txq.AnchorReceipts(*ctxp, &govchain.BatchReceipts{FromRelay: b.Header.FromRelay, BatchSeq: b.Header.BatchSeq,
-		ReceiptRoot: rb.Header.MerkleRoot, Statuses: st}, verifier.Refs(b))
+	from, seq := b.Header.FromRelay, b.Header.BatchSeq
+	settled := func() {
+		if err := r.ep.Anchored(from, seq); err != nil {
+			// The record stays: the next start anchors it again, and
+			// governance answers that it exists.
+			r.log.Warn("receipt anchor committed but still recorded as owed", "from", from, "batch_seq", seq, "err", err)
+		}
+	}
+	err := r.txq.AnchorReceipts(*ctxp, &govchain.BatchReceipts{FromRelay: from, BatchSeq: seq,
+		ReceiptRoot: rb.Header.MerkleRoot, Statuses: st}, verifier.Refs(b), settled)
 	if err != nil && (*ctxp).Err() == nil {
 		r.log.Warn("receipt anchor not queued", "batch_seq", b.Header.BatchSeq, "err", err)
 	}

@@ -58,9 +58,14 @@ type txItem struct {
 	// packets are the packets an anchor or confirmation stands for: if
 	// governance refuses it for good and nobody waits for it, they go
 	// to MANUAL with the refusal (nothing is left in neither state).
-	packets   []*govchain.PacketRef
-	done      chan error  // nil: nobody waits
-	after     func(error) // called once with the outcome, if set (the verifier's backlog)
+	packets []*govchain.PacketRef
+	// settled, if set, is called once the item is done for good: committed,
+	// refused as existing, or its packets' MANUAL record committed in its
+	// place. Not when the queue stops first: the caller's durable record
+	// then brings the item back on the next start (receipt anchors: the
+	// mesh's owed records).
+	settled   func()
+	done      chan error // nil: nobody waits
 	tries     int
 	notBefore time.Time
 	solo      bool // goes in a tx of its own (after its group was refused)
@@ -160,9 +165,9 @@ func (q *txq) Run(ctx context.Context) error {
 				pending = append(pending, <-q.results...)
 			}
 			for _, it := range pending {
-				// Not settled: the verifier keeps the batch in its
-				// backlog and checks it again after a restart.
-				it.after = nil
+				// Not settled: the caller's durable record (the
+				// verifier's backlog, the mesh's owed receipts) brings
+				// the item back after a restart.
 				it.finish(ctx.Err())
 			}
 			return nil
@@ -195,11 +200,11 @@ func (q *txq) Run(ctx context.Context) error {
 }
 
 func (it *txItem) finish(err error) {
+	if err == nil && it.settled != nil {
+		it.settled()
+	}
 	if it.done != nil {
 		it.done <- err
-	}
-	if it.after != nil {
-		it.after(err)
 	}
 }
 
@@ -341,10 +346,6 @@ func (q *txq) failed(items []*txItem, err error) []*txItem {
 		return []*txItem{it}
 	}
 	q.log.Error("governance refused a relay tx", "tries", it.tries+1, "err", te)
-	after := it.after
-	if it.done == nil && len(it.packets) > 0 {
-		it.after = nil // settled once the MANUAL entry below commits
-	}
 	it.finish(fmt.Errorf("governance refused: %w", te))
 	if it.done != nil || len(it.packets) == 0 {
 		return nil // the waiter decides (the compensator retries, the verifier logs)
@@ -355,8 +356,9 @@ func (q *txq) failed(items []*txItem, err error) []*txItem {
 	if len(reason) > 200 {
 		reason = reason[:200]
 	}
+	// The MANUAL record settles the item's duty in its place.
 	return []*txItem{{exception: &govchain.MsgTxException{Packets: it.packets, State: govchain.PacketState_PACKET_MANUAL,
-		Reason: reason}, queued: time.Now(), after: after}}
+		Reason: reason}, settled: it.settled, queued: time.Now()}}
 }
 
 func (it *txItem) what() string {
@@ -395,20 +397,20 @@ func (it *txItem) kind(q *txq) *counter {
 }
 
 // Confirm queues a batch confirmation of packets (verifier.Recorder);
-// nobody waits for the commit, settled hears of it (committed, or refused
-// for good: then its packets go to MANUAL through this queue first). It
-// blocks while the queue is full: a dropped confirmation would leave its
-// batch neither confirmed nor with a person, so the verifier slows down
-// instead.
-func (q *txq) Confirm(ctx context.Context, ref *govchain.BatchRef, packets []*govchain.PacketRef, settled func(error)) error {
-	return q.submit(ctx, &txItem{confirm: ref, packets: packets, after: settled})
+// nobody waits for the commit. It blocks while the queue is full: a
+// dropped confirmation would leave its batch neither confirmed nor with a
+// person, so the verifier slows down instead.
+func (q *txq) Confirm(ctx context.Context, ref *govchain.BatchRef, packets []*govchain.PacketRef, settled func()) error {
+	return q.submit(ctx, &txItem{confirm: ref, packets: packets, settled: settled})
 }
 
 // AnchorReceipts queues a destination receipt anchor of packets; it blocks
 // while the queue is full, which slows the receiving side (backpressure).
-// Refused for good, its packets go to MANUAL (see failed).
-func (q *txq) AnchorReceipts(ctx context.Context, r *govchain.BatchReceipts, packets []*govchain.PacketRef) error {
-	return q.submit(ctx, &txItem{receipts: r, packets: packets})
+// Refused for good, its packets go to MANUAL (see failed). settled (may be
+// nil) is called once the anchor, or the MANUAL record, is committed, or
+// governance says the receipts are anchored already (CodeExists).
+func (q *txq) AnchorReceipts(ctx context.Context, r *govchain.BatchReceipts, packets []*govchain.PacketRef, settled func()) error {
+	return q.submit(ctx, &txItem{receipts: r, packets: packets, settled: settled})
 }
 
 // TxStats are the governance txs a relay sent, by kind.

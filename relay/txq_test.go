@@ -18,7 +18,9 @@ import (
 // MANUAL exception item, queued like any tx, with the refusal as the
 // reason. A precondition not met yet is retried until the last try; an
 // item somebody waits for hands the refusal to the waiter; "exists" is
-// success; an infrastructure failure is retried.
+// success; an infrastructure failure is retried. An item is settled (its
+// caller's durable record dropped) on success or "exists", or once its
+// MANUAL item commits; never while it is retried.
 func TestTxqGivesUpToManual(t *testing.T) {
 	refs := []*govchain.PacketRef{{Pipe: "pipe-a", Seq: 1}, {Pipe: "pipe-a", Seq: 2}}
 	refused := func(code *govchain.TxError, msg string) error {
@@ -55,7 +57,12 @@ func TestTxqGivesUpToManual(t *testing.T) {
 			var log bytes.Buffer
 			q := newTxq(nil, nil, slog.New(slog.NewTextHandler(&log, nil)), 0)
 			q.maxTries = last
+			settled := 0
+			tc.item.settled = func() { settled++ }
 			back := q.failed([]*txItem{tc.item}, tc.err)
+			if want := map[bool]int{true: 1, false: 0}[tc.want == "done"]; settled != want {
+				t.Fatalf("settled %d times, want %d", settled, want)
+			}
 			switch tc.want {
 			case "retry":
 				if len(back) != 1 || back[0] != tc.item {
@@ -83,6 +90,10 @@ func TestTxqGivesUpToManual(t *testing.T) {
 				}
 				if !strings.Contains(log.String(), "level=ERROR") {
 					t.Errorf("give-up not logged as an error:\n%s", log.String())
+				}
+				back[0].finish(nil) // the MANUAL record committed
+				if settled != 1 {
+					t.Fatalf("settled %d times once the MANUAL record committed, want 1", settled)
 				}
 			}
 		})

@@ -92,9 +92,9 @@ func Check(b *amdp.Batch, rb *amdp.ReceiptBatch, a *govchain.BatchAnchor, find f
 type Recorder interface {
 	// Confirm queues the confirmation of a batch of packets; an error
 	// means it was not queued (ctx ended). settled is called once the
-	// confirmation is committed, or refused for good and its packets sent
-	// to MANUAL (with that refusal); never if the relay stops first.
-	Confirm(ctx context.Context, ref *govchain.BatchRef, packets []*govchain.PacketRef, settled func(error)) error
+	// confirmation is committed, or refused for good and its packets'
+	// MANUAL record committed instead; never if the relay stops first.
+	Confirm(ctx context.Context, ref *govchain.BatchRef, packets []*govchain.PacketRef, settled func()) error
 	Exception(ctx context.Context, m *govchain.MsgTxException) error
 }
 
@@ -365,7 +365,7 @@ func (v *Verifier) verify(ctx context.Context, it item) (confirming bool, err er
 		v.confirmed.Add(1)
 		v.confirmedPackets.Add(uint64(delivered))
 		err := v.cfg.Recorder.Confirm(ctx, &govchain.BatchRef{FromRelay: h.FromRelay, BatchSeq: h.BatchSeq}, Refs(it.b),
-			func(error) { v.forget(h.BatchSeq) })
+			func() { v.forget(h.BatchSeq) })
 		return err == nil, err
 	}
 	v.mismatched.Add(uint64(len(mism)))

@@ -348,10 +348,10 @@ type outcomes struct {
 	settle     bool // report each confirmation committed at once
 }
 
-func (o *outcomes) Confirm(_ context.Context, ref *govchain.BatchRef, _ []*govchain.PacketRef, settled func(error)) error {
+func (o *outcomes) Confirm(_ context.Context, ref *govchain.BatchRef, _ []*govchain.PacketRef, settled func()) error {
 	o.confirms <- ref
 	if o.settle {
-		settled(nil)
+		settled()
 	}
 	return nil
 }
