@@ -26,6 +26,15 @@ var (
 	buildErr  error
 )
 
+// TestMain removes the binary that binary built, once every test ran.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if ccgpBin != "" {
+		os.RemoveAll(filepath.Dir(ccgpBin))
+	}
+	os.Exit(code)
+}
+
 // binary builds cmd/ccgp once per test run.
 func binary(t *testing.T) string {
 	t.Helper()
