@@ -356,11 +356,8 @@ func (x *execCtx) confirmExceptions(a *BatchAnchor) error {
 			default:
 				continue
 			}
-			ex.State, ex.Reason, ex.Height = PacketState_PACKET_CONFIRMED, fmt.Sprintf("confirmed in batch %s/%d", a.FromRelay, a.BatchSeq), x.height
-			ex.History = append(ex.History, &Transition{State: ex.State, Reason: ex.Reason, Height: x.height, By: x.senderAddr[:]})
-			if len(ex.History) > maxHistory {
-				ex.History = ex.History[len(ex.History)-maxHistory:]
-			}
+			ex.State, ex.Reason = PacketState_PACKET_CONFIRMED, fmt.Sprintf("confirmed in batch %s/%d", a.FromRelay, a.BatchSeq)
+			x.stamp(ex)
 			if err := x.st.put(k, ex); err != nil {
 				return err
 			}
@@ -496,17 +493,23 @@ func (x *execCtx) transition(packets []*PacketRef, action string, move func(*Pip
 		if r := move(p, ex); r != nil {
 			return r, nil
 		}
-		ex.Height = x.height
-		ex.History = append(ex.History, &Transition{State: ex.State, Reason: ex.Reason, Height: x.height, By: x.senderAddr[:]})
-		if len(ex.History) > maxHistory {
-			ex.History = ex.History[len(ex.History)-maxHistory:]
-		}
+		x.stamp(ex)
 		if err := x.st.put(KeyException(ref.Pipe, ref.Seq), ex); err != nil {
 			return nil, err
 		}
 	}
 	x.emit("exception", "action", action, "packets", fmt.Sprint(len(packets)))
 	return nil, nil
+}
+
+// stamp records ex's new state at this block, by the tx's sender, in its
+// bounded history.
+func (x *execCtx) stamp(ex *TxException) {
+	ex.Height = x.height
+	ex.History = append(ex.History, &Transition{State: ex.State, Reason: ex.Reason, Height: x.height, By: x.senderAddr[:]})
+	if len(ex.History) > maxHistory {
+		ex.History = ex.History[len(ex.History)-maxHistory:]
+	}
 }
 
 func packetID(pipe string, seq uint64) [32]byte { return amdp.PacketID(pipe, seq) }
