@@ -42,6 +42,7 @@ FUZZ_TARGETS = \
 	./mesh/amdp/:FuzzDecodeBatch \
 	./mesh/amdp/:FuzzDecodeReceiptBatch \
 	./mesh/amdp/:FuzzDecodeFrame \
+	./mesh/amdp/:FuzzDecodeSkeletonRecord \
 	./mesh/:FuzzReadFrame
 # FUZZ: the targets to run (all by default), e.g. FUZZ=./mesh/:FuzzReadFrame.
 FUZZ ?= $(FUZZ_TARGETS)

@@ -63,9 +63,6 @@ func (h *Histogram) Record(d time.Duration) {
 	}
 }
 
-// Count is the number of durations recorded.
-func (h *Histogram) Count() uint64 { return h.n.Load() }
-
 // Reset forgets everything recorded (not atomically with respect to
 // concurrent Records: those may land on either side).
 func (h *Histogram) Reset() {

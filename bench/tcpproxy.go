@@ -39,9 +39,6 @@ func NewTCPProxy(target string) (*TCPProxy, error) {
 	return p, nil
 }
 
-// Addr is the address clients use.
-func (p *TCPProxy) Addr() string { return p.ln.Addr().String() }
-
 // Listen listens on address, makes it the proxy's target, and returns a
 // listener that reports the proxy's address as its own. It is a
 // kfake.ListenFn: the broker then advertises the proxy in its metadata,

@@ -158,7 +158,8 @@ func (c *Compensator) offend(it *Item, reason, detail string) {
 		org = c.cfg.RelayOrg(it.To)
 	}
 	r := offence.ForRelay(offence.StageCompensator, reason, it.To, org, detail)
-	r.Reporter, r.TimeUnixMs = c.cfg.RelayID, time.Now().UnixMilli()
+	// The receipt is signed by it.To and contradicted by its chain.
+	r.Reporter, r.TimeUnixMs, r.Proven = c.cfg.RelayID, time.Now().UnixMilli(), true
 	r.Pipe, r.Seq, r.PacketID, r.Evidence = it.Pipe, it.Seq, hex.EncodeToString(it.ID[:]), it.Receipt
 	c.cfg.Offences.Report(r)
 }

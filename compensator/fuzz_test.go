@@ -1,7 +1,6 @@
 package compensator
 
 import (
-	"fmt"
 	"testing"
 	"time"
 
@@ -213,5 +212,3 @@ func (f *fuzzer) apply(acts []Action) {
 		}
 	}
 }
-
-func (f *fuzzer) String() string { return fmt.Sprintf("now +%v", f.now.Sub(t0)) }

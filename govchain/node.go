@@ -134,9 +134,6 @@ func (n *LocalNode) ID() string { return string(n.cmt.NodeInfo().ID()) }
 // Height is the last committed block height.
 func (n *LocalNode) Height() int64 { return n.cmt.BlockStore().Height() }
 
-// AppHash is the app hash of the last committed state.
-func (n *LocalNode) AppHash() []byte { return n.app.tree.Hash() }
-
 // IsValidator reports whether this node's consensus key is in the current
 // validator set.
 func (n *LocalNode) IsValidator(ctx context.Context) (bool, error) {

@@ -205,16 +205,6 @@ func (in *inbound) conns() map[string][]*quic.Conn {
 	return out
 }
 
-func (in *inbound) count() int {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	n := 0
-	for _, p := range in.peers {
-		n += len(p.conns)
-	}
-	return n
-}
-
 // fairSlots hands out processing slots: free in all, at most perPeer to
 // one peer, and when slots are scarce, to the waiting peers in turn.
 type fairSlots struct {

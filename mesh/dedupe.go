@@ -225,13 +225,7 @@ type owed struct {
 // newOwed strips b to what its record keeps; rh gives the receipt batch's
 // relays and sequence (the rest of a header is the seal's).
 func newOwed(b *amdp.Batch, rh *amdp.ReceiptBatchHeader, receipts []*amdp.Receipt) *owed {
-	h := b.GetHeader()
-	sb := &amdp.Batch{Header: &amdp.BatchHeader{FromRelay: h.GetFromRelay(), ToRelay: h.GetToRelay(), BatchSeq: h.GetBatchSeq()},
-		Packets: make([]*amdp.Packet, len(b.Packets))}
-	for i, p := range b.Packets {
-		sb.Packets[i] = &amdp.Packet{PipeId: p.PipeId, Sequence: p.Sequence}
-	}
-	return &owed{batch: sb, receipts: &amdp.ReceiptBatch{Receipts: receipts,
+	return &owed{batch: b.Skeleton(), receipts: &amdp.ReceiptBatch{Receipts: receipts,
 		Header: &amdp.ReceiptBatchHeader{FromRelay: rh.GetFromRelay(), ToRelay: rh.GetToRelay(), BatchSeq: rh.GetBatchSeq()}}}
 }
 
@@ -244,38 +238,20 @@ func owedKey(peer string, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(k, seq)
 }
 
-// encode is the record's key and value: uvarint(len(batch)) batch
-// receipts, both protobuf.
+// encode is the record's key and value (amdp.EncodeSkeletonRecord).
 func (o *owed) encode() (k, v []byte, err error) {
-	det := proto.MarshalOptions{Deterministic: true}
-	bb, err := det.Marshal(o.batch)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: encode owed batch: %v", ErrStore, err)
-	}
-	v = binary.AppendUvarint(nil, uint64(len(bb)))
-	v = append(v, bb...)
-	if v, err = det.MarshalAppend(v, o.receipts); err != nil {
-		return nil, nil, fmt.Errorf("%w: encode owed receipts: %v", ErrStore, err)
+	if v, err = amdp.EncodeSkeletonRecord(o.batch, o.receipts); err != nil {
+		return nil, nil, fmt.Errorf("%w: owed receipts: %v", ErrStore, err)
 	}
 	return owedKey(o.batch.Header.FromRelay, o.batch.Header.BatchSeq), v, nil
 }
 
 func decodeOwed(v []byte) (*owed, error) {
-	n, w := binary.Uvarint(v)
-	if w <= 0 || n > uint64(len(v)-w) {
-		return nil, fmt.Errorf("%w: owed record: bad length prefix", ErrStore)
+	b, rb, err := amdp.DecodeSkeletonRecord(v, amdp.Limits{})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrStore, err)
 	}
-	o := &owed{batch: &amdp.Batch{}, receipts: &amdp.ReceiptBatch{}}
-	if err := proto.Unmarshal(v[w:w+int(n)], o.batch); err != nil {
-		return nil, fmt.Errorf("%w: owed batch: %v", ErrStore, err)
-	}
-	if err := proto.Unmarshal(v[w+int(n):], o.receipts); err != nil {
-		return nil, fmt.Errorf("%w: owed receipts: %v", ErrStore, err)
-	}
-	if o.batch.Header == nil || o.receipts.Header == nil {
-		return nil, fmt.Errorf("%w: owed record without headers", ErrStore)
-	}
-	return o, nil
+	return &owed{batch: b, receipts: rb}, nil
 }
 
 // owedAll returns every owed record, in key order.

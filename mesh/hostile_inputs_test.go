@@ -48,15 +48,31 @@ func (r *offenceRecorder) reasons() []string {
 	return out
 }
 
+// proofs is, per record, "proven" or "claimed" (offence.Record.Proven).
+func (r *offenceRecorder) proofs() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, rec := range r.recs {
+		out = append(out, map[bool]string{true: "proven", false: "claimed"}[rec.Proven])
+	}
+	return out
+}
+
 // meshHostileRow is one attack on a receiving relay over QUIC with mTLS,
 // in the shape of the relay package's table. attack returns the reason
 // label the attack met (a RemoteError's, an AuthError's or a REJECTED
 // receipt's) and the error the sender saw.
 type meshHostileRow struct {
-	name    string
-	reason  string // the rejection's label, counted in ccgp_mesh_rejected_total{reason} at counter
-	want    error  // errors.Is(err, want); nil: the batch is answered, the packet refused
-	offence bool   // also reported to the offence log (a packet that is not authentic)
+	name   string
+	reason string // the rejection's label, counted in ccgp_mesh_rejected_total{reason} at counter
+	want   error  // errors.Is(err, want); nil: the batch is answered, the packet refused
+	// offence is how the attack is reported to the offence log, once:
+	// "proven" (a packet the authenticated peer forwarded in a batch it
+	// signed), "claimed" (a whole batch or a handshake refused: not
+	// checkable by a third party), or "" for none (a real request the
+	// pipe refuses is no offence).
+	offence string
 	// sees is the label the attacker gets back, when it differs from the
 	// one counted (a refused handshake tells the peer only auth_refused).
 	sees string
@@ -97,36 +113,36 @@ func TestHostileInputs(t *testing.T) {
 		return string(label), nil
 	}
 	rows := []meshHostileRow{
-		{name: "forged relay signature on a batch", reason: "bad_signature", want: ErrBatchRejected,
+		{name: "forged relay signature on a batch", offence: "claimed", reason: "bad_signature", want: ErrBatchRejected,
 			attack: func(t *testing.T, h *hostileNet) (string, error) {
 				return batchErr(h, h.a, sealBatch(t, mallory, "relay-a", "relay-b", 1, h.n.packets("ab-1", 2, 10)))
 			}},
-		{name: "wrong Merkle root", reason: "merkle_root", want: ErrBatchRejected,
+		{name: "wrong Merkle root", offence: "claimed", reason: "merkle_root", want: ErrBatchRejected,
 			attack: func(t *testing.T, h *hostileNet) (string, error) {
 				b := h.n.batch("relay-a", "relay-b", 1, h.n.packets("ab-1", 3, 10)...)
 				b.Packets[1] = h.n.packet("ab-1", []byte("swapped in after sealing"))
 				return batchErr(h, h.a, b)
 			}},
-		{name: "truncated frame", reason: "short_frame", want: ErrBatchRejected,
+		{name: "truncated frame", offence: "claimed", reason: "short_frame", want: ErrBatchRejected,
 			attack: func(t *testing.T, h *hostileNet) (string, error) {
 				f := encodeFrame(t, h.n.batch("relay-a", "relay-b", 1, h.n.packet("ab-1", []byte("cut"))))
 				return frameErr(h, f[:len(f)/2])
 			}},
-		{name: "garbage frame (unknown kind)", reason: "bad_frame", want: ErrBatchRejected,
+		{name: "garbage frame (unknown kind)", offence: "claimed", reason: "bad_frame", want: ErrBatchRejected,
 			attack: func(t *testing.T, h *hostileNet) (string, error) { return frameErr(h, []byte("\x09\x00\x03abc")) }},
-		{name: "garbage frame (body not protobuf)", reason: "malformed", want: ErrBatchRejected,
+		{name: "garbage frame (body not protobuf)", offence: "claimed", reason: "malformed", want: ErrBatchRejected,
 			attack: func(t *testing.T, h *hostileNet) (string, error) {
 				return frameErr(h, []byte("\x01\x00\x0bhello world"))
 			}},
-		{name: "oversized frame (declared 1 GiB)", reason: "batch_too_large", want: ErrBatchRejected,
+		{name: "oversized frame (declared 1 GiB)", offence: "claimed", reason: "batch_too_large", want: ErrBatchRejected,
 			attack: func(t *testing.T, h *hostileNet) (string, error) {
 				return frameErr(h, binary.AppendUvarint([]byte{1, 0}, 1<<30))
 			}},
-		{name: "zstd bomb (declared size)", reason: "decompressed_too_large", want: ErrBatchRejected,
+		{name: "zstd bomb (declared size)", offence: "claimed", reason: "decompressed_too_large", want: ErrBatchRejected,
 			attack: func(t *testing.T, h *hostileNet) (string, error) { return frameErr(h, zstdBomb(t, true)) }},
-		{name: "zstd bomb (size not declared)", reason: "decompressed_too_large", want: ErrBatchRejected,
+		{name: "zstd bomb (size not declared)", offence: "claimed", reason: "decompressed_too_large", want: ErrBatchRejected,
 			attack: func(t *testing.T, h *hostileNet) (string, error) { return frameErr(h, zstdBomb(t, false)) }},
-		{name: "oversized payload (over the relay's 64 KiB)", reason: "payload_too_large", want: ErrBatchRejected,
+		{name: "oversized payload (over the relay's 64 KiB)", offence: "claimed", reason: "payload_too_large", want: ErrBatchRejected,
 			attack: func(t *testing.T, h *hostileNet) (string, error) {
 				return batchErr(h, h.a, h.n.batch("relay-a", "relay-b", 1, h.n.packet("ab-1", make([]byte, 64<<10+1))))
 			}},
@@ -134,13 +150,13 @@ func TestHostileInputs(t *testing.T) {
 			attack: func(t *testing.T, h *hostileNet) (string, error) {
 				return packetErr(t, h, "relay-a", h.n.packet("ab-small", make([]byte, 101)))
 			}},
-		{name: "forged app signature", reason: "bad_signature", offence: true,
+		{name: "forged app signature", reason: "bad_signature", offence: "proven",
 			attack: func(t *testing.T, h *hostileNet) (string, error) {
 				p := h.n.packet("ab-1", []byte("signed"))
 				p.Payload = []byte("changed after signing")
 				return packetErr(t, h, "relay-a", p)
 			}},
-		{name: "app key not the pipe's (attacker's credential)", reason: "bad_credential", offence: true,
+		{name: "app key not the pipe's (attacker's credential)", reason: "bad_credential", offence: "proven",
 			attack: func(t *testing.T, h *hostileNet) (string, error) {
 				p := &amdp.Packet{PipeId: "ab-1", Sequence: 77, Operation: amdp.OpWrite, Payload: []byte("x"), TimeoutHeight: 1_000_000}
 				if err := amdp.SignPacket(p, crypto.DevSigner("mallory-app")); err != nil {
@@ -148,11 +164,11 @@ func TestHostileInputs(t *testing.T) {
 				}
 				return packetErr(t, h, "relay-a", p)
 			}},
-		{name: "another org's pipe", reason: "wrong_source", offence: true,
+		{name: "another org's pipe", reason: "wrong_source", offence: "proven",
 			attack: func(t *testing.T, h *hostileNet) (string, error) {
 				return packetErr(t, h, "relay-a", h.n.packet("cb-1", []byte("relay-c's pipe, sent by relay-a")))
 			}},
-		{name: "unknown pipe", reason: "unknown_pipe", offence: true,
+		{name: "unknown pipe", reason: "unknown_pipe", offence: "proven",
 			attack: func(t *testing.T, h *hostileNet) (string, error) {
 				return packetErr(t, h, "relay-a", h.n.packet("no-such-pipe", []byte("u")))
 			}},
@@ -160,7 +176,7 @@ func TestHostileInputs(t *testing.T) {
 			attack: func(t *testing.T, h *hostileNet) (string, error) {
 				return packetErr(t, h, "relay-a", h.n.packet("ab-susp", []byte("s")))
 			}},
-		{name: "unregistered relay certificate", reason: "unknown_relay", sees: "auth_refused", want: ErrAuthRefused,
+		{name: "unregistered relay certificate", offence: "claimed", reason: "unknown_relay", sees: "auth_refused", want: ErrAuthRefused,
 			attack: func(t *testing.T, h *hostileNet) (string, error) {
 				h.n.addRelay("relay-d")
 				d := h.n.start("relay-d", sendOnly)
@@ -169,7 +185,7 @@ func TestHostileInputs(t *testing.T) {
 				h.n.reg.mu.Unlock()
 				return batchErr(h, d, h.n.batch("relay-d", "relay-b", 1, h.n.packet("ab-1", nil)))
 			}},
-		{name: "certificate from another CA", reason: "untrusted_cert", sees: "auth_refused", want: ErrAuthRefused,
+		{name: "certificate from another CA", offence: "claimed", reason: "untrusted_cert", sees: "auth_refused", want: ErrAuthRefused,
 			attack: func(t *testing.T, h *hostileNet) (string, error) {
 				rogueCA, err := crypto.NewDevCA("rogue CA")
 				if err != nil {
@@ -183,7 +199,7 @@ func TestHostileInputs(t *testing.T) {
 				r := h.n.start("relay-d", sendOnly, func(c *Config) { c.RelayID, c.Certificate = "relay-a", rogue })
 				return batchErr(h, r, h.n.batch("relay-a", "relay-b", 1, h.n.packet("ab-1", nil)))
 			}},
-		{name: "revoked relay account", reason: "no_relay_key", want: ErrBatchRejected,
+		{name: "revoked relay account", offence: "claimed", reason: "no_relay_key", want: ErrBatchRejected,
 			attack: func(t *testing.T, h *hostileNet) (string, error) {
 				addr := crypto.SignerAddress(h.n.relays["relay-a"].signer)
 				h.n.reg.mu.Lock()
@@ -236,11 +252,11 @@ func TestHostileInputs(t *testing.T) {
 			if _, _, executed := h.n.relays["relay-b"].chain.counts(); executed != 0 {
 				t.Errorf("relay-b's chain executed %d packets", executed)
 			}
-			offs := h.offs.reasons()
+			offs, proofs := h.offs.reasons(), h.offs.proofs()
 			switch {
-			case row.offence && (len(offs) != 1 || offs[0] != row.reason):
-				t.Errorf("offences %v, want one %s", offs, row.reason)
-			case !row.offence && len(offs) != 0:
+			case row.offence != "" && (len(offs) != 1 || offs[0] != row.reason || proofs[0] != row.offence):
+				t.Errorf("offences %v (%v), want one %s (%s)", offs, proofs, row.reason, row.offence)
+			case row.offence == "" && len(offs) != 0:
 				t.Errorf("offences %v, want none", offs)
 			}
 			stillServes(t, h.n, h.a, 100)

@@ -159,14 +159,56 @@ func (e *Endpoint) slowPeer(peerID string) {
 	}
 }
 
+// orgOf is the org of a registered relay, or "" (offence.Unknown).
+func (e *Endpoint) orgOf(relayID string) string {
+	if svc, ok := e.cfg.Registry.Service(relayID); ok {
+		return svc.GetOrg()
+	}
+	return ""
+}
+
+// handshakeRefused reports a refused handshake: the relay is the one its
+// certificate claims, not proven (the certificate did not authenticate).
+func (e *Endpoint) handshakeRefused(err error) {
+	if e.cfg.Offences == nil {
+		return
+	}
+	claimed := ""
+	var ae *AuthError
+	if errors.As(err, &ae) {
+		claimed = ae.Relay
+	}
+	r := offence.ForRelay(offence.StageReceiver, Reason(err), claimed, e.orgOf(claimed), err.Error())
+	r.Reporter, r.TimeUnixMs = e.cfg.RelayID, time.Now().UnixMilli()
+	e.cfg.Offences.Report(r)
+}
+
 // reasonSlowPeer labels a stream reset because its frame came too slowly.
 const reasonSlowPeer = "slow_peer"
 
 // reject answers a batch that is refused as a whole; the sender must not
-// resend it unchanged. Counted by reason and logged once.
+// resend it unchanged. Counted by reason, logged, and reported as an
+// offence of the authenticated peer.
 func (e *Endpoint) reject(str *quic.Stream, peerID string, b *amdp.Batch, err error) {
 	reason := Reason(err)
 	e.m.rejected.WithLabelValues(reason).Inc()
+	if e.cfg.Offences != nil {
+		r := offence.ForRelay(offence.StageReceiver, reason, peerID, e.orgOf(peerID),
+			fmt.Sprintf("batch %d refused: %v", b.GetHeader().GetBatchSeq(), err))
+		r.Reporter, r.TimeUnixMs = e.cfg.RelayID, time.Now().UnixMilli()
+		if h := b.GetHeader(); h != nil {
+			// Evidence: the header and the relay's signature over it, not
+			// the packets (bounded, and a refused batch may be huge). Not
+			// Proven: a whole batch can be refused before its signature
+			// is checked, and the channel's authentication is not
+			// something a third party can check afterwards.
+			ev, merr := amdp.EncodeBatch(nil, &amdp.Batch{Header: h, RelaySignature: b.GetRelaySignature()})
+			if merr == nil && len(ev) <= offence.MaxEvidence {
+				r.Evidence = ev
+			}
+		}
+		e.cfg.Offences.Report(r)
+	}
 	e.log.Warn("rejected a batch", "peer", peerID, "batch_seq", b.GetHeader().GetBatchSeq(), "reason", reason, "err", err)
 	e.reply(str, appendErrorFrame(nil, classRejected, reason, err.Error()))
 }
@@ -297,8 +339,12 @@ func (e *Endpoint) checkPackets(peerID string, packets []*amdp.Packet) []error {
 		if err == nil {
 			err = check.Admissible(it.Packet, it.Pipe, e.cfg.Limits.MaxPayload)
 		} else if e.cfg.Offences != nil {
+			// The packet came in a batch peerID signed, over its
+			// authenticated connection: the peer forwarded it, and its
+			// own stage-1 check should have dropped it.
 			r := offence.ForPacket(offence.StageReceiver, Reason(err), it.Packet, it.Pipe, nil, err.Error())
-			r.Reporter, r.TimeUnixMs = e.cfg.RelayID, time.Now().UnixMilli()
+			r.Reporter, r.TimeUnixMs, r.Proven = e.cfg.RelayID, time.Now().UnixMilli(), true
+			r.Relay, r.Org = peerID, e.orgOf(peerID)
 			e.cfg.Offences.Report(r)
 		}
 		if verdicts[i] = err; err != nil {

@@ -33,6 +33,7 @@ func (e *Endpoint) serverTLS() *tls.Config {
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			if _, err := e.authenticate(cs, x509.ExtKeyUsageClientAuth, ""); err != nil {
 				e.m.rejected.WithLabelValues(Reason(err)).Inc()
+				e.handshakeRefused(err)
 				e.log.Warn("refused a relay's handshake", "err", err)
 				return err
 			}

@@ -53,6 +53,9 @@ type relayHostileRow struct {
 	reason string // offence reason, "" when the row checks its own refusal
 	stage  string
 	org    string // the org the offence must name, when set
+	// proven: the record must say its evidence ties it to the named
+	// relay (offence.Record.Proven); the router's records never do.
+	proven bool
 	// attack returns the pipe and sequence the offence names.
 	attack func(t *testing.T, h *relayHostile) (pipe string, seq uint64)
 	// after checks the row's own refusal and that nothing executed.
@@ -141,7 +144,7 @@ func TestHostileInputs(t *testing.T) {
 				forge(ctx, t, c, "org-1", packet("pipe-none", 1, attacker, attacker))
 				return "pipe-none", 1
 			}},
-		{name: "destination lies with a REJECTED receipt for a packet it executed", reason: "false_refusal", stage: offence.StageCompensator, org: "org-2",
+		{name: "destination lies with a REJECTED receipt for a packet it executed", reason: "false_refusal", stage: offence.StageCompensator, org: "org-2", proven: true,
 			attack: func(t *testing.T, h *relayHostile) (string, uint64) {
 				p, err := c.Apps["pipe-1-2"].Send(ctx, []byte(lyingPrefix+"executed, answered refused"))
 				if err != nil {
@@ -270,6 +273,9 @@ func TestHostileInputs(t *testing.T) {
 					}
 					if row.org != "" && o.Org != row.org {
 						t.Errorf("offence against org %q, want %q", o.Org, row.org)
+					}
+					if o.Proven != row.proven {
+						t.Errorf("offence proven %v, want %v", o.Proven, row.proven)
 					}
 					t.Logf("offence: %s/%s at %s against %s/%s: %s", o.Reason, o.Stage, o.Reporter, o.Org, o.Relay, o.Detail)
 				}

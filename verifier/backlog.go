@@ -35,22 +35,13 @@ func openBacklog(dir string, log *slog.Logger) (*backlog, error) {
 
 func backlogKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
 
-// put stores it before the verifier takes it.
+// put stores it (a skeleton, see Enqueue) before the verifier takes it.
 func (q *backlog) put(it item) error {
-	v, err := amdp.EncodeBatch(nil, it.b)
-	if err != nil {
-		return fmt.Errorf("verifier: store batch %d: %w", it.b.Header.BatchSeq, err)
+	rec, err := amdp.EncodeSkeletonRecord(it.b, it.rb)
+	if err == nil {
+		err = q.db.Set(backlogKey(it.b.Header.BatchSeq), rec, pebble.Sync)
 	}
-	rb, err := amdp.EncodeReceiptBatch(nil, it.rb)
 	if err != nil {
-		return fmt.Errorf("verifier: store receipts of batch %d: %w", it.b.Header.BatchSeq, err)
-	}
-	// uvarint(len(batch)) | batch | receipt batch
-	rec := make([]byte, 0, len(v)+len(rb)+binary.MaxVarintLen64)
-	rec = binary.AppendUvarint(rec, uint64(len(v)))
-	rec = append(rec, v...)
-	rec = append(rec, rb...)
-	if err := q.db.Set(backlogKey(it.b.Header.BatchSeq), rec, pebble.Sync); err != nil {
 		return fmt.Errorf("verifier: store batch %d: %w", it.b.Header.BatchSeq, err)
 	}
 	return nil
@@ -88,19 +79,8 @@ func (q *backlog) load(l amdp.Limits) (items []item, corrupt int, err error) {
 }
 
 func decodeBacklog(rec []byte, l amdp.Limits) (item, error) {
-	n, k := binary.Uvarint(rec)
-	if k <= 0 || n > uint64(len(rec)-k) {
-		return item{}, errors.New("bad length prefix")
-	}
-	b, err := amdp.DecodeBatch(rec[k:k+int(n)], l)
-	if err != nil {
-		return item{}, err
-	}
-	rb, err := amdp.DecodeReceiptBatch(rec[k+int(n):], l)
-	if err != nil {
-		return item{}, err
-	}
-	return item{b: b, rb: rb}, nil
+	b, rb, err := amdp.DecodeSkeletonRecord(rec, l)
+	return item{b: b, rb: rb}, err
 }
 
 func (q *backlog) close() error { return q.db.Close() }

@@ -98,6 +98,14 @@ func TestCLIKeys(t *testing.T) {
 	run(t, env, "gov", "pipe", "apply", "--help").must(t, 0, "--source-contract", "Example")
 }
 
+func TestCLIDemoBadInput(t *testing.T) {
+	full := t.TempDir()
+	os.WriteFile(filepath.Join(full, "kept"), []byte("x"), 0o644)
+	run(t, nil, "demo", "--state-dir", full).must(t, 2, "--state-dir", "is not empty")
+	notDir := filepath.Join(full, "kept")
+	run(t, nil, "demo", "--state-dir", notDir).must(t, 2, "--state-dir")
+}
+
 func TestCLIKafkaDevBadInput(t *testing.T) {
 	run(t, nil, "kafka", "dev", "--listen", "127.0.0.1:0", "--retention", "10ms").must(t, 2, "--retention 10ms: at least 1s")
 	run(t, nil, "kafka", "dev", "--listen", "nowhere").must(t, 2, "--listen")
@@ -332,6 +340,17 @@ func TestCLIRelay(t *testing.T) {
 	unanchored := filepath.Join(out, "unanchored.yaml")
 	os.WriteFile(unanchored, []byte(strings.Join(kept, "\n")), 0o644)
 	run(t, env, "relay", "start", "--config", unanchored, "--kafka", "127.0.0.1:1", dev).must(t, 2, "no governance trust root")
+
+	// A chain app without its key, and with a key the keystore lacks.
+	withApp := func(name, app string) string {
+		p := filepath.Join(out, name)
+		os.WriteFile(p, bytes.Replace(good, []byte("chain:\n"), []byte("chain:\n  app:\n"+app), 1), 0o644)
+		return p
+	}
+	run(t, env, "relay", "start", "--config", withApp("nokey.yaml", "    pipe: p1\n    total: 5\n"), "--kafka", kafka, dev).
+		must(t, 2, "chain.app.pipe and chain.app.key")
+	run(t, env, "relay", "start", "--config", withApp("badkey.yaml", "    pipe: p1\n    total: 5\n    key: nobody\n"), "--kafka", kafka, dev).
+		must(t, 1, "chain.app.key", "nobody")
 
 	metrics := freeTCP(t)
 	cfgB, _ := os.ReadFile(cfg)

@@ -115,6 +115,12 @@ func loadRelayFile(path string) (*relayFile, error) {
 	if f.Key == "" {
 		f.Key = f.RelayID
 	}
+	if a := f.Chain.App; a.Total > 0 && (a.Pipe == "" || a.Key == "") {
+		return nil, usagef("relay config %s: chain.app sends %d requests: it needs chain.app.pipe and chain.app.key (the pipe's source key in the keystore)", path, a.Total)
+	}
+	if f.Chain.App.Rate < 0 {
+		return nil, usagef("relay config %s: chain.app.rate %v: must be positive (requests per second)", path, f.Chain.App.Rate)
+	}
 	if f.Shards < 0 || f.Shards > 64 {
 		return nil, usagef("relay config %s: shards must be 1-64", path)
 	}

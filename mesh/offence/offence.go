@@ -51,6 +51,16 @@ type Record struct {
 	// Evidence is what was received (an encoded packet, batch header or
 	// receipt), at most MaxEvidence bytes.
 	Evidence []byte `json:"evidence,omitempty"`
+	// Proven says the record attributes the offence to Relay (and Org) on
+	// evidence a third party can check: a batch or receipt the relay
+	// signed, sent over its authenticated connection, or a receipt its
+	// destination chain contradicts. Not proven: what anyone could have
+	// written in the claimed party's name (a Kafka record with a forged
+	// signature, a copy of a genuinely signed packet, which is also what
+	// a listener replaying after a crash produces), a certificate refused
+	// at the handshake, a stream that came too slowly. Scoring weighs
+	// proven offences; the others are counted and kept for people.
+	Proven bool `json:"proven"`
 }
 
 // Reporter takes offence records. Report must not block: implementations
@@ -58,12 +68,6 @@ type Record struct {
 type Reporter interface {
 	Report(r Record)
 }
-
-// Discard is a Reporter that keeps nothing.
-type Discard struct{}
-
-// Report implements Reporter.
-func (Discard) Report(Record) {}
 
 // ForPacket fills a record about packet p (which may be nil: undecodable
 // bytes) whose pipe the registry returned (nil when unknown): the claimed
@@ -87,7 +91,7 @@ func ForPacket(stage, reason string, p *amdp.Packet, pipe *govchain.Pipe, raw []
 
 // ForRelay fills a record about a relay's batch or receipt: the claimed
 // relay is the authenticated peer, and org its service's org (Unknown when
-// not registered).
+// not registered). The record is not Proven until the caller says so.
 func ForRelay(stage, reason, relayID, org, detail string) Record {
 	if org == "" {
 		org = Unknown
