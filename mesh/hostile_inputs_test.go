@@ -156,7 +156,7 @@ func TestHostileInputs(t *testing.T) {
 				p.Payload = []byte("changed after signing")
 				return packetErr(t, h, "relay-a", p)
 			}},
-		{name: "app key not the pipe's (attacker's credential)", reason: "bad_credential", offence: "proven",
+		{name: "app key not the pipe's (attacker's credential)", reason: "bad_credential", offence: "claimed",
 			attack: func(t *testing.T, h *hostileNet) (string, error) {
 				p := &amdp.Packet{PipeId: "ab-1", Sequence: 77, Operation: amdp.OpWrite, Payload: []byte("x"), TimeoutHeight: 1_000_000}
 				if err := amdp.SignPacket(p, crypto.DevSigner("mallory-app")); err != nil {
@@ -164,11 +164,11 @@ func TestHostileInputs(t *testing.T) {
 				}
 				return packetErr(t, h, "relay-a", p)
 			}},
-		{name: "another org's pipe", reason: "wrong_source", offence: "proven",
+		{name: "another org's pipe", reason: "wrong_source", offence: "claimed",
 			attack: func(t *testing.T, h *hostileNet) (string, error) {
 				return packetErr(t, h, "relay-a", h.n.packet("cb-1", []byte("relay-c's pipe, sent by relay-a")))
 			}},
-		{name: "unknown pipe", reason: "unknown_pipe", offence: "proven",
+		{name: "unknown pipe", reason: "unknown_pipe", offence: "claimed",
 			attack: func(t *testing.T, h *hostileNet) (string, error) {
 				return packetErr(t, h, "relay-a", h.n.packet("no-such-pipe", []byte("u")))
 			}},
@@ -225,8 +225,34 @@ func TestHostileInputs(t *testing.T) {
 				_, err := h.c.Send(ctxT(t, 10*time.Second), "relay-e", h.n.batch("relay-c", "relay-e", 1, h.n.packet("cb-e", []byte("x"))))
 				return Reason(err), err
 			}},
-		// More rows go here, in the same shape (the lead's slow-loris and
-		// connection-loop rows).
+		// Work in flight at a key rotation (DESIGN §3): the receiver's
+		// view has the new key before the batch arrives.
+		{name: "app key rotated while its packet was in flight", reason: "bad_credential", offence: "claimed",
+			attack: func(t *testing.T, h *hostileNet) (string, error) {
+				h.n.addPipe("ab-rot", "relay-a", "relay-b")
+				p := h.n.packet("ab-rot", []byte("signed under the old key"))
+				rotated := crypto.DevSigner("app-after-rotation")
+				h.n.addPipe("ab-rot", "relay-a", "relay-b", func(pp *govchain.Pipe) {
+					pp.Source.Suite, pp.Source.PublicKey = string(rotated.Suite()), rotated.PublicKey()
+				})
+				return packetErr(t, h, "relay-a", p)
+			}},
+		{name: "relay key rotated while its batch was in flight", reason: "bad_signature", want: ErrBatchRejected, offence: "claimed",
+			attack: func(t *testing.T, h *hostileNet) (string, error) {
+				b := h.n.batch("relay-a", "relay-b", 1, h.n.packet("ab-1", []byte("sealed under the old key")))
+				addr := crypto.SignerAddress(h.n.relays["relay-a"].signer)
+				rotated := crypto.DevSigner("relay-a-after-rotation")
+				h.n.reg.mu.Lock()
+				acct := h.n.reg.accounts[addr]
+				h.n.reg.accounts[addr] = &govchain.Account{Address: acct.Address, Org: acct.Org, Role: acct.Role, Status: acct.Status,
+					Suite: string(rotated.Suite()), PublicKey: rotated.PublicKey(), KeyHeight: 9}
+				h.n.reg.mu.Unlock()
+				reason, err := batchErr(h, h.a, b)
+				h.n.reg.mu.Lock()
+				h.n.reg.accounts[addr] = acct // so that stillServes can send as relay-a
+				h.n.reg.mu.Unlock()
+				return reason, err
+			}},
 	}
 	for _, row := range rows {
 		t.Run(row.name, func(t *testing.T) {

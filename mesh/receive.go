@@ -339,11 +339,15 @@ func (e *Endpoint) checkPackets(peerID string, packets []*amdp.Packet) []error {
 		if err == nil {
 			err = check.Admissible(it.Packet, it.Pipe, e.cfg.Limits.MaxPayload)
 		} else if e.cfg.Offences != nil {
-			// The packet came in a batch peerID signed, over its
-			// authenticated connection: the peer forwarded it, and its
-			// own stage-1 check should have dropped it.
+			// The packet came in a batch peerID signed. A signature that
+			// does not verify under the key its credential names is the
+			// peer's fault whatever the timing (its stage 1 had to drop
+			// it): proven. The other failures depend on the registry's
+			// view, which can change while a batch is in flight (a key
+			// rotated, a pipe moved, an account revoked): claimed.
 			r := offence.ForPacket(offence.StageReceiver, Reason(err), it.Packet, it.Pipe, nil, err.Error())
-			r.Reporter, r.TimeUnixMs, r.Proven = e.cfg.RelayID, time.Now().UnixMilli(), true
+			r.Reporter, r.TimeUnixMs = e.cfg.RelayID, time.Now().UnixMilli()
+			r.Proven = errors.Is(err, amdp.ErrBadSignature)
 			r.Relay, r.Org = peerID, e.orgOf(peerID)
 			e.cfg.Offences.Report(r)
 		}
