@@ -3,6 +3,7 @@ package analytics
 import (
 	"context"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
 	"regexp"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 )
 
@@ -87,10 +89,11 @@ func LatestVersion() int {
 //
 // ClickHouse has no transactional DDL: a migration cut off midway is
 // applied again from its first statement on the next run, so every
-// statement must be idempotent (CREATE ... IF NOT EXISTS, ADD COLUMN IF
-// NOT EXISTS). The same rule makes two processes migrating at once safe:
-// both run the same idempotent statements, and the duplicate
-// schema_migrations rows collapse into one.
+// statement must be idempotent: CREATE ... IF NOT EXISTS, and ALTER TABLE
+// ... ADD COLUMN, whose "already exists" refusal Migrate takes as done
+// (18.16 has no ADD COLUMN IF NOT EXISTS). The same rule makes two
+// processes migrating at once safe: both run the same idempotent
+// statements, and the duplicate schema_migrations rows collapse into one.
 func Migrate(ctx context.Context, conn driver.Conn, db string) (MigrateReport, error) {
 	var rep MigrateReport
 	if !identifier.MatchString(db) {
@@ -128,7 +131,7 @@ func Migrate(ctx context.Context, conn driver.Conn, db string) (MigrateReport, e
 			continue
 		}
 		for i, stmt := range statements(m.SQL) {
-			if err := conn.Exec(ctx, strings.ReplaceAll(stmt, "{db}", q)); err != nil {
+			if err := conn.Exec(ctx, strings.ReplaceAll(stmt, "{db}", q)); err != nil && !columnExists(stmt, err) {
 				return rep, fmt.Errorf("analytics: migration %04d_%s, statement %d: %w", m.Version, m.Name, i+1, err)
 			}
 		}
@@ -171,6 +174,16 @@ func SchemaVersion(ctx context.Context, conn driver.Conn, db string) (int, error
 		return 0, fmt.Errorf("analytics: read %s.schema_migrations: %w", db, err)
 	}
 	return int(v), nil
+}
+
+// columnExists reports whether err is ClickHouse refusing an ALTER TABLE
+// ... ADD COLUMN because the column is there: the statement ran before, in
+// a migration cut off midway. 18.16 has no ADD COLUMN IF NOT EXISTS, so
+// this is how such a statement stays idempotent.
+func columnExists(stmt string, err error) bool {
+	var ex *clickhouse.Exception
+	return errors.As(err, &ex) && ex.Code == 44 && strings.Contains(ex.Message, "already exists") &&
+		strings.Contains(strings.ToUpper(stmt), "ADD COLUMN")
 }
 
 // statements splits a migration into its statements: '--' comment lines
