@@ -42,8 +42,11 @@ and a newer binary applies only what is missing. The database is created
 when it does not exist.
 
 A database recorded at a version newer than this binary knows is refused
-(exit 1) and left untouched: upgrade ccgp instead. The sink runs the same
-migration at start.`,
+(exit 1) and left untouched: upgrade ccgp instead. The sink (to come)
+applies the same migrations at start.
+
+An unreachable server is exit 1; give --clickhouse the server's native TCP
+port (9000 by default, not the HTTP port 8123).`,
 		Example: `  ccgp analytics migrate --clickhouse 127.0.0.1:9000
   ccgp analytics migrate --clickhouse 10.0.0.5:9000 --database ccgp_staging`,
 		Args: exactArgs(),
