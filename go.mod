@@ -24,7 +24,22 @@ require (
 
 require github.com/google/pprof v0.0.0-20261105003125-4bf881d7fb0b
 
-require go.uber.org/goleak v1.3.0
+require (
+	github.com/ClickHouse/clickhouse-go/v2 v2.26.0
+	go.uber.org/goleak v1.3.0
+)
+
+require (
+	github.com/ClickHouse/ch-go v0.61.5 // indirect
+	github.com/andybalholm/brotli v1.1.0 // indirect
+	github.com/go-faster/city v1.0.1 // indirect
+	github.com/go-faster/errors v0.7.1 // indirect
+	github.com/paulmach/orb v0.11.1 // indirect
+	github.com/segmentio/asm v1.2.0 // indirect
+	github.com/shopspring/decimal v1.4.0 // indirect
+	go.opentelemetry.io/otel v1.32.0 // indirect
+	go.opentelemetry.io/otel/trace v1.32.0 // indirect
+)
 
 require (
 	cosmossdk.io/core v0.12.1-0.20240725072823-6a2d039e1212 // indirect

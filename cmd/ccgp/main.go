@@ -80,7 +80,7 @@ Start here:
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError{fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
-	root.AddCommand(newKeysCmd(g), newTestnetCmd(g), newNodeCmd(g), newGovCmd(g), newRelayCmd(g), newKafkaCmd(g), newTxCmd(g), newManualCmd(g), newDemoCmd(g), newBenchCmd(g))
+	root.AddCommand(newKeysCmd(g), newTestnetCmd(g), newNodeCmd(g), newGovCmd(g), newRelayCmd(g), newKafkaCmd(g), newTxCmd(g), newManualCmd(g), newDemoCmd(g), newBenchCmd(g), newAnalyticsCmd(g))
 	return root
 }
 
