@@ -309,12 +309,23 @@ func flatten(m map[string][]*Item) []*Item {
 // take persists items (synced) before anything else, then queues the
 // machine's actions and wakes the loop.
 func (c *Compensator) take(event func() [][]Action, items []*Item) error {
-	if err := c.save(items); err != nil {
+	// The event first: it gives the items their state (FAILED, proving),
+	// and that is what must be on disk when this returns and the router
+	// commits the offsets. Saved before it, a record said nothing about
+	// the item's state, and one restored from a kill -9 before the
+	// event's own Save ran was never acted on again
+	// (TestKillSourceRelayCompensating). Saved under c.mu: once the
+	// machine holds them, a tick may change them; queued only once saved.
+	c.mu.Lock()
+	acts := event()
+	err := c.save(items)
+	if err == nil {
+		c.queue = append(c.queue, acts...)
+	}
+	c.mu.Unlock()
+	if err != nil {
 		return err
 	}
-	c.mu.Lock()
-	c.queue = append(c.queue, event()...)
-	c.mu.Unlock()
 	select {
 	case c.kick <- struct{}{}:
 	default:

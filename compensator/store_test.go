@@ -13,6 +13,8 @@ import (
 	"github.com/ccgpmesh/ccgp/crypto"
 	"github.com/ccgpmesh/ccgp/govchain"
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
+	"github.com/ccgpmesh/ccgp/mesh/check"
+	"github.com/ccgpmesh/ccgp/router"
 )
 
 // idle stands in for the compensator's network sides, which a store test
@@ -162,3 +164,38 @@ func TestStoreRestart(t *testing.T) {
 }
 
 func jsonItem(it *Item) ([]byte, error) { return json.Marshal(it) }
+
+// TestRefusedSurvivesKill: a refusal handed over (Rejected returned, so
+// the router may commit its offsets) and the process killed before the
+// compensator's loop ran a single step. The restored item must be what
+// the machine made of it (FAILED, proving its evidence) and due for its
+// proof, not a record without a state that nothing acts on again.
+func TestRefusedSurvivesKill(t *testing.T) {
+	dir := t.TempDir()
+	var log bytes.Buffer
+	c := openStore(t, dir, &log)
+	p := &amdp.Packet{PipeId: "pipe-a", Sequence: 4, Operation: amdp.OpWrite, Payload: []byte("x"), TimeoutHeight: 100}
+	if err := amdp.SignPacket(p, crypto.DevSigner("app")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rejected(context.Background(), []router.Rejection{{Packet: p, Err: check.ErrPipeNotActive}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil { // no Run: nothing drained
+		t.Fatal(err)
+	}
+	c = openStore(t, dir, &log)
+	t.Cleanup(func() { c.Close() })
+	items := c.Pending()
+	if len(items) != 1 {
+		t.Fatalf("restored %d items, want 1", len(items))
+	}
+	it := items[0]
+	if it.State != govchain.PacketState_PACKET_FAILED || !it.Proving || it.Evidence != EvidenceSourceRefusal {
+		t.Fatalf("restored as state %v proving %v evidence %q; want FAILED, proving, %q", it.State, it.Proving, it.Evidence, EvidenceSourceRefusal)
+	}
+	due := c.m.Due(time.Now())
+	if len(due) < 2 || due[1].Kind != Prove {
+		t.Fatalf("restored refusal not due for its proof: %+v", due)
+	}
+}
