@@ -15,8 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ccgpmesh/ccgp/bench"
-	"github.com/ccgpmesh/ccgp/govchain"
 	"github.com/ccgpmesh/ccgp/crypto"
+	"github.com/ccgpmesh/ccgp/govchain"
 	"github.com/ccgpmesh/ccgp/ingest/simchain"
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
 )
