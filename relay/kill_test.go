@@ -221,23 +221,13 @@ func TestKillSourceRelay(t *testing.T) {
 	waitUntil(t, 120*time.Second, func() string { return fmt.Sprintf("destination executed %d of %d", dest.Stats().Delivered, total) },
 		func() bool { return dest.Stats().Delivered >= total })
 
-	refs := make([]*govchain.PacketRef, total)
-	for i := range refs {
-		refs[i] = &govchain.PacketRef{Pipe: "pipe-1-2", Seq: uint64(i + 1)}
-	}
+	refs := pipeRefs("pipe-1-2", total)
 	got := requireStates(ctx, t, c, refs, func(s govchain.PacketState) bool {
 		return s == govchain.PacketState_PACKET_DELIVERED || s == govchain.PacketState_PACKET_CONFIRMED
 	})
 	proc.stop()
 
-	src, err := simchain.Open(c.External.ChainDir, simchain.Options{ID: "chain-org-1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	if n := src.NextSequence("pipe-1-2") - 1; n != total {
-		t.Fatalf("the source chain holds %d requests, want %d", n, total)
-	}
+	src := openSourceChain(t, c, "pipe-1-2", total)
 	if rb := src.Stats().RolledBack; rb != 0 {
 		t.Fatalf("the source chain rolled back %d requests", rb)
 	}
@@ -340,10 +330,7 @@ func TestKillSourceRelayCompensating(t *testing.T) {
 	rolledAtKill := len(exceptions(t, c, govchain.PacketState_PACKET_ROLLED_BACK))
 	proc.kill9()
 
-	refs := make([]*govchain.PacketRef, total)
-	for i := range refs {
-		refs[i] = &govchain.PacketRef{Pipe: "pipe-1-2", Seq: uint64(i + 1)}
-	}
+	refs := pipeRefs("pipe-1-2", total)
 	got := requireStates(ctx, t, c, refs, func(s govchain.PacketState) bool {
 		switch s {
 		case govchain.PacketState_PACKET_DELIVERED, govchain.PacketState_PACKET_CONFIRMED,
@@ -358,14 +345,7 @@ func TestKillSourceRelayCompensating(t *testing.T) {
 	}
 	proc.stop()
 
-	src, err := simchain.Open(c.External.ChainDir, simchain.Options{ID: "chain-org-1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	if n := src.NextSequence("pipe-1-2") - 1; n != total {
-		t.Fatalf("the source chain holds %d requests, want %d", n, total)
-	}
+	src := openSourceChain(t, c, "pipe-1-2", total)
 	rolled := got[govchain.PacketState_PACKET_ROLLED_BACK]
 	if rb := src.Stats().RolledBack; rb != uint64(rolled) || rolled <= rolledAtKill {
 		t.Fatalf("the source chain rolled back %d requests, governance records %d (%d at the kill): want equal, and more after the restart",
@@ -390,4 +370,29 @@ func TestKillSourceRelayCompensating(t *testing.T) {
 	}
 	t.Logf("source relay killed -9 with %d rollbacks done and more queued: final states %v, source chain rolled back %d",
 		rolledAtKill, got, src.Stats().RolledBack)
+}
+
+// pipeRefs names sequences 1..n of pipe.
+func pipeRefs(pipe string, n int) []*govchain.PacketRef {
+	refs := make([]*govchain.PacketRef, n)
+	for i := range refs {
+		refs[i] = &govchain.PacketRef{Pipe: pipe, Seq: uint64(i + 1)}
+	}
+	return refs
+}
+
+// openSourceChain opens the stopped external relay's chain (closed at
+// cleanup) and fails the test unless it holds exactly want requests on
+// pipe: the app sent them all, across the kill.
+func openSourceChain(t *testing.T, c *bench.Cluster, pipe string, want uint64) *simchain.Chain {
+	t.Helper()
+	src, err := simchain.Open(c.External.ChainDir, simchain.Options{ID: "chain-org-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { src.Close() })
+	if n := src.NextSequence(pipe) - 1; n != want {
+		t.Fatalf("the source chain holds %d requests, want %d", n, want)
+	}
+	return src
 }
