@@ -57,37 +57,109 @@ func (n *nodeDBs) closeAll() error {
 	return errors.Join(errs...)
 }
 
+// errStoreClosed answers a write that arrives after the store closed.
+var errStoreClosed = errors.New("govchain: store closed")
+
+// closeSafeDB guards a store against use after Close. Reads answer
+// "absent"; writes answer errStoreClosed instead of reaching pebble, which
+// panics on a closed DB. The tx indexer's goroutine is the reason for the
+// writes: v1.0.1's IndexerService.Stop does not wait for it, so a block
+// that was being indexed while the node stopped is committed to the tx
+// index after the node returned from Stop, and closeAll has closed it
+// (seen as "panic: pebble: closed" in TxIndex.AddBatch in CI). mu makes
+// Close wait for a write in flight and every later write see closed.
 type closeSafeDB struct {
 	dbm.DB
 	id     string
+	mu     sync.RWMutex
 	closed atomic.Bool
 }
 
 func (d *closeSafeDB) Get(key []byte) ([]byte, error) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
 	if d.closed.Load() {
 		return nil, nil
 	}
-	v, err := d.DB.Get(key)
-	if err != nil && d.closed.Load() {
-		return nil, nil
-	}
-	return v, err
+	return d.DB.Get(key)
 }
 
 func (d *closeSafeDB) Has(key []byte) (bool, error) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
 	if d.closed.Load() {
 		return false, nil
 	}
-	v, err := d.DB.Has(key)
-	if err != nil && d.closed.Load() {
-		return false, nil
+	return d.DB.Has(key)
+}
+
+// write runs f unless the store is closed, holding Close off meanwhile.
+func (d *closeSafeDB) write(f func() error) error {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.closed.Load() {
+		return fmt.Errorf("%w: %s", errStoreClosed, d.id)
 	}
-	return v, err
+	return f()
+}
+
+func (d *closeSafeDB) Set(k, v []byte) error {
+	return d.write(func() error { return d.DB.Set(k, v) })
+}
+
+func (d *closeSafeDB) SetSync(k, v []byte) error {
+	return d.write(func() error { return d.DB.SetSync(k, v) })
+}
+
+func (d *closeSafeDB) Delete(k []byte) error {
+	return d.write(func() error { return d.DB.Delete(k) })
+}
+
+func (d *closeSafeDB) DeleteSync(k []byte) error {
+	return d.write(func() error { return d.DB.DeleteSync(k) })
+}
+
+func (d *closeSafeDB) Iterator(start, end []byte) (dbm.Iterator, error) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.closed.Load() {
+		return nil, fmt.Errorf("%w: %s", errStoreClosed, d.id)
+	}
+	return d.DB.Iterator(start, end)
+}
+
+func (d *closeSafeDB) ReverseIterator(start, end []byte) (dbm.Iterator, error) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.closed.Load() {
+		return nil, fmt.Errorf("%w: %s", errStoreClosed, d.id)
+	}
+	return d.DB.ReverseIterator(start, end)
+}
+
+// NewBatch wraps the store's batch so that its commit goes through write.
+func (d *closeSafeDB) NewBatch() dbm.Batch {
+	return &closeSafeBatch{Batch: d.DB.NewBatch(), db: d}
+}
+
+type closeSafeBatch struct {
+	dbm.Batch
+	db *closeSafeDB
+}
+
+func (b *closeSafeBatch) Write() error {
+	return b.db.write(b.Batch.Write)
+}
+
+func (b *closeSafeBatch) WriteSync() error {
+	return b.db.write(b.Batch.WriteSync)
 }
 
 // Close closes the store once; later calls (CometBFT's, then closeAll's)
-// do nothing.
+// do nothing. It waits for a read or write in flight.
 func (d *closeSafeDB) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	if d.closed.Swap(true) {
 		return nil
 	}
