@@ -443,6 +443,15 @@ func (c *Compensator) do(ctx context.Context, a Action) error {
 		if err != nil {
 			return err
 		}
+		c.mu.Lock()
+		first := c.m.Recorded(a.Items, a.State)
+		c.mu.Unlock()
+		if len(first) > 0 {
+			// Stored, so that a restart knows the chain holds them.
+			if err := c.save(first); err != nil {
+				return err
+			}
+		}
 		switch a.State {
 		case govchain.PacketState_PACKET_ROLLED_BACK:
 			c.rolledBack.Add(uint64(len(a.Items)))

@@ -175,6 +175,7 @@ func (f *fuzzer) apply(acts []Action) {
 					t.Fatalf("%d: recorded delivered after its rollback", it.Seq)
 				}
 			}
+			f.m.Recorded(a.Items, a.State)
 		case Rollback:
 			for _, it := range a.Items {
 				if !f.mayRoll[it.ID] {

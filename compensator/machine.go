@@ -38,6 +38,17 @@ type Item struct {
 	// ProofAttempts counts checks that could not be made (a chain out of
 	// reach); past Policy.MaxProofAttempts the item goes to MANUAL.
 	ProofAttempts int `json:"proof_attempts,omitempty"`
+	// Recorded is the latest state this compensator recorded for the
+	// item on the governance chain, or found there already (a refused
+	// move); UNSPECIFIED: none yet. An item is stored before its first
+	// record (the router commits its offsets once the store has it), so a
+	// kill between the two leaves an item the chain knows nothing of; the
+	// chain takes no move from nothing but to FAILED or MANUAL, and a
+	// rollback recorded then would be refused while the source chain's
+	// rollback stood, with no state on governance
+	// (TestKillSourceRelayCompensating). Due therefore records FAILED
+	// first for such an item.
+	Recorded govchain.PacketState `json:"recorded,omitempty"`
 }
 
 // Evidence is the kind of evidence a rollback rests on.
@@ -324,9 +335,51 @@ func (m *Machine) Due(now time.Time) []Action {
 		for _, it := range prove {
 			m.inflight[it.ID] = true
 		}
+		// The record comes first, in the same sequence: a sequence whose
+		// step fails is resumed from that step, so Prove (and a rollback
+		// after it) never runs before the chain holds FAILED.
+		acts = append(acts, unrecorded(prove)...)
 		acts = append(acts, Action{Kind: Save, Items: prove}, Action{Kind: Prove, Items: prove, Reason: "timed out before delivery"})
 	}
 	return append(acts, m.resend(groups)...)
+}
+
+// unrecorded returns, for the items the governance chain holds no state
+// for yet (a kill came between their store and their first record), the
+// FAILED records to make before anything else, one per reason.
+func unrecorded(items []*Item) []Action {
+	var acts []Action
+	byReason := map[string]int{}
+	for _, it := range items {
+		if it.Recorded != govchain.PacketState_PACKET_STATE_UNSPECIFIED || it.State != govchain.PacketState_PACKET_FAILED {
+			continue
+		}
+		i, ok := byReason[it.Reason]
+		if !ok {
+			i = len(acts)
+			byReason[it.Reason] = i
+			acts = append(acts, Action{Kind: Record, State: govchain.PacketState_PACKET_FAILED, Reason: it.Reason})
+		}
+		acts[i].Items = append(acts[i].Items, it)
+	}
+	return acts
+}
+
+// Recorded notes that the governance chain holds state for items (the
+// wrapper's Record ran, accepted or refused as already made). It returns
+// the items that had no recorded state before, for the wrapper to save.
+func (m *Machine) Recorded(items []*Item, state govchain.PacketState) []*Item {
+	var first []*Item
+	for _, it := range items {
+		if _, ok := m.items[it.ID]; !ok {
+			continue
+		}
+		if it.Recorded == govchain.PacketState_PACKET_STATE_UNSPECIFIED {
+			first = append(first, it)
+		}
+		it.Recorded = state
+	}
+	return first
 }
 
 func (m *Machine) resend(groups map[string][]*Item) []Action {
@@ -338,6 +391,7 @@ func (m *Machine) resend(groups map[string][]*Item) []Action {
 	var acts []Action
 	for _, to := range tos {
 		items := groups[to]
+		acts = append(acts, unrecorded(items)...)
 		for _, it := range items {
 			it.State = govchain.PacketState_PACKET_RETRYING
 			it.Attempts++

@@ -41,7 +41,7 @@ func newHarness(t *testing.T, p Policy, restored ...*Item) *harness {
 	h := &harness{t: t, m: NewMachine(p, restored), items: map[string]*Item{}, chain: map[[32]byte]govchain.PacketState{}}
 	for _, it := range restored {
 		h.items[name(it)] = it
-		h.chain[it.ID] = it.State // a restored item's state is already on chain
+		h.chain[it.ID] = it.Recorded // what the chain holds for a restored item
 	}
 	return h
 }
@@ -108,6 +108,7 @@ func (h *harness) apply(acts []Action) []string {
 				}
 				h.chain[it.ID] = a.State
 			}
+			h.m.Recorded(a.Items, a.State) // as the wrapper does once the chain answered
 		case Forget:
 			h.m.Forget(a.Items)
 		}
@@ -839,6 +840,45 @@ func TestMachine(t *testing.T) {
 			held: "a/1{RETRYING n=1 next=-}",
 		},
 		{
+			// TestKillSourceRelayCompensating found it: the chain takes no
+			// move from nothing to ROLLED_BACK or RETRYING, so a rollback
+			// made without the FAILED record was refused on governance
+			// while the source chain's rollback stood.
+			name:    "restored before their first record: FAILED recorded before the proof and before the resend",
+			policy:  Policy{Jitter: identity},
+			restore: unrecordedItems,
+			steps: []step{
+				{
+					do: func(h *harness) []Action { return h.m.Due(at(time.Second)) },
+					want: []string{
+						"Record FAILED r/1: refused at the source relay: pipe_not_active",
+						"Save r/1{FAILED n=0 next=- proving source_refusal}",
+						"Prove r/1: timed out before delivery",
+						"Record FAILED u/1: destination relay unreachable",
+						"Record RETRYING u/1: resending",
+						"Save u/1{RETRYING n=1 next=-}",
+						"Resend u/1 -> y",
+					},
+				},
+				{
+					do: func(h *harness) []Action {
+						return h.m.Proved([]Proof{{Item: h.items["r/1"], Verdict: ProofHolds, Reason: "suspended on chain"}}, at(2*time.Second))
+					},
+					want: []string{
+						"Rollback r/1: suspended on chain",
+						"Record ROLLED_BACK r/1: suspended on chain",
+						"Forget r/1",
+					},
+				},
+				{
+					// Recorded now: a later check does not record again.
+					do:   func(h *harness) []Action { return h.m.Due(at(3 * time.Second)) },
+					want: nil,
+				},
+			},
+			held: "u/1{RETRYING n=1 next=-}",
+		},
+		{
 			name:    "restored items: due ones resent, MANUAL ones resolvable",
 			policy:  Policy{Jitter: identity},
 			restore: restoredItems,
@@ -887,7 +927,22 @@ func restoredItems() []*Item {
 	a2.State, a2.Attempts = govchain.PacketState_PACKET_MANUAL, 3
 	a1 := newItem("a/1", "y")
 	a1.State, a1.NextAt = govchain.PacketState_PACKET_FAILED, t0
-	return []*Item{c1, b1, a2, a1}
+	items := []*Item{c1, b1, a2, a1}
+	for _, it := range items {
+		it.Recorded = it.State // stored after their records were made
+	}
+	return items
+}
+
+// unrecordedItems were stored and then the process was killed before
+// their first record reached the governance chain: a refusal waiting for
+// its proof, and a batch the router could not deliver.
+func unrecordedItems() []*Item {
+	r := newItem("r/1", "y")
+	r.State, r.Proving, r.Evidence, r.Reason = govchain.PacketState_PACKET_FAILED, true, EvidenceSourceRefusal, "refused at the source relay: pipe_not_active"
+	u := newItem("u/1", "y")
+	u.State, u.NextAt, u.Reason = govchain.PacketState_PACKET_FAILED, t0, "destination relay unreachable"
+	return []*Item{r, u}
 }
 
 func TestMachineRestore(t *testing.T) {
@@ -936,6 +991,7 @@ func TestMachineDeadline(t *testing.T) {
 	late := &Item{ID: [32]byte{1}, Pipe: "a", Seq: 1, To: "r", Deadline: t0.Add(500 * time.Millisecond)}
 	fine := &Item{ID: [32]byte{2}, Pipe: "a", Seq: 2, To: "r", Deadline: t0.Add(time.Hour)}
 	m.Undelivered([]*Item{late, fine}, "unreachable", t0)
+	m.Recorded([]*Item{late, fine}, govchain.PacketState_PACKET_FAILED) // its Record ran
 	acts := m.Due(t0.Add(time.Second))
 	if len(acts) != 5 || acts[0].Kind != Save || acts[1].Kind != Prove || acts[1].Items[0] != late || !late.Proving ||
 		late.Evidence != EvidenceTimeout || acts[4].Kind != Resend || len(acts[4].Items) != 1 || acts[4].Items[0] != fine {

@@ -291,20 +291,13 @@ func TestKillSourceRelayCompensating(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs a relay process")
 	}
-	// It found refused requests stranded by a kill before the
-	// compensator's first step: their stored records had no state
-	// (Compensator.take saved before the machine's event; fixed, the unit
-	// test is TestRefusedSurvivesKill). A second finding is still open,
-	// so the test is skipped unless asked for: the last requests refused
-	// around the kill (25 of 300, the highest sequences) never get a
-	// state on the governance chain. Not the router's sequence check (its
-	// view is in memory; a new process takes a pipe's first sequence).
-	// Suspects: the listener's checkpoint (it resumed from height 751)
-	// ahead of what it produced, or requests never submitted (the source
-	// chain's count is read only after the wait).
-	if os.Getenv("CCGP_KILL_COMPENSATING") == "" {
-		t.Skip("open finding: requests refused around a kill -9 are never compensated (CCGP_KILL_COMPENSATING=1 runs it)")
-	}
+	// It found two ways a kill stranded refused requests: items stored
+	// with no state (Compensator.take saved before the machine's event;
+	// TestRefusedSurvivesKill), and items stored before their first
+	// record whose rollback governance then refused (none -> ROLLED_BACK),
+	// leaving the source chain rolled back and governance with no state
+	// (Item.Recorded; the machine's "restored before their first record"
+	// row).
 	// Few enough refusals for the compensator's pace: it waits for each
 	// rollback's source-chain tx and then its exception record, one
 	// request at a time (2-3 rollbacks/s here; the README's known limits).
