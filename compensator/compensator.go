@@ -150,35 +150,27 @@ func New(cfg Config) (*Compensator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("compensator: open store: %w", err)
 	}
-	var items []*Item
-	it, err := db.NewIter(nil)
+	// A record that does not decode is kept where it is (never deleted:
+	// its packet is still under compensation and a person must decide),
+	// reported and counted, and the rest are restored.
+	items, bad, err := kv.Scan(db, func(k, v []byte) (*Item, error) {
+		var x Item
+		err := json.Unmarshal(v, &x)
+		if err == nil && (len(k) != len(x.ID) || !bytes.Equal(k, x.ID[:])) {
+			err = fmt.Errorf("record under key %x is item %x", k, x.ID)
+		}
+		return &x, err
+	})
 	if err != nil {
 		db.Close()
 		return nil, err
 	}
-	// A record that does not decode is kept where it is (never deleted:
-	// its packet is still under compensation and a person must decide),
-	// reported and counted, and the rest are restored: one bad record
-	// must not strand every other packet in the store.
 	var corrupt [][32]byte
-	for it.First(); it.Valid(); it.Next() {
-		var x Item
-		err := json.Unmarshal(it.Value(), &x)
-		if err == nil && (len(it.Key()) != len(x.ID) || !bytes.Equal(it.Key(), x.ID[:])) {
-			err = fmt.Errorf("record under key %x is item %x", it.Key(), x.ID)
-		}
-		if err != nil {
-			var id [32]byte
-			copy(id[:], it.Key())
-			corrupt = append(corrupt, id)
-			cfg.Logger.Error("compensator: corrupt stored item; left in the store for a person", "packet_id", fmt.Sprintf("%x", it.Key()), "err", err)
-			continue
-		}
-		items = append(items, &x)
-	}
-	if err := it.Close(); err != nil {
-		db.Close()
-		return nil, err
+	for _, b := range bad {
+		var id [32]byte
+		copy(id[:], b.Key)
+		corrupt = append(corrupt, id)
+		cfg.Logger.Error("compensator: corrupt stored item; left in the store for a person", "packet_id", fmt.Sprintf("%x", b.Key), "err", b.Err)
 	}
 	c := &Compensator{cfg: cfg, db: db, log: cfg.Logger, kick: make(chan struct{}, 1),
 		m: NewMachine(cfg.Policy, items), corrupt: corrupt}

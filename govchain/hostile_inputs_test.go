@@ -373,21 +373,10 @@ func forgedRead(t *testing.T, n *LocalNode, header bool) error {
 }
 
 // nodeStopLeaks are the goroutines that LocalNode.Stop is known to leave
-// (see TestHostileInputs).
+// (see TestHostileInputs and StopLeftovers).
 func nodeStopLeaks() []goleak.Option {
 	var out []goleak.Option
-	for _, f := range []string{
-		"github.com/cockroachdb/pebble.(*cleanupManager).mainLoop",
-		"github.com/cockroachdb/pebble.(*tableCacheShard).releaseLoop.func1",
-		"github.com/cockroachdb/pebble/vfs.(*diskHealthCheckingFS).startTickerLocked.func1",
-		"github.com/cockroachdb/pebble/vfs.(*diskHealthCheckingFile).startTicker.func1",
-		"github.com/cockroachdb/pebble/record.(*LogWriter).flushLoop",
-		"github.com/cometbft/cometbft/internal/autofile.(*AutoFile).closeFileRoutine",
-		"github.com/cometbft/cometbft/internal/autofile.OpenAutoFile.func1",
-		"github.com/cometbft/cometbft/proxy.(*multiAppConn).killTMOnClientError",
-		"github.com/syndtr/goleveldb/leveldb.(*DB).mpoolDrain",
-		"github.com/cometbft/cometbft/state.(*Pruner).pruneBlocks",
-	} {
+	for _, f := range StopLeftovers() {
 		out = append(out, goleak.IgnoreAnyFunction(f))
 	}
 	return out

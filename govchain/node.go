@@ -178,6 +178,25 @@ func (n *LocalNode) Stop() error {
 	return err
 }
 
+// StopLeftovers names the goroutines (their functions, for a leak
+// check such as goleak.IgnoreAnyFunction) that a LocalNode leaves
+// running after Stop: pebble's and CometBFT's background loops that
+// v1.0.1 starts and never joins. They idle, and end with the process.
+func StopLeftovers() []string {
+	return []string{
+		"github.com/cockroachdb/pebble.(*cleanupManager).mainLoop",
+		"github.com/cockroachdb/pebble.(*tableCacheShard).releaseLoop.func1",
+		"github.com/cockroachdb/pebble/vfs.(*diskHealthCheckingFS).startTickerLocked.func1",
+		"github.com/cockroachdb/pebble/vfs.(*diskHealthCheckingFile).startTicker.func1",
+		"github.com/cockroachdb/pebble/record.(*LogWriter).flushLoop",
+		"github.com/cometbft/cometbft/internal/autofile.(*AutoFile).closeFileRoutine",
+		"github.com/cometbft/cometbft/internal/autofile.OpenAutoFile.func1",
+		"github.com/cometbft/cometbft/proxy.(*multiAppConn).killTMOnClientError",
+		"github.com/syndtr/goleveldb/leveldb.(*DB).mpoolDrain",
+		"github.com/cometbft/cometbft/state.(*Pruner).pruneBlocks",
+	}
+}
+
 // cometLogger sends CometBFT's logs to slog; its Info level is chatty, so
 // it goes to slog's Debug.
 type cometLogger struct{ l *slog.Logger }

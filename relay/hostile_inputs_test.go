@@ -357,18 +357,7 @@ func forgeRaw(ctx context.Context, t *testing.T, c *bench.Cluster, org string, r
 // knownNodeLeaks are the goroutines LocalNode.Stop leaves behind.
 func knownNodeLeaks() []goleak.Option {
 	var out []goleak.Option
-	for _, f := range []string{
-		"github.com/cockroachdb/pebble.(*cleanupManager).mainLoop",
-		"github.com/cockroachdb/pebble.(*tableCacheShard).releaseLoop.func1",
-		"github.com/cockroachdb/pebble/vfs.(*diskHealthCheckingFS).startTickerLocked.func1",
-		"github.com/cockroachdb/pebble/vfs.(*diskHealthCheckingFile).startTicker.func1",
-		"github.com/cockroachdb/pebble/record.(*LogWriter).flushLoop",
-		"github.com/cometbft/cometbft/internal/autofile.(*AutoFile).closeFileRoutine",
-		"github.com/cometbft/cometbft/internal/autofile.OpenAutoFile.func1",
-		"github.com/cometbft/cometbft/proxy.(*multiAppConn).killTMOnClientError",
-		"github.com/syndtr/goleveldb/leveldb.(*DB).mpoolDrain",
-		"github.com/cometbft/cometbft/state.(*Pruner).pruneBlocks",
-	} {
+	for _, f := range govchain.StopLeftovers() {
 		out = append(out, goleak.IgnoreAnyFunction(f))
 	}
 	return out

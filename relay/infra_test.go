@@ -149,14 +149,7 @@ func TestBrokerPause(t *testing.T) {
 	if err := <-sending; err != nil {
 		t.Fatal(err)
 	}
-	a := settledC(t, c, 45*time.Second)
-	sent := sentSeqsC(c)
-	exactlyOnceC(t, c, sent, bench.DefaultPipes())
-	final := requireFinal(ctx, t, c)
-	stillRunningC(t, c)
-	if a.Lost != 0 || a.Duplicated != 0 || final[govchain.PacketState_PACKET_CONFIRMED] != a.Sent {
-		t.Fatalf("after the broker pause: %+v, final on chain %v", a, final)
-	}
+	a, final := requireCleanEnd(ctx, t, c, "the broker pause")
 	t.Logf("broker paused 10 s mid-stream: %+v; on the governance chain %v", a, final)
 }
 
@@ -188,13 +181,21 @@ func TestGovRestart(t *testing.T) {
 	if err := <-sending; err != nil {
 		t.Fatal(err)
 	}
+	a, final := requireCleanEnd(ctx, t, c, "the governance restart")
+	t.Logf("governance node down 8 s mid-stream (stopped at height %d): %+v; on the governance chain %v", h, a, final)
+}
+
+// requireCleanEnd is the end of an outage test: once the traffic settled,
+// every packet sent was delivered exactly once, is confirmed on the
+// governance chain, and no relay stopped.
+func requireCleanEnd(ctx context.Context, t *testing.T, c *bench.Cluster, after string) (bench.Accounting, map[govchain.PacketState]int) {
+	t.Helper()
 	a := settledC(t, c, 45*time.Second)
-	sent := sentSeqsC(c)
-	exactlyOnceC(t, c, sent, bench.DefaultPipes())
+	exactlyOnceC(t, c, sentSeqsC(c), bench.DefaultPipes())
 	final := requireFinal(ctx, t, c)
 	stillRunningC(t, c)
 	if a.Lost != 0 || a.Duplicated != 0 || final[govchain.PacketState_PACKET_CONFIRMED] != a.Sent {
-		t.Fatalf("after the governance restart: %+v, final on chain %v", a, final)
+		t.Fatalf("after %s: %+v, final on chain %v", after, a, final)
 	}
-	t.Logf("governance node down 8 s mid-stream (stopped at height %d): %+v; on the governance chain %v", h, a, final)
+	return a, final
 }

@@ -2,7 +2,6 @@ package verifier
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"log/slog"
 
@@ -59,23 +58,17 @@ func (q *backlog) done(seq uint64) {
 // logged, counted and left in place for a person: its packets cannot be
 // named, so nothing can be recorded for them.
 func (q *backlog) load(l amdp.Limits) (items []item, corrupt int, err error) {
-	iter, err := q.db.NewIter(nil)
-	if err != nil {
-		return nil, 0, err
-	}
-	for iter.First(); iter.Valid(); iter.Next() {
-		it, err := decodeBacklog(iter.Value(), l)
-		if err == nil && (len(iter.Key()) != 8 || binary.BigEndian.Uint64(iter.Key()) != it.b.Header.BatchSeq) {
-			err = fmt.Errorf("record under key %x is batch %d", iter.Key(), it.b.Header.BatchSeq)
+	items, bad, err := kv.Scan(q.db, func(k, v []byte) (item, error) {
+		it, err := decodeBacklog(v, l)
+		if err == nil && (len(k) != 8 || binary.BigEndian.Uint64(k) != it.b.Header.BatchSeq) {
+			err = fmt.Errorf("record under key %x is batch %d", k, it.b.Header.BatchSeq)
 		}
-		if err != nil {
-			corrupt++
-			q.log.Error("verifier: corrupt backlog record; left in the store for a person", "key", fmt.Sprintf("%x", iter.Key()), "err", err)
-			continue
-		}
-		items = append(items, it)
+		return it, err
+	})
+	for _, c := range bad {
+		q.log.Error("verifier: corrupt backlog record; left in the store for a person", "key", fmt.Sprintf("%x", c.Key), "err", c.Err)
 	}
-	return items, corrupt, errors.Join(iter.Error(), iter.Close())
+	return items, len(bad), err
 }
 
 func decodeBacklog(rec []byte, l amdp.Limits) (item, error) {
