@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
 )
 
@@ -421,6 +423,14 @@ func (x *execCtx) txException(m *MsgTxException) (*TxError, error) {
 			// compensator's record of its delivery: nothing to add.
 			return nil
 		}
+		if ex.State == m.State && m.State != PacketState_PACKET_RETRYING {
+			// Recorded again: a relay killed between its record and its
+			// own note of it records once more after the restart (at
+			// least once, so that nothing goes unrecorded). Nothing to
+			// add; refusing it would refuse the whole tx, and with it
+			// the other packets' real moves.
+			return nil
+		}
 		if !ExceptionMove(ex.State, m.State) {
 			return reject(CodeBadState, "pipe %s seq %d: cannot go from %s to %s", p.Id, ex.Seq, stateName(ex.State), stateName(m.State))
 		}
@@ -490,8 +500,15 @@ func (x *execCtx) transition(packets []*PacketRef, action string, move func(*Pip
 			id := packetID(ref.Pipe, ref.Seq)
 			ex = &TxException{Pipe: ref.Pipe, Seq: ref.Seq, PacketId: id[:]}
 		}
+		var before *TxException
+		if found {
+			before = proto.Clone(ex).(*TxException)
+		}
 		if r := move(p, ex); r != nil {
 			return r, nil
+		}
+		if found && proto.Equal(before, ex) {
+			continue // nothing moved: no new history entry
 		}
 		x.stamp(ex)
 		if err := x.st.put(KeyException(ref.Pipe, ref.Seq), ex); err != nil {

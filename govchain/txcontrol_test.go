@@ -107,6 +107,18 @@ func TestTransactionControl(t *testing.T) {
 		return m
 	}
 	c.ok(ccA, exc(PacketState_PACKET_FAILED, 3))
+	// Recorded again (a relay restarted between its record and its note
+	// of it): accepted, nothing added, and the tx's other packets move.
+	c.ok(ccA, exc(PacketState_PACKET_FAILED, 3, 6))
+	ex3 := &TxException{}
+	c.get(KeyException("p1", 3), ex3)
+	if ex3.State != PacketState_PACKET_FAILED || len(ex3.History) != 1 {
+		t.Fatalf("FAILED recorded twice: %v, want one history entry", ex3)
+	}
+	if st := c.ledgerState("p1", 6); st != PacketState_PACKET_FAILED {
+		t.Fatalf("seq 6 beside a repeated record: %v, want FAILED", st)
+	}
+	c.ok(ccA, exc(PacketState_PACKET_ROLLED_BACK, 3))
 	c.ok(ccA, exc(PacketState_PACKET_ROLLED_BACK, 3))
 	c.rejected(ccA, exc(PacketState_PACKET_RETRYING, 3), CodeBadState, "cannot go from rolled_back to retrying")
 	c.rejected(ccA, exc(PacketState_PACKET_RESOLVED, 3), CodeInvalid, "not a transition")
