@@ -428,20 +428,22 @@ func (c *Compensator) do(ctx context.Context, a Action) error {
 		var te *govchain.TxError
 		if errors.As(err, &te) {
 			// A refusal will not change on retry (an unknown pipe, a
-			// transition already recorded before a restart): note it.
+			// move the chain does not take): note it. A state recorded
+			// again after a restart is not refused: the chain takes it
+			// as a no-op.
 			c.log.Warn("governance refused a transition", "state", a.State, "packets", len(a.Items), "err", te)
-			err = nil
-		}
-		if err != nil {
+		} else if err != nil {
 			return err
-		}
-		c.mu.Lock()
-		first := c.m.Recorded(a.Items, a.State)
-		c.mu.Unlock()
-		if len(first) > 0 {
-			// Stored, so that a restart knows the chain holds them.
-			if err := c.save(first); err != nil {
-				return err
+		} else {
+			c.mu.Lock()
+			held := c.m.Recorded(a.Items, a.State)
+			c.mu.Unlock()
+			// Stored, so that after a kill the store says where the
+			// chain stands (Item.Recorded).
+			if len(held) > 0 {
+				if err := c.save(held); err != nil {
+					return err
+				}
 			}
 		}
 		switch a.State {

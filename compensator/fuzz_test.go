@@ -19,7 +19,14 @@ import (
 //     decision;
 //   - a packet is never resent while its rollback waits for evidence, nor
 //     twice at once;
-//   - every transition recorded is one the governance chain accepts.
+//   - every transition recorded is one the governance chain accepts (a
+//     state recorded again is a no-op there);
+//   - a packet rolled back and then forgotten is recorded ROLLED_BACK.
+//
+// A restart is a kill -9 at any action boundary (op 7 says after how many
+// more actions): what the store held comes back, as the wrapper stores it
+// (the items of an event once the event ran, each Save action, each
+// record), and everything else is lost.
 func FuzzCompensator(f *testing.F) {
 	f.Add([]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9})
 	f.Add([]byte{1, 0, 3, 3, 3, 4, 0, 5, 1, 6, 2, 7, 3})
@@ -52,12 +59,42 @@ type fuzzer struct {
 	rolled    map[[32]byte]bool
 	mayRoll   map[[32]byte]bool // evidence held, or a person decided
 	next      uint64
+	stored    map[[32]byte]Item   // the store, as the wrapper writes it
+	decided   map[[32]byte]string // a person's resolution, as the chain holds it
+	killIn    int                 // actions until a kill -9; <0: none due
 }
 
 func newFuzzer(t *testing.T) *fuzzer {
 	return &fuzzer{t: t, now: t0, m: NewMachine(Policy{MaxAttempts: 2, MaxProofAttempts: 3, Base: time.Second, Max: 4 * time.Second, Jitter: identity}, nil),
 		all: map[[32]byte]*Item{}, chain: map[[32]byte]govchain.PacketState{}, executed: map[[32]byte]bool{},
-		rolled: map[[32]byte]bool{}, mayRoll: map[[32]byte]bool{}}
+		rolled: map[[32]byte]bool{}, mayRoll: map[[32]byte]bool{}, stored: map[[32]byte]Item{}, decided: map[[32]byte]string{}, killIn: -1}
+}
+
+// store writes items as the wrapper's save does.
+func (f *fuzzer) store(items []*Item) {
+	for _, it := range items {
+		f.stored[it.ID] = *it
+	}
+}
+
+// kill drops what the process held and restarts from the store.
+func (f *fuzzer) kill() {
+	f.resending, f.proving, f.killIn = nil, nil, -1
+	var items []*Item
+	for _, c := range f.stored {
+		it := c
+		items = append(items, &it)
+		f.all[it.ID] = &it
+	}
+	f.m = NewMachine(f.m.p, items)
+}
+
+// event runs an event of the machine on items as Compensator.take does:
+// the items are stored once the event gave them their state, then its
+// actions run.
+func (f *fuzzer) event(items []*Item, acts []Action) {
+	f.store(items)
+	f.apply(acts)
 }
 
 func (f *fuzzer) fresh(n int, deadline bool) []*Item {
@@ -81,15 +118,16 @@ func (f *fuzzer) step(op, arg byte) {
 		for _, it := range items {
 			it.Evidence = EvidenceSourceRefusal
 		}
-		f.apply(f.m.Refused(items, "pipe suspended"))
+		f.event(items, f.m.Refused(items, "pipe suspended"))
 	case 1: // a batch could not be sent
-		f.apply(f.m.Undelivered(f.fresh(int(arg%3)+1, arg&4 != 0), "unreachable", f.now))
+		items := f.fresh(int(arg%3)+1, arg&4 != 0)
+		f.event(items, f.m.Undelivered(items, "unreachable", f.now))
 	case 2: // receipts of the router's batch refuse some packets
 		items := f.fresh(int(arg%3)+1, false)
 		for _, it := range items {
 			it.Evidence, it.Receipt = EvidenceDestRefusal, []byte("receipt")
 		}
-		f.apply(f.m.Refused(items, "refused by the destination"))
+		f.event(items, f.m.Refused(items, "refused by the destination"))
 	case 3: // time passes
 		f.now = f.now.Add(time.Duration(arg%8) * 250 * time.Millisecond)
 		f.apply(f.m.Due(f.now))
@@ -137,6 +175,12 @@ func (f *fuzzer) step(op, arg byte) {
 			if it.State != govchain.PacketState_PACKET_MANUAL {
 				continue
 			}
+			if f.chain[it.ID] == govchain.PacketState_PACKET_RESOLVED {
+				// Resolved before a kill: the chain holds the decision, and
+				// the wrapper's poll hands the same one over again.
+				f.apply(f.m.Resolved(it.ID, f.decided[it.ID]))
+				return
+			}
 			action := []string{"retry", "rollback", "accept"}[int(arg)%3]
 			f.chain[it.ID] = govchain.PacketState_PACKET_RESOLVED
 			if action == "rollback" {
@@ -146,28 +190,34 @@ func (f *fuzzer) step(op, arg byte) {
 					f.mayRoll[it.ID] = true
 				}
 			}
+			f.decided[it.ID] = action
 			f.apply(f.m.Resolved(it.ID, action))
 			return
 		}
-	case 7: // restart: what is in flight is forgotten, the store is reloaded
-		f.resending, f.proving = nil, nil
-		var items []*Item
-		for _, it := range f.m.Items() {
-			c := *it
-			items = append(items, &c)
-			f.all[c.ID] = &c
+	case 7: // kill -9, now or after a few more actions
+		if f.killIn = int(arg % 6); f.killIn == 0 {
+			f.kill()
 		}
-		f.m = NewMachine(f.m.p, items)
 	}
 }
 
 func (f *fuzzer) apply(acts []Action) {
 	t := f.t
 	for _, a := range acts {
+		if f.killIn == 0 {
+			f.kill()
+			return
+		} else if f.killIn > 0 {
+			f.killIn--
+		}
 		switch a.Kind {
 		case Record:
 			for _, it := range a.Items {
-				if from := f.chain[it.ID]; !govchain.ExceptionMove(from, a.State) {
+				from := f.chain[it.ID]
+				if from == a.State && a.State != govchain.PacketState_PACKET_RETRYING {
+					continue // recorded again: the chain takes it and adds nothing
+				}
+				if !govchain.ExceptionMove(from, a.State) {
 					t.Fatalf("%d: governance refuses %v -> %v", it.Seq, from, a.State)
 				}
 				f.chain[it.ID] = a.State
@@ -175,7 +225,7 @@ func (f *fuzzer) apply(acts []Action) {
 					t.Fatalf("%d: recorded delivered after its rollback", it.Seq)
 				}
 			}
-			f.m.Recorded(a.Items, a.State)
+			f.store(f.m.Recorded(a.Items, a.State))
 		case Rollback:
 			for _, it := range a.Items {
 				if !f.mayRoll[it.ID] {
@@ -206,8 +256,15 @@ func (f *fuzzer) apply(acts []Action) {
 		case Prove:
 			f.proving = append(f.proving, a.Items...)
 		case Forget:
+			for _, it := range a.Items {
+				if f.rolled[it.ID] && f.chain[it.ID] != govchain.PacketState_PACKET_ROLLED_BACK {
+					t.Fatalf("%d: forgotten after its rollback, but governance records %v", it.Seq, f.chain[it.ID])
+				}
+				delete(f.stored, it.ID)
+			}
 			f.m.Forget(a.Items)
 		case Save:
+			f.store(a.Items)
 		default:
 			t.Fatalf("unknown action %v", a.Kind)
 		}

@@ -39,16 +39,30 @@ type Item struct {
 	// reach); past Policy.MaxProofAttempts the item goes to MANUAL.
 	ProofAttempts int `json:"proof_attempts,omitempty"`
 	// Recorded is the latest state this compensator recorded for the
-	// item on the governance chain, or found there already (a refused
-	// move); UNSPECIFIED: none yet. An item is stored before its first
-	// record (the router commits its offsets once the store has it), so a
-	// kill between the two leaves an item the chain knows nothing of; the
-	// chain takes no move from nothing but to FAILED or MANUAL, and a
-	// rollback recorded then would be refused while the source chain's
-	// rollback stood, with no state on governance
-	// (TestKillSourceRelayCompensating). Due therefore records FAILED
-	// first for such an item.
+	// item on the governance chain (UNSPECIFIED: none yet); the wrapper
+	// stores the item with it after every record. A kill can come between
+	// any two steps, and the store then says where the chain stands:
+	//   - stored before its first record (the router commits its offsets
+	//     once the store has an item): the chain knows nothing of it and
+	//     takes no move from nothing but to FAILED or MANUAL, so a rollback
+	//     recorded then was refused while the source chain's rollback
+	//     stood (TestKillSourceRelayCompensating). Due records FAILED
+	//     first;
+	//   - recorded DELIVERED or ROLLED_BACK but not yet forgotten: done;
+	//     resent or proved again, its next record was refused by the
+	//     chain (DELIVERED -> RETRYING, found by FuzzCompensator's kills).
+	//     Due forgets it;
+	//   - recorded MANUAL before its MANUAL state was stored: restored as
+	//     MANUAL.
 	Recorded govchain.PacketState `json:"recorded,omitempty"`
+	// RollingBack: its rollback was decided (the evidence held, or a
+	// person chose it) and stored before the source chain was asked, so
+	// a kill between the rollback and its record finishes the rollback
+	// (the source chain takes a second one as a no-op) instead of
+	// proving the item again, where a check out of reach could end in
+	// MANUAL and a person's retry resend a request already rolled back
+	// (found by FuzzCompensator's kills).
+	RollingBack bool `json:"rolling_back,omitempty"`
 }
 
 // Evidence is the kind of evidence a rollback rests on.
@@ -177,9 +191,23 @@ type Machine struct {
 func NewMachine(p Policy, items []*Item) *Machine {
 	m := &Machine{p: p.withDefaults(), items: map[[32]byte]*Item{}, inflight: map[[32]byte]bool{}}
 	for _, it := range items {
+		if it.Recorded == govchain.PacketState_PACKET_MANUAL && it.State != govchain.PacketState_PACKET_MANUAL &&
+			it.State != govchain.PacketState_PACKET_RESOLVED {
+			it.State, it.Proving = govchain.PacketState_PACKET_MANUAL, false // killed before its MANUAL was stored
+		}
 		m.items[it.ID] = it
 	}
 	return m
+}
+
+// done reports whether the chain holds a final record of the item: only
+// its Forget is left to do.
+func done(it *Item) bool {
+	switch it.Recorded {
+	case govchain.PacketState_PACKET_DELIVERED, govchain.PacketState_PACKET_ROLLED_BACK, govchain.PacketState_PACKET_CONFIRMED:
+		return true
+	}
+	return false
 }
 
 // Items returns the packets under compensation, by (pipe, seq).
@@ -230,10 +258,7 @@ func (m *Machine) Proved(proofs []Proof, now time.Time) []Action {
 		one := []*Item{it}
 		switch pr.Verdict {
 		case ProofHolds:
-			acts = append(acts,
-				Action{Kind: Rollback, Items: one, Reason: reason},
-				Action{Kind: Record, Items: one, State: govchain.PacketState_PACKET_ROLLED_BACK, Reason: reason},
-				Action{Kind: Forget, Items: one})
+			acts = append(acts, m.rollback(it, reason)...)
 		case ProofExecuted:
 			acts = append(acts,
 				Action{Kind: Record, Items: one, State: govchain.PacketState_PACKET_DELIVERED, Reason: reason},
@@ -260,6 +285,18 @@ func (m *Machine) Proved(proofs []Proof, now time.Time) []Action {
 		acts = append(acts, Action{Kind: Save, Items: later})
 	}
 	return acts
+}
+
+// rollback rolls one item back: decided and stored first (RollingBack),
+// then the source chain, then the record.
+func (m *Machine) rollback(it *Item, reason string) []Action {
+	it.RollingBack, it.Reason, it.Proving = true, reason, false
+	one := []*Item{it}
+	return []Action{
+		{Kind: Save, Items: one},
+		{Kind: Rollback, Items: one, Reason: reason},
+		{Kind: Record, Items: one, State: govchain.PacketState_PACKET_ROLLED_BACK, Reason: reason},
+		{Kind: Forget, Items: one}}
 }
 
 // manual puts one item in MANUAL: nothing automatic happens to it again.
@@ -314,11 +351,19 @@ func (m *Machine) schedule(items []*Item, now time.Time) []Action {
 // backoff ended, grouped by destination.
 func (m *Machine) Due(now time.Time) []Action {
 	groups := map[string][]*Item{}
-	var prove []*Item
+	var prove, finished, rolling []*Item
 	for _, it := range m.Items() {
 		retryable := it.State == govchain.PacketState_PACKET_FAILED || it.State == govchain.PacketState_PACKET_RETRYING
 		switch {
-		case !retryable || m.inflight[it.ID]:
+		case m.inflight[it.ID]:
+		case done(it):
+			m.inflight[it.ID] = true
+			finished = append(finished, it)
+		case it.RollingBack:
+			// Decided before a kill: finish it, whatever its state.
+			m.inflight[it.ID] = true
+			rolling = append(rolling, it)
+		case !retryable:
 		case it.Proving:
 			if !it.NextAt.After(now) {
 				prove = append(prove, it)
@@ -331,6 +376,12 @@ func (m *Machine) Due(now time.Time) []Action {
 		}
 	}
 	var acts []Action
+	if len(finished) > 0 {
+		acts = append(acts, Action{Kind: Forget, Items: finished})
+	}
+	for _, it := range rolling {
+		acts = append(acts, m.rollback(it, it.Reason)[1:]...) // stored already
+	}
 	if len(prove) > 0 {
 		for _, it := range prove {
 			m.inflight[it.ID] = true
@@ -365,21 +416,19 @@ func unrecorded(items []*Item) []Action {
 	return acts
 }
 
-// Recorded notes that the governance chain holds state for items (the
-// wrapper's Record ran, accepted or refused as already made). It returns
-// the items that had no recorded state before, for the wrapper to save.
+// Recorded notes that the governance chain took the wrapper's record of
+// items in state. It returns the items still held, for the wrapper to
+// store: the store must say where the chain stands (Item.Recorded).
 func (m *Machine) Recorded(items []*Item, state govchain.PacketState) []*Item {
-	var first []*Item
+	var held []*Item
 	for _, it := range items {
 		if _, ok := m.items[it.ID]; !ok {
 			continue
 		}
-		if it.Recorded == govchain.PacketState_PACKET_STATE_UNSPECIFIED {
-			first = append(first, it)
-		}
 		it.Recorded = state
+		held = append(held, it)
 	}
-	return first
+	return held
 }
 
 func (m *Machine) resend(groups map[string][]*Item) []Action {
@@ -447,10 +496,7 @@ func (m *Machine) Resolved(id [32]byte, action string) []Action {
 		it.Attempts = 0
 		return m.resend(map[string][]*Item{it.To: {it}})
 	case "rollback":
-		return []Action{
-			{Kind: Rollback, Items: []*Item{it}, Reason: "resolved: rollback"},
-			{Kind: Record, Items: []*Item{it}, State: govchain.PacketState_PACKET_ROLLED_BACK, Reason: "resolved: rollback"},
-			{Kind: Forget, Items: []*Item{it}}}
+		return m.rollback(it, "resolved: rollback")
 	default: // accept: the person took responsibility; nothing more to do
 		return []Action{{Kind: Forget, Items: []*Item{it}}}
 	}

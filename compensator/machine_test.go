@@ -149,6 +149,9 @@ func detail(items []*Item) string {
 		if it.Proving {
 			fmt.Fprintf(&b, " proving %s", it.Evidence)
 		}
+		if it.RollingBack {
+			b.WriteString(" rolling back")
+		}
 		b.WriteByte('}')
 	}
 	return b.String()
@@ -225,9 +228,11 @@ func TestMachine(t *testing.T) {
 				{
 					do: func(h *harness) []Action { return h.proved(ProofHolds, "a/2 a/1", "refused on chain", t0) },
 					want: []string{
+						"Save a/2{FAILED n=0 next=- rolling back}",
 						"Rollback a/2: refused on chain",
 						"Record ROLLED_BACK a/2: refused on chain",
 						"Forget a/2",
+						"Save a/1{FAILED n=0 next=- rolling back}",
 						"Rollback a/1: refused on chain",
 						"Record ROLLED_BACK a/1: refused on chain",
 						"Forget a/1",
@@ -330,6 +335,7 @@ func TestMachine(t *testing.T) {
 							h.proved(ProofExecuted, "a/2", "executed at height 7", at(time.Second))...)
 					},
 					want: []string{
+						"Save a/1{FAILED n=0 next=+1s rolling back}",
 						"Rollback a/1: not executed by height 9",
 						"Record ROLLED_BACK a/1: not executed by height 9",
 						"Forget a/1",
@@ -672,6 +678,7 @@ func TestMachine(t *testing.T) {
 				{
 					do: func(h *harness) []Action { return h.proved(ProofHolds, "a/1", "refused on chain", at(time.Second)) },
 					want: []string{
+						"Save a/1{FAILED n=1 next=- rolling back}",
 						"Rollback a/1: refused on chain",
 						"Record ROLLED_BACK a/1: refused on chain",
 						"Forget a/1",
@@ -766,6 +773,7 @@ func TestMachine(t *testing.T) {
 				{
 					do: func(h *harness) []Action { return h.resolve("a/1", "rollback") },
 					want: []string{
+						"Save a/1{RESOLVED n=1 next=- rolling back}",
 						"Rollback a/1: resolved: rollback",
 						"Record ROLLED_BACK a/1: resolved: rollback",
 						"Forget a/1",
@@ -788,6 +796,7 @@ func TestMachine(t *testing.T) {
 				{
 					do: func(h *harness) []Action { return h.resolve("a/1", "rollback") },
 					want: []string{
+						"Save a/1{RESOLVED n=0 next=- rolling back}",
 						"Rollback a/1: resolved: rollback",
 						"Record ROLLED_BACK a/1: resolved: rollback",
 						"Forget a/1",
@@ -865,6 +874,7 @@ func TestMachine(t *testing.T) {
 						return h.m.Proved([]Proof{{Item: h.items["r/1"], Verdict: ProofHolds, Reason: "suspended on chain"}}, at(2*time.Second))
 					},
 					want: []string{
+						"Save r/1{FAILED n=0 next=- rolling back}",
 						"Rollback r/1: suspended on chain",
 						"Record ROLLED_BACK r/1: suspended on chain",
 						"Forget r/1",
@@ -877,6 +887,29 @@ func TestMachine(t *testing.T) {
 				},
 			},
 			held: "u/1{RETRYING n=1 next=-}",
+		},
+		{
+			// Found by FuzzCompensator's kills: each step of a final
+			// sequence can be the last before a kill -9.
+			name:    "restored between the steps of a final sequence: finished, never proved or resent again",
+			policy:  Policy{Jitter: identity},
+			restore: midSequenceItems,
+			steps: []step{
+				{
+					do: func(h *harness) []Action { return h.m.Due(at(time.Second)) },
+					want: []string{
+						"Forget d/1 k/1",
+						"Rollback r/1: refused on chain",
+						"Record ROLLED_BACK r/1: refused on chain",
+						"Forget r/1",
+					},
+				},
+				{
+					do:   func(h *harness) []Action { return h.m.Due(at(time.Minute)) },
+					want: nil,
+				},
+			},
+			held: "m/1{MANUAL n=1 next=+0s}",
 		},
 		{
 			name:    "restored items: due ones resent, MANUAL ones resolvable",
@@ -932,6 +965,22 @@ func restoredItems() []*Item {
 		it.Recorded = it.State // stored after their records were made
 	}
 	return items
+}
+
+// midSequenceItems were stored by a process killed inside a final
+// sequence: after its rollback was decided (r/1), after its delivery was
+// recorded (d/1, resent) or its rollback (k/1), after its MANUAL record
+// (m/1) but before their next store.
+func midSequenceItems() []*Item {
+	r := newItem("r/1", "y")
+	r.State, r.Recorded, r.RollingBack, r.Reason = govchain.PacketState_PACKET_FAILED, govchain.PacketState_PACKET_FAILED, true, "refused on chain"
+	d := newItem("d/1", "y")
+	d.State, d.Attempts, d.Recorded = govchain.PacketState_PACKET_RETRYING, 1, govchain.PacketState_PACKET_DELIVERED
+	k := newItem("k/1", "y")
+	k.State, k.Proving, k.Recorded, k.RollingBack = govchain.PacketState_PACKET_FAILED, false, govchain.PacketState_PACKET_ROLLED_BACK, true
+	m := newItem("m/1", "y")
+	m.State, m.Attempts, m.NextAt, m.Recorded = govchain.PacketState_PACKET_RETRYING, 1, t0, govchain.PacketState_PACKET_MANUAL
+	return []*Item{r, d, k, m}
 }
 
 // unrecordedItems were stored and then the process was killed before
