@@ -158,9 +158,9 @@ func (f *GovFollower) note(fn func(*GovFollowerStats)) {
 	f.mu.Unlock()
 }
 
-// Run follows the chain until ctx ends, then returns nil (after a last
-// flush, bounded by OpTimeout: what it cannot write is read again at the
-// next start). It returns an error only for what no retry mends.
+// Run follows the chain until ctx ends, then makes a last flush (bounded
+// by OpTimeout: what it cannot write is read again at the next start) and
+// returns nil. No failure ends it: every one is retried.
 //
 //  1. It resumes at the highest height in governance (FINAL): that block
 //     may be partly written, so it is read again; its rows come out

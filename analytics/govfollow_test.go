@@ -392,7 +392,7 @@ func TestGovFollowerClickHouseOutage(t *testing.T) {
 
 	p.setCut(true)
 	cutAt := fl.f.Stats().Written
-	g.consortium(ctx) // some 30 txs over many blocks
+	g.consortium(ctx) // some 20 txs over as many blocks
 	g.ok(ctx, g.relayA, openBatch(1, 1, 2))
 	time.Sleep(500 * time.Millisecond)
 	if s := fl.f.Stats(); s.Written > cutAt+int64(2) || s.Retries == 0 {
