@@ -322,7 +322,7 @@ func (f *GovFollower) tx(ctx context.Context, t tx) error {
 	if rej == nil {
 		row.msgType = govchain.MsgName(dec.Body)
 		row.signer = dec.Sender.String()
-		org, err := f.orgOf(ctx, dec.Sender)
+		org, err := f.orgOf(ctx, t.height, dec.Sender)
 		if err != nil {
 			return err
 		}
@@ -415,7 +415,7 @@ func (f *GovFollower) anchor(ctx context.Context, t tx, k anchorKey) (*anchorRow
 	}
 	if !found {
 		rec := &govchain.BatchAnchor{}
-		if err := f.state(ctx, t.height, govchain.KeyBatch(k.from, k.seq), rec); err != nil {
+		if _, err := f.recordOf(ctx, t.height, govchain.KeyBatch(k.from, k.seq), rec); err != nil {
 			return nil, err
 		}
 		a.toRelay, a.root = rec.ToRelay, hex.EncodeToString(rec.MerkleRoot)
@@ -428,16 +428,38 @@ func (f *GovFollower) anchor(ctx context.Context, t tx, k anchorKey) (*anchorRow
 
 // state reads key as the chain holds it after block h, or, when the node
 // no longer keeps that height, at the latest height (records of the kinds
-// read here only move forward; the caller compares their height). A
-// record the chain proves absent is an error: an accepted tx made it.
+// read here only move forward; callers compare their height). It returns
+// govchain.ErrNoRecord, not retried, when the chain proves the record
+// absent; other errors are retried.
 func (f *GovFollower) state(ctx context.Context, h int64, key []byte, m proto.Message) error {
-	return f.retry(ctx, fmt.Sprintf("record %q at %d", key, h), func(ctx context.Context) error {
+	var absent bool
+	err := f.retry(ctx, fmt.Sprintf("record %q at %d", key, h), func(ctx context.Context) error {
 		_, err := f.cfg.Chain.GetAt(ctx, h, key, m)
 		if err != nil && !errors.Is(err, govchain.ErrNoRecord) {
 			_, err = f.cfg.Chain.GetAt(ctx, 0, key, m)
 		}
+		if errors.Is(err, govchain.ErrNoRecord) {
+			absent = true
+			return nil
+		}
 		return err
 	})
+	if err == nil && absent {
+		return govchain.ErrNoRecord
+	}
+	return err
+}
+
+// recordOf is state for a record an accepted tx made: an absence, which
+// only a node that lies or a bug explains, is logged and the record left
+// out (found false), rather than holding the follower forever.
+func (f *GovFollower) recordOf(ctx context.Context, h int64, key []byte, m proto.Message) (found bool, err error) {
+	err = f.state(ctx, h, key, m)
+	if errors.Is(err, govchain.ErrNoRecord) {
+		f.cfg.Log.Error("governance follower: the chain has no record an accepted tx made", "key", fmt.Sprintf("%q", key), "height", h)
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // exceptionRows adds the rows of the exception records a tx-exception or
@@ -445,8 +467,12 @@ func (f *GovFollower) state(ctx context.Context, h int64, key []byte, m proto.Me
 func (f *GovFollower) exceptionRows(ctx context.Context, t tx, packets []*govchain.PacketRef) error {
 	for _, p := range packets {
 		ex := &govchain.TxException{}
-		if err := f.state(ctx, t.height, govchain.KeyException(p.Pipe, p.Seq), ex); err != nil {
+		found, err := f.recordOf(ctx, t.height, govchain.KeyException(p.Pipe, p.Seq), ex)
+		if err != nil {
 			return err
+		}
+		if !found {
+			continue
 		}
 		if err := f.exception(ctx, t, ex); err != nil {
 			return err
@@ -460,7 +486,7 @@ func (f *GovFollower) exceptionRows(ctx context.Context, t tx, packets []*govcha
 // the batch's ranges that changed in this block.
 func (f *GovFollower) confirmed(ctx context.Context, t tx, k anchorKey) error {
 	rec := &govchain.BatchAnchor{}
-	if err := f.state(ctx, t.height, govchain.KeyBatch(k.from, k.seq), rec); err != nil {
+	if _, err := f.recordOf(ctx, t.height, govchain.KeyBatch(k.from, k.seq), rec); err != nil {
 		return err
 	}
 	for _, rg := range rec.Ranges {
@@ -509,23 +535,20 @@ func (f *GovFollower) exception(ctx context.Context, t tx, ex *govchain.TxExcept
 	return nil
 }
 
-// orgOf is the org of the account addr (cached; "" for a key with no
-// account, such as a refused membership application's).
-func (f *GovFollower) orgOf(ctx context.Context, addr crypto.Address) (string, error) {
+// orgOf is the org of the account addr after block h (cached; "" for a
+// key with no account, such as a refused membership application's). It
+// reads at h, not at the latest height: a proof at h needs header h+1,
+// which a follower behind the chain has (and verifies once for every read
+// at h), where one at the latest height waits for the next block.
+func (f *GovFollower) orgOf(ctx context.Context, h int64, addr crypto.Address) (string, error) {
 	if org, ok := f.orgs[addr]; ok {
 		return org, nil
 	}
 	acct := &govchain.Account{}
-	var found bool
-	err := f.retry(ctx, "account "+addr.String(), func(ctx context.Context) error {
-		_, err := f.cfg.Chain.GetAt(ctx, 0, govchain.KeyAccount(addr), acct)
-		if errors.Is(err, govchain.ErrNoRecord) {
-			return nil
-		}
-		found = err == nil
-		return err
-	})
-	if err != nil || !found {
+	switch err := f.state(ctx, h, govchain.KeyAccount(addr), acct); {
+	case errors.Is(err, govchain.ErrNoRecord):
+		return "", nil
+	case err != nil:
 		return "", err
 	}
 	if len(f.orgs) >= maxOrgCache {
