@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -518,4 +519,90 @@ func (p *proxy) setCut(cut bool) {
 			c.Close()
 		}
 	}
+}
+
+// BenchmarkGovFollower: the time to follow, from an empty ledger, a chain
+// of b.N membership applications, each from a fresh key (a distinct
+// signer to look up per tx, the follower's worst case), and a chain of
+// b.N empty blocks.
+//
+//	CCGP_CLICKHOUSE=... go test -run '^$' -bench GovFollower -benchtime 2000x ./analytics/
+func BenchmarkGovFollower(b *testing.B) {
+	b.Run("txs", func(b *testing.B) { benchFollow(b, b.N, 0) })
+	b.Run("empty-blocks", func(b *testing.B) { benchFollow(b, 0, int64(b.N)) })
+}
+
+func benchFollow(b *testing.B, txs int, blocks int64) {
+	conn, _, db := chtest.Database(b)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if _, err := analytics.Migrate(ctx, conn, db); err != nil {
+		b.Fatal(err)
+	}
+	tn, err := govchain.GenerateTestnet(govchain.TestnetOptions{Dir: b.TempDir(), ChainID: "ccgp-analytics-bench", Validators: 1, BlockInterval: 50 * time.Millisecond})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln, err := govchain.StartNode(ctx, tn.Nodes[0].Home, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Stop()
+	c, err := ln.Client()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := c.WaitReady(ctx); err != nil {
+		b.Fatal(err)
+	}
+	hashes := make([][]byte, txs)
+	for i := range txs {
+		raw, err := govchain.NewTx(crypto.DevSigner(fmt.Sprintf("bench-applicant-%d", i)), c.ChainID(), 1,
+			govchain.Wrap(&govchain.MsgApplyOrg{Id: fmt.Sprintf("bench-%d", i), Name: "bench"}))
+		if err != nil {
+			b.Fatal(err)
+		}
+		res, err := c.RPC().BroadcastTxSync(ctx, raw)
+		if err != nil || res.Code != 0 {
+			b.Fatalf("broadcast %d: %v %v", i, err, res)
+		}
+		hashes[i] = res.Hash
+	}
+	for _, h := range hashes {
+		if _, err := c.WaitTx(ctx, h); err != nil && !errors.As(err, new(*govchain.TxError)) {
+			b.Fatal(err)
+		}
+	}
+	if err := ln.WaitForHeight(ctx, blocks); err != nil {
+		b.Fatal(err)
+	}
+	top, err := c.Height(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	f, err := analytics.NewGovFollower(analytics.GovFollowerConfig{Chain: c, Conn: conn, DB: db, Poll: 10 * time.Millisecond})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	start := time.Now()
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- f.Run(rctx) }()
+	for f.Stats().Written < top {
+		if ctx.Err() != nil {
+			b.Fatalf("follower at %+v, chain at %d", f.Stats(), top)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	el := time.Since(start)
+	b.StopTimer()
+	stop()
+	<-done
+	var n uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+".governance FINAL").Scan(&n); err != nil || n != uint64(txs) {
+		b.Fatalf("%d governance rows for %d txs (%v)", n, txs, err)
+	}
+	b.ReportMetric(float64(txs)/el.Seconds(), "tx/s")
+	b.ReportMetric(float64(top)/el.Seconds(), "blocks/s")
 }
