@@ -31,6 +31,9 @@ type GovChain interface {
 	ChainID() string
 	// Height is the latest committed block.
 	Height(ctx context.Context) (int64, error)
+	// Blocks tells of new blocks until ctx ends or the node ends the
+	// subscription (the channel closes); heights may be skipped.
+	Blocks(ctx context.Context) (<-chan int64, error)
 	// RPC serves /block and /block_results.
 	RPC() rpcclient.Client
 	// GetAt reads a record at a state height (0: the latest), proven;
@@ -52,7 +55,10 @@ type GovFollowerConfig struct {
 	FlushBlocks   int
 	FlushInterval time.Duration
 	MaxRows       int
-	// Poll is how often the chain's height is asked once caught up (200 ms).
+	// Once caught up, the follower waits for the chain's next block (its
+	// block subscription) or Poll (1 s), whichever is first: the poll
+	// covers a subscription that is gone, which is tried again every
+	// 10 polls.
 	Poll time.Duration
 	// Retry is the schedule of a failed read or write (100 ms doubling to
 	// 10 s, jittered); OpTimeout bounds each attempt (30 s).
@@ -72,7 +78,7 @@ func (c GovFollowerConfig) withDefaults() GovFollowerConfig {
 		c.MaxRows = 10_000
 	}
 	if c.Poll <= 0 {
-		c.Poll = 200 * time.Millisecond
+		c.Poll = time.Second
 	}
 	if c.Retry == (backoff.Policy{}) {
 		c.Retry = backoff.Policy{Min: 100 * time.Millisecond, Max: 10 * time.Second, Jitter: true}
@@ -180,13 +186,15 @@ func (f *GovFollower) Run(ctx context.Context) error {
 		return nil // ctx ended
 	}
 	f.cfg.Log.Info("governance follower started", "from", next, "db", f.cfg.DB)
-	lastFlush, blocks, done := time.Now(), 0, next-1
+	lastFlush, unflushed, done := time.Now(), 0, next-1
+	var blocks <-chan int64 // the block subscription; nil: none yet, or gone
+	var subscribed time.Time
 	flush := func() error {
 		if err := f.flush(ctx); err != nil {
 			return err
 		}
 		f.note(func(s *GovFollowerStats) { s.Written, s.Flushes = max(s.Written, done), s.Flushes+1 })
-		lastFlush, blocks = time.Now(), 0
+		lastFlush, unflushed = time.Now(), 0
 		return nil
 	}
 	defer func() {
@@ -213,7 +221,7 @@ func (f *GovFollower) Run(ctx context.Context) error {
 			}
 			done = next
 			f.note(func(s *GovFollowerStats) { s.Blocks++ })
-			if blocks++; blocks >= f.cfg.FlushBlocks || time.Since(lastFlush) >= f.cfg.FlushInterval {
+			if unflushed++; unflushed >= f.cfg.FlushBlocks || time.Since(lastFlush) >= f.cfg.FlushInterval {
 				if err := flush(); err != nil {
 					return nil
 				}
@@ -228,9 +236,26 @@ func (f *GovFollower) Run(ctx context.Context) error {
 		if done > f.Stats().Written {
 			wait = min(wait, max(f.cfg.FlushInterval-time.Since(lastFlush), time.Millisecond))
 		}
-		if err := backoff.Wait(ctx, wait); err != nil {
-			return nil
+		if blocks == nil && time.Since(subscribed) >= 10*f.cfg.Poll {
+			subscribed = time.Now()
+			if ch, err := f.cfg.Chain.Blocks(ctx); err == nil {
+				blocks = ch
+			} else {
+				f.cfg.Log.Warn("governance follower: no block subscription; polling", "every", f.cfg.Poll, "err", err)
+			}
 		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil
+		case _, ok := <-blocks:
+			if !ok {
+				blocks = nil
+			}
+		case <-timer.C:
+		}
+		timer.Stop()
 	}
 }
 

@@ -131,7 +131,6 @@ func runFollower(t *testing.T, cfg analytics.GovFollowerConfig) *follower {
 	if cfg.FlushInterval == 0 {
 		cfg.FlushInterval = 100 * time.Millisecond
 	}
-	cfg.Poll = 20 * time.Millisecond
 	cfg.Retry = backoff.Policy{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond}
 	cfg.OpTimeout = 5 * time.Second
 	f, err := analytics.NewGovFollower(cfg)
