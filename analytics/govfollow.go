@@ -390,6 +390,9 @@ func (f *GovFollower) effects(ctx context.Context, t tx, body *govchain.TxBody) 
 			if err != nil {
 				return err
 			}
+			if a == nil {
+				continue
+			}
 			a.receipt = stage{uint64(t.height), t.hash, t.time}
 		}
 	case *govchain.TxBody_ConfirmBatches:
@@ -397,6 +400,9 @@ func (f *GovFollower) effects(ctx context.Context, t tx, body *govchain.TxBody) 
 			a, err := f.anchor(ctx, t, anchorKey{b.FromRelay, b.BatchSeq})
 			if err != nil {
 				return err
+			}
+			if a == nil {
+				continue
 			}
 			a.confirm = stage{uint64(t.height), t.hash, t.time}
 			if err := f.confirmed(ctx, t, a.key); err != nil {
@@ -413,7 +419,8 @@ func (f *GovFollower) effects(ctx context.Context, t tx, body *govchain.TxBody) 
 
 // anchor returns the held row of a batch anchor for a later stage at t:
 // the held one, else the ledger's (FINAL), else one made from the chain's
-// record (a ledger that lost the open row: its tx and time stay unknown).
+// record (a ledger that lost the open row: its tx and time stay unknown),
+// else nil (recordOf logged it).
 func (f *GovFollower) anchor(ctx context.Context, t tx, k anchorKey) (*anchorRow, error) {
 	if a, ok := f.anchors[k]; ok {
 		a.version = max(a.version, uint64(t.height))
@@ -440,7 +447,7 @@ func (f *GovFollower) anchor(ctx context.Context, t tx, k anchorKey) (*anchorRow
 	}
 	if !found {
 		rec := &govchain.BatchAnchor{}
-		if _, err := f.recordOf(ctx, t.height, govchain.KeyBatch(k.from, k.seq), rec); err != nil {
+		if found, err := f.recordOf(ctx, t.height, govchain.KeyBatch(k.from, k.seq), rec); err != nil || !found {
 			return nil, err
 		}
 		a.toRelay, a.root = rec.ToRelay, hex.EncodeToString(rec.MerkleRoot)
