@@ -164,9 +164,9 @@ func (f *GovFollower) note(fn func(*GovFollowerStats)) {
 	f.mu.Unlock()
 }
 
-// Run follows the chain until ctx ends, then makes a last flush (bounded
-// by OpTimeout: what it cannot write is read again at the next start) and
-// returns nil. No failure ends it: every one is retried.
+// Run follows the chain until ctx ends, then makes a last flush (one
+// attempt of at most 5 s: what it cannot write is read again at the next
+// start) and returns nil. No failure ends it: every one is retried.
 //
 //  1. It resumes at the highest height in governance (FINAL): that block
 //     may be partly written, so it is read again; its rows come out
@@ -200,7 +200,7 @@ func (f *GovFollower) Run(ctx context.Context) error {
 	defer func() {
 		// A last flush of whole blocks, with a context of its own: ctx has
 		// ended. Rows it cannot write are read again at the next start.
-		fctx, cancel := context.WithTimeout(context.Background(), f.cfg.OpTimeout)
+		fctx, cancel := context.WithTimeout(context.Background(), min(f.cfg.OpTimeout, 5*time.Second))
 		defer cancel()
 		if err := f.write(fctx); err == nil {
 			f.note(func(s *GovFollowerStats) { s.Written = max(s.Written, done) })
