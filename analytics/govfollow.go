@@ -100,6 +100,7 @@ type GovFollowerStats struct {
 	Txs     uint64
 	Flushes uint64
 	Retries uint64 // failed reads and writes, each retried
+	Peak    int    // the most rows held at once (at most MaxRows)
 }
 
 // Lag is how many blocks the ledger is behind the chain.
@@ -593,13 +594,14 @@ func (f *GovFollower) orgOf(ctx context.Context, h int64, addr crypto.Address) (
 // room flushes when one more row would pass MaxRows. The held rows may
 // then cover part of a block: that is safe, as Run's step 1 explains.
 func (f *GovFollower) room(ctx context.Context) error {
-	if f.held() < f.cfg.MaxRows {
-		return nil
+	if f.held() >= f.cfg.MaxRows {
+		if err := f.flush(ctx); err != nil {
+			return err
+		}
+		f.note(func(s *GovFollowerStats) { s.Flushes++ })
 	}
-	if err := f.flush(ctx); err != nil {
-		return err
-	}
-	f.note(func(s *GovFollowerStats) { s.Flushes++ })
+	n := f.held() + 1 // with the row the caller adds next
+	f.note(func(s *GovFollowerStats) { s.Peak = max(s.Peak, n) })
 	return nil
 }
 

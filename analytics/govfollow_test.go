@@ -287,7 +287,7 @@ func TestGovFollower(t *testing.T) {
 		t.Fatal(err)
 	}
 	second.caughtUp(t, h)
-	if s := second.f.Stats(); s.Chain < h || s.Lag() != s.Chain-s.Written || s.Blocks == 0 || s.Txs == 0 {
+	if s := second.f.Stats(); s.Chain < h || s.Lag() != s.Chain-s.Written || s.Blocks == 0 || s.Txs == 0 || s.Peak != cfg.MaxRows {
 		t.Fatalf("stats %+v", s)
 	}
 	second.stop()
