@@ -238,13 +238,49 @@ type anchorRec struct {
 // confirmation that names it nowhere) and a refused tx; the follower,
 // stopped midway and started again, then run a third time over the same
 // ledger, leaves one row per tx, anchor and exception record, with the
-// chain's heights, txs and states.
+// chain's heights, txs and states. The same holds when the node keeps no
+// past heights (a follower more than 10 000 blocks behind): records are
+// read at the latest height and written by the block that last changed
+// them.
 func TestGovFollower(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		view func(*govchain.Client) analytics.GovChain
+	}{
+		{"every height kept", func(c *govchain.Client) analytics.GovChain { return c }},
+		{"past heights pruned", func(c *govchain.Client) analytics.GovChain { return pruned{c} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) { followScenario(t, tc.view) })
+	}
+}
+
+// pruned is a node that keeps only its latest state: it refuses every
+// read at a past height, as a node refuses one older than the heights it
+// keeps.
+type pruned struct{ *govchain.Client }
+
+var errPruned = errors.New("state not available (the test's node keeps no past heights)")
+
+func (p pruned) GetAt(ctx context.Context, h int64, key []byte, m proto.Message) (int64, error) {
+	if h != 0 {
+		return 0, errPruned
+	}
+	return p.Client.GetAt(ctx, 0, key, m)
+}
+
+func (p pruned) ExceptionsIn(ctx context.Context, h int64, pipe string, first, last uint64) ([]*govchain.TxException, error) {
+	if h != 0 {
+		return nil, errPruned
+	}
+	return p.Client.ExceptionsIn(ctx, 0, pipe, first, last)
+}
+
+func followScenario(t *testing.T, view func(*govchain.Client) analytics.GovChain) {
 	conn, _, db := migrated(t)
 	g := startGov(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cfg := analytics.GovFollowerConfig{Chain: g.c, Conn: conn, DB: db, MaxRows: 3, FlushBlocks: 4}
+	cfg := analytics.GovFollowerConfig{Chain: view(g.c), Conn: conn, DB: db, MaxRows: 3, FlushBlocks: 4}
 
 	first := runFollower(t, cfg)
 	g.consortium(ctx)
