@@ -289,7 +289,12 @@ func (f *GovFollower) retry(ctx context.Context, what string, op func(context.Co
 		}
 		f.note(func(s *GovFollowerStats) { s.Retries++ })
 		d := f.cfg.Retry.Delay(n)
-		f.cfg.Log.Warn("governance follower: retrying", "what", what, "attempt", n, "in", d, "err", err)
+		// A first failure is often the tip's results not stored yet.
+		lvl := slog.LevelWarn
+		if n == 1 {
+			lvl = slog.LevelDebug
+		}
+		f.cfg.Log.Log(ctx, lvl, "governance follower: retrying", "what", what, "attempt", n, "in", d, "err", err)
 		if err := backoff.Wait(ctx, d); err != nil {
 			return err
 		}
@@ -310,7 +315,10 @@ func (f *GovFollower) block(ctx context.Context, h int64) error {
 			// A height is announced a moment before its results are stored.
 			return err
 		}
-		if b.Block == nil || len(r.TxResults) != len(b.Block.Txs) {
+		if b.Block == nil {
+			return fmt.Errorf("block %d: the node sent no block", h)
+		}
+		if len(r.TxResults) != len(b.Block.Txs) {
 			return fmt.Errorf("block %d: results for %d txs, the block has %d", h, len(r.TxResults), len(b.Block.Txs))
 		}
 		blk, results = b.Block, r.TxResults
