@@ -7,6 +7,10 @@
 // the version this binary knows, from SQL files embedded under
 // migrations/. docs/analytics.md documents every table and column.
 //
+// GovFollower fills the governance, anchors and exceptions tables from the
+// governance chain's blocks (docs/analytics.md, "The governance
+// follower").
+//
 // Every table is a ReplacingMergeTree keyed by the record's natural id, so
 // a record written twice is one row; every query this package ships reads
 // deduplicated rows (FINAL or argMax), as PacketStatus shows.

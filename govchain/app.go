@@ -292,7 +292,7 @@ func (a *Application) checkSender(r reader, tx *DecodedTx) (*Account, *TxError, 
 	}
 	_, applying := tx.Body.Msg.(*TxBody_ApplyOrg)
 	named := len(tx.Body.Account) != 0
-	name := msgName(tx.Body)
+	name := MsgName(tx.Body)
 	switch {
 	case !found && applying && !named:
 		return nil, nil, nil
@@ -325,11 +325,11 @@ func (a *Application) checkSender(r reader, tx *DecodedTx) (*Account, *TxError, 
 	case applying:
 		return acct, reject(CodeInvalid, "apply-org: account %s already belongs to org %s; an application is signed by the applicant's new key", tx.Sender, acct.Org), nil
 	case acct.Status == AccountStatus_ACCOUNT_PENDING:
-		return acct, reject(CodeUnauthorized, "%s: account %s is pending: the genesis orgs have not admitted it yet", msgName(tx.Body), tx.Sender), nil
+		return acct, reject(CodeUnauthorized, "%s: account %s is pending: the genesis orgs have not admitted it yet", MsgName(tx.Body), tx.Sender), nil
 	case acct.Status != AccountStatus_ACCOUNT_ACTIVE:
-		return acct, reject(CodeUnauthorized, "%s: account %s is not active", msgName(tx.Body), tx.Sender), nil
+		return acct, reject(CodeUnauthorized, "%s: account %s is not active", MsgName(tx.Body), tx.Sender), nil
 	case acct.Role == Role_ROLE_AUDITOR:
-		return acct, reject(CodeUnauthorized, "%s: account %s is an auditor; auditors read and audit but send no governance tx", msgName(tx.Body), tx.Sender), nil
+		return acct, reject(CodeUnauthorized, "%s: account %s is an auditor; auditors read and audit but send no governance tx", MsgName(tx.Body), tx.Sender), nil
 	}
 	return acct, nil, nil
 }

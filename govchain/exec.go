@@ -114,10 +114,11 @@ func (x *execCtx) deliver(body *TxBody) (rej *TxError, err error) {
 	}
 }
 
-// msgName names a message in rejections ("register-service"): the name of
-// the TxBody oneof field it travels in, with dashes, so a new message is
-// named without a second list beside the proto.
-func msgName(body *TxBody) string {
+// MsgName names a tx's message ("register-service"), as rejections and the
+// analytics ledger (governance.msg_type) do: the name of the TxBody oneof
+// field it travels in, with dashes, so a new message is named without a
+// second list beside the proto. A body without a message is "unknown".
+func MsgName(body *TxBody) string {
 	m := body.ProtoReflect()
 	fd := m.WhichOneof(m.Descriptor().Oneofs().ByName("msg"))
 	if fd == nil {

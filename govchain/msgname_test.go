@@ -14,8 +14,8 @@ func TestMsgName(t *testing.T) {
 		{&TxBody{Msg: &TxBody_UpdateService{UpdateService: &MsgUpdateService{}}}, "update-service"},
 		{&TxBody{}, "unknown"},
 	} {
-		if got := msgName(tc.body); got != tc.want {
-			t.Errorf("msgName = %q, want %q", got, tc.want)
+		if got := MsgName(tc.body); got != tc.want {
+			t.Errorf("MsgName = %q, want %q", got, tc.want)
 		}
 	}
 }

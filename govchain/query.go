@@ -278,3 +278,68 @@ func (c *Client) AnchoredThrough(ctx context.Context, pipe string) (uint64, erro
 	}
 	return beUint64(res.Response.Value), nil
 }
+
+// ExceptionsIn lists the exception records of pipe with sequences
+// first..last as the state at height h holds them (0: the latest), in
+// sequence order, without proofs. It is how a reader learns what a
+// confirmation did to exception records (confirmExceptions moves them to
+// CONFIRMED without a message naming them): only the pipe's records from
+// first on are read, page by page, and the walk stops past last. A height
+// the node no longer keeps is an error.
+func (c *Client) ExceptionsIn(ctx context.Context, h int64, pipe string, first, last uint64) ([]*TxException, error) {
+	return exceptionsIn(ctx, pipe, first, last, func(ctx context.Context, req []byte) (uint32, string, []byte, error) {
+		res, err := c.rpc.ABCIQueryWithOptions(ctx, QueryList, req, rpcclient.ABCIQueryOptions{Height: h})
+		if err != nil {
+			return 0, "", nil, err
+		}
+		return res.Response.Code, res.Response.Log, res.Response.Value, nil
+	})
+}
+
+// exceptionsPage is how many records ExceptionsIn asks for at once: a
+// confirmed batch's range usually holds none or a few.
+const exceptionsPage = 256
+
+// exceptionsIn is ExceptionsIn's loop, apart from the transport so tests
+// drive it against an Application directly.
+func exceptionsIn(ctx context.Context, pipe string, first, last uint64, query listQuery) ([]*TxException, error) {
+	if first == 0 || last < first {
+		return nil, fmt.Errorf("govchain: exceptions of %s: range %d-%d (1 <= first <= last)", pipe, first, last)
+	}
+	req := &ListRequest{Prefix: prefixExcept + pipe + "/", After: KeyException(pipe, first-1), Limit: exceptionsPage}
+	var out []*TxException
+	for {
+		raw, err := proto.Marshal(req)
+		if err != nil {
+			return nil, fmt.Errorf("govchain: exceptions of %s: %w", pipe, err)
+		}
+		code, log, value, err := query(ctx, raw)
+		if err != nil {
+			return nil, fmt.Errorf("govchain: exceptions of %s: %w", pipe, err)
+		}
+		if code != CodeOK {
+			return nil, fmt.Errorf("govchain: exceptions of %s: %s", pipe, log)
+		}
+		var lr ListResult
+		if err := proto.Unmarshal(value, &lr); err != nil {
+			return nil, fmt.Errorf("govchain: exceptions of %s: %w", pipe, err)
+		}
+		for _, kv := range lr.Items {
+			ex := &TxException{}
+			if err := proto.Unmarshal(kv.Value, ex); err != nil {
+				return nil, fmt.Errorf("govchain: exceptions of %s: record %q: %w", pipe, kv.Key, err)
+			}
+			if ex.Seq > last {
+				return out, nil
+			}
+			out = append(out, ex)
+		}
+		if !lr.Truncated {
+			return out, nil
+		}
+		if len(lr.Items) == 0 {
+			return nil, fmt.Errorf("govchain: exceptions of %s: the node said more follow but sent none", pipe)
+		}
+		req.After = lr.Items[len(lr.Items)-1].Key
+	}
+}

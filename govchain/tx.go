@@ -136,7 +136,7 @@ func decodeTx(raw []byte, chainID string, maxBytes int, verified *sigCache) (*De
 	}
 	if verified == nil || !verified.has(h) {
 		if err := crypto.Verify(suite, tx.PublicKey, SignBytes(tx.Body), tx.Signature); err != nil {
-			return nil, reject(CodeBadSignature, "%s: %v", msgName(&body), err)
+			return nil, reject(CodeBadSignature, "%s: %v", MsgName(&body), err)
 		}
 		if verified != nil {
 			verified.add(h)
@@ -146,7 +146,7 @@ func decodeTx(raw []byte, chainID string, maxBytes int, verified *sigCache) (*De
 	if len(body.Account) != 0 {
 		a, err := crypto.AddressFromBytes(body.Account)
 		if err != nil {
-			return nil, reject(CodeMalformed, "%s: tx account: %v", msgName(&body), err)
+			return nil, reject(CodeMalformed, "%s: tx account: %v", MsgName(&body), err)
 		}
 		sender = a
 	}
