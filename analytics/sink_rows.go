@@ -211,7 +211,11 @@ func (d *decoder) pipe(ctx context.Context, id string) (*govchain.Pipe, error) {
 	if p, ok := d.cache[id]; ok {
 		return p, nil
 	}
-	p, err := d.pipes.Pipe(ctx, id)
+	// Bounded: a node that stops answering is asked again (Sink.decode
+	// retries), not waited on forever.
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	p, err := d.pipes.Pipe(lctx, id)
+	cancel()
 	switch {
 	case errors.Is(err, govchain.ErrNoRecord):
 		p = nil
