@@ -7,6 +7,10 @@
 // the version this binary knows, from SQL files embedded under
 // migrations/. docs/analytics.md documents every table and column.
 //
+// Sink fills the ledger from the mesh's Kafka topics (packets, receipts
+// and their batches, offence records), in batches, committing its
+// consumer group's offsets only after ClickHouse acknowledged the rows.
+//
 // Every table is a ReplacingMergeTree keyed by the record's natural id, so
 // a record written twice is one row; every query this package ships reads
 // deduplicated rows (FINAL or argMax), as PacketStatus shows.
