@@ -307,3 +307,67 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 	return s.b.Write(p)
 }
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// TestSinkStop: a sink stopped by its context flushes what it holds and
+// commits it (the next sink of the group finds nothing to do); stopped
+// while ClickHouse is unreachable, it gives up after ShutdownTimeout
+// without committing, and the next sink writes those records.
+func TestSinkStop(t *testing.T) {
+	direct, addr, db := chtest.Database(t)
+	gov := governance(t)
+	brokers, prod := kafka(t)
+	px := newProxy(t, addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	conn, err := Connect(ctx, px.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	// Never due by time or size: only the stop flushes.
+	cfg := SinkConfig{Brokers: brokers, Conn: conn, Database: db, Group: "sink-stop", Pipes: gov,
+		MaxRows: 10_000, Interval: time.Hour, ReportEvery: 100 * time.Millisecond, ShutdownTimeout: time.Second}
+	final := func() uint64 { return count(t, direct, "SELECT count() FROM "+db+".packets FINAL") }
+	var rs []*kgo.Record
+	for seq := uint64(1); seq <= 80; seq++ {
+		rs = append(rs, packetRecord(t, "ccgp.events", testPipe, seq))
+	}
+
+	produce(t, prod, false, rs[:50]...)
+	r := startSink(t, cfg, nil)
+	eventually(t, 20*time.Second, "50 packets buffered", func() bool { return r.s.Stats().Buffered == 50 })
+	if n := final(); n != 0 {
+		t.Fatalf("%d rows before the stop", n)
+	}
+	r.stop()
+	if err := r.wait(t); err != nil {
+		t.Fatal(err)
+	}
+	if n := final(); n != 50 {
+		t.Fatalf("%d packets after the stop, want 50", n)
+	}
+	r = startSink(t, cfg, nil)
+	eventually(t, 20*time.Second, "the next sink's lag measured at 0", func() bool { return r.s.Stats().Lag == 0 })
+	if st := r.s.Stats(); st.Records != 0 {
+		t.Fatalf("the next sink consumed %d records: the stop did not commit", st.Records)
+	}
+
+	produce(t, prod, false, rs[50:]...)
+	eventually(t, 20*time.Second, "30 more buffered", func() bool { return r.s.Stats().Buffered == 30 })
+	px.cut()
+	start := time.Now()
+	r.stop()
+	if err := r.wait(t); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("stopping with ClickHouse unreachable took %v (ShutdownTimeout 1 s)", d)
+	}
+	px.restore()
+	cfg.Interval = 100 * time.Millisecond
+	r = startSink(t, cfg, nil)
+	eventually(t, 20*time.Second, "the 30 packets by the next sink", func() bool { return final() == 80 })
+	if st := r.s.Stats(); st.Records != 30 {
+		t.Fatalf("the next sink consumed %d records, want the 30 not committed", st.Records)
+	}
+}
