@@ -105,7 +105,7 @@ func kafka(t *testing.T) (brokers []string, prod *kgo.Client) {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	prod, err = kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)))
+	prod, err = kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.AllowAutoTopicCreation(), kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -371,3 +371,25 @@ func TestSinkStop(t *testing.T) {
 		t.Fatalf("the next sink consumed %d records, want the 30 not committed", st.Records)
 	}
 }
+
+// TestSinkNewRelayTopic: a relay that joins after the sink started gets
+// its events topic read, found by the subscription pattern.
+func TestSinkNewRelayTopic(t *testing.T) {
+	conn, _, db := chtest.Database(t)
+	gov := governance(t)
+	brokers, prod := kafka(t)
+	r := startSink(t, SinkConfig{Brokers: brokers, Conn: conn, Database: db, Group: "sink-new-topic", Pipes: gov,
+		Interval: 100 * time.Millisecond, ReportEvery: 100 * time.Millisecond,
+		KafkaOpts: []kgo.Opt{kgo.MetadataMaxAge(300 * time.Millisecond), kgo.MetadataMinAge(100 * time.Millisecond)}}, nil)
+	produce(t, prod, false, packetRecord(t, "ccgp.events", testPipe, 1))
+	eventually(t, 20*time.Second, "the first packet", func() bool { return r.s.Stats().Packets == 1 })
+	produce(t, prod, false, packetRecord(t, "ccgp.events.relay-joined-later", testPipe, 2),
+		packetRecord(t, "ccgp.eventsx", testPipe, 3)) // not a relay's events topic: not read
+	eventually(t, 20*time.Second, "the packet on the new relay's topic", func() bool {
+		return count(t, conn, "SELECT count() FROM "+db+".packets FINAL WHERE seq = 2") == 1
+	})
+	time.Sleep(500 * time.Millisecond)
+	if st := r.s.Stats(); st.Records != 2 || st.Skipped != 0 {
+		t.Fatalf("stats %+v: want 2 records read, the ccgp.eventsx one not", st)
+	}
+}
