@@ -7,6 +7,10 @@
 // the version this binary knows, from SQL files embedded under
 // migrations/. docs/analytics.md documents every table and column.
 //
+// Sink fills the ledger from the mesh's Kafka topics (packets, receipts
+// and their batches, offence records), in batches, committing its
+// consumer group's offsets only after ClickHouse acknowledged the rows.
+//
 // GovFollower fills the governance, anchors and exceptions tables from the
 // governance chain's blocks (docs/analytics.md, "The governance
 // follower").

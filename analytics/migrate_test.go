@@ -11,8 +11,8 @@ import (
 	"github.com/ccgpmesh/ccgp/analytics/chtest"
 )
 
-// ledgerTables are the tables migration 0001 must create.
-var ledgerTables = []string{"anchors", "anomalies", "batches", "credit_scores", "exceptions", "governance", "offenders", "packets", "schema_migrations"}
+// ledgerTables are the tables the migrations must create.
+var ledgerTables = []string{"anchors", "anomalies", "batches", "credit_scores", "exceptions", "governance", "offenders", "packets", "receipts", "schema_migrations"}
 
 func testCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -13,7 +13,7 @@ import (
 func newAnalyticsCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "analytics",
-		Short: "The ledger in ClickHouse: schema migrations (sink, reports and scores to come)",
+		Short: "The ledger in ClickHouse: schema migrations and the sink (reports and scores to come)",
 		Long: `The analytics ledger lives in ClickHouse (Debian's 18.16 or any later
 server), reached over its native TCP port. docs/analytics.md describes every
 table and column.
@@ -22,9 +22,10 @@ A throwaway local server for trying it:
   apt-get install -y clickhouse-server clickhouse-client
   .ci/clickhouse start /tmp/ch        # prints 127.0.0.1:PORT
   ccgp analytics migrate --clickhouse 127.0.0.1:PORT
+  ccgp analytics sink --kafka 127.0.0.1:9092 --clickhouse 127.0.0.1:PORT --node 127.0.0.1:26657
   .ci/clickhouse stop /tmp/ch`,
 	}
-	cmd.AddCommand(newAnalyticsMigrateCmd(g))
+	cmd.AddCommand(newAnalyticsMigrateCmd(g), newAnalyticsSinkCmd(g))
 	return cmd
 }
 
@@ -42,7 +43,7 @@ and a newer binary applies only what is missing. The database is created
 when it does not exist.
 
 A database recorded at a version newer than this binary knows is refused
-(exit 1) and left untouched: upgrade ccgp instead. The sink (to come)
+(exit 1) and left untouched: upgrade ccgp instead. 'ccgp analytics sink'
 applies the same migrations at start.
 
 An unreachable server is exit 1; give --clickhouse the server's native TCP

@@ -2,12 +2,18 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/ccgpmesh/ccgp/analytics/chtest"
+	"github.com/ccgpmesh/ccgp/mesh/offence"
 )
 
 // TestAnalyticsMigrateCmd runs `ccgp analytics migrate` against the real
@@ -16,7 +22,7 @@ import (
 func TestAnalyticsMigrateCmd(t *testing.T) {
 	conn, addr, db := chtest.Database(t)
 	r := run(t, nil, "analytics", "migrate", "--clickhouse", addr, "--database", db)
-	if r.code != 0 || !strings.Contains(r.stdout, "applied 0001_ledger") || !strings.Contains(r.stdout, "schema version 1 (was 0)") {
+	if r.code != 0 || !strings.Contains(r.stdout, "applied 0001_ledger") || !strings.Contains(r.stdout, "applied 0002_receipts") || !strings.Contains(r.stdout, "schema version 2 (was 0)") {
 		t.Fatalf("first migrate: code %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
 	}
 	r = run(t, nil, "analytics", "migrate", "--clickhouse", addr, "--database", db)
@@ -64,4 +70,97 @@ func TestAnalyticsMigrateUnreachable(t *testing.T) {
 	if d := time.Since(start); d > 15*time.Second {
 		t.Fatalf("unreachable server took %v to report", d)
 	}
+}
+
+// TestAnalyticsSinkCmdUsage needs no server: help with examples, missing
+// flags (exit 2), an unreachable ClickHouse named in the error (exit 1).
+func TestAnalyticsSinkCmdUsage(t *testing.T) {
+	run(t, nil, "analytics", "sink", "--help").must(t, 0, "Example", "ccgp analytics sink --kafka", "ccgp.receipts", "native TCP port")
+	run(t, nil, "analytics", "sink").must(t, 2, "missing --kafka, --clickhouse, --node")
+	run(t, nil, "analytics", "sink", "--kafka", "127.0.0.1:9092", "--node", "127.0.0.1:26657").must(t, 2, "missing --clickhouse")
+	run(t, nil, "analytics", "sink", "extra").must(t, 2, "takes 0 argument")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	run(t, nil, "analytics", "sink", "--kafka", "127.0.0.1:9092", "--node", "127.0.0.1:26657", "--clickhouse", addr).
+		must(t, 1, "clickhouse "+addr+" unreachable", "native TCP port")
+}
+
+// TestAnalyticsSinkCmd runs `ccgp analytics sink` as a process against a
+// testnet node, the dev broker and the real ClickHouse: an offence record
+// produced to the broker lands in offenders; SIGINT stops it cleanly; a
+// schema from the future is refused with exit 1.
+func TestAnalyticsSinkCmd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a node, a broker and the sink")
+	}
+	conn, chAddr, db := chtest.Database(t)
+	dir := filepath.Join(t.TempDir(), "net")
+	env := []string{"CCGP_HOME=" + dir}
+	run(t, env, "testnet", "--validators", "1", "--out", dir, "--base-port", "0", "--insecure-dev-keys").must(t, 0)
+	var tn struct{ Nodes []struct{ Home, RPC string } }
+	b, _ := os.ReadFile(filepath.Join(dir, "testnet.json"))
+	if err := json.Unmarshal(b, &tn); err != nil {
+		t.Fatal(err)
+	}
+	startProc(t, nil, "node", "start", "--home", tn.Nodes[0].Home, "--log-level", "error")
+	kafka := freeTCP(t)
+	startProc(t, nil, "kafka", "dev", "--listen", kafka)
+	genesis := filepath.Join(tn.Nodes[0].Home, "config", "genesis.json")
+	env = append(env, "CCGP_NODE="+tn.Nodes[0].RPC, "CCGP_GENESIS="+genesis)
+	deadline := time.Now().Add(30 * time.Second)
+	for run(t, env, "gov", "params").code != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("node did not come up")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	startProc(t, nil, "analytics", "sink", "--kafka", kafka, "--clickhouse", chAddr, "--node", tn.Nodes[0].RPC,
+		"--genesis", genesis, "--database", db, "--group", "cli-test", "--log-level", "warn")
+	prod, err := kgo.NewClient(kgo.SeedBrokers(kafka), kgo.AllowAutoTopicCreation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	rec, err := offence.Encode(offence.Record{TimeUnixMs: 1_764_720_000_000, Reporter: "relay-2", Stage: offence.StageReceiver,
+		Reason: "bad_signature", Org: "org-1", Relay: "relay-1", Proven: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := prod.ProduceSync(ctx, &kgo.Record{Topic: offence.Topic, Key: []byte("org-1"), Value: rec}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		var n uint64
+		// The table exists once the sink has migrated; until then the
+		// query fails, and is asked again.
+		err := conn.QueryRow(ctx, "SELECT count() FROM "+db+".offenders FINAL WHERE proven = 1").Scan(&n)
+		if err == nil && n == 1 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the offence record never reached ClickHouse: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	// A second database, migrated by "a newer binary".
+	bt, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".schema_migrations (version, name, applied_at)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bt.Append(uint32(999), "from_the_future", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := bt.Send(); err != nil {
+		t.Fatal(err)
+	}
+	run(t, nil, "analytics", "sink", "--kafka", kafka, "--clickhouse", chAddr, "--node", tn.Nodes[0].RPC,
+		"--genesis", genesis, "--database", db, "--group", "cli-test-2").must(t, 1, "newer than this binary", "999")
 }

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ccgpmesh/ccgp/analytics"
+	"github.com/ccgpmesh/ccgp/govchain"
+)
+
+func newAnalyticsSinkCmd(g *globals) *cobra.Command {
+	var kafka, addr, node, db, group string
+	var trust trustFlags
+	c := &cobra.Command{
+		Use:   "sink",
+		Short: "Copy the mesh's Kafka topics into the ClickHouse ledger",
+		Long: `Read, in its own consumer group, the topics the relays already write, and
+insert them into ClickHouse:
+
+  ccgp.events, ccgp.events.<relay>   packets -> packets (org, relay and subchain
+                                     columns from the pipe's governance record)
+  ccgp.receipts                      receipt batches -> receipts, batches
+  ccgp.offenders                     offence records -> offenders
+
+It is only a consumer: it never slows the relays. Rows go in batches (up to
+50 000, or whatever arrived within a second); the group's offsets are
+committed only after ClickHouse acknowledged every row, and the tables
+absorb the redelivery that follows a crash (docs/analytics.md, "The sink").
+Undecodable records are counted and skipped.
+
+While ClickHouse is down the sink retries with backoff and stops reading:
+nothing is lost, the lag grows, and a line every 10 s reports rows/s and
+lag. At start it applies the schema migrations (like 'ccgp analytics
+migrate') and refuses a database whose schema is newer than itself.
+SIGINT/SIGTERM: it flushes what it holds (if ClickHouse answers), commits
+and leaves the group.
+
+--clickhouse is the server's native TCP port (9000 by default, not HTTP
+8123). --node is a governance node's RPC; give --genesis (or --chain-id,
+--trust-height, --trust-hash) so that its answers are verified.
+
+Exit status: 2 for bad usage, 1 when ClickHouse, Kafka or the governance
+node cannot be used, or the schema is newer than this binary.`,
+		Example: `  # everything local: the dev broker, a throwaway server, a testnet node
+  ccgp kafka dev &
+  .ci/clickhouse start /tmp/ch                       # prints 127.0.0.1:PORT
+  ccgp analytics sink --kafka 127.0.0.1:9092 --clickhouse 127.0.0.1:PORT \
+      --node 127.0.0.1:26657 --genesis ./net/validator0/config/genesis.json
+
+  # production: a real cluster, another database and group
+  ccgp analytics sink --kafka k1:9092,k2:9092 --clickhouse ch.internal:9000 \
+      --node gov1:26657 --genesis genesis.json --database ccgp_prod --group ccgp-analytics-prod`,
+		Args: exactArgs(),
+		RunE: func(c *cobra.Command, args []string) error {
+			ctx := c.Context()
+			var missing []string
+			for _, f := range []struct{ name, v string }{{"--kafka", kafka}, {"--clickhouse", addr}, {"--node", node}} {
+				if f.v == "" {
+					missing = append(missing, f.name)
+				}
+			}
+			if len(missing) > 0 {
+				return usagef("missing %s (see 'ccgp analytics sink --help')", strings.Join(missing, ", "))
+			}
+			opts, err := trust.options()
+			if err != nil {
+				return err
+			}
+			log := g.logger()
+			conn, err := analytics.Connect(ctx, addr)
+			if err != nil {
+				return fmt.Errorf("%w\nIs a ClickHouse server listening there (its native TCP port, not HTTP 8123)?", err)
+			}
+			defer conn.Close()
+			gov, err := govchain.Dial(ctx, node, append(opts, govchain.WithLogger(log))...)
+			if err != nil {
+				return err
+			}
+			s, err := analytics.NewSink(analytics.SinkConfig{Brokers: strings.Split(kafka, ","), Conn: conn, Database: db,
+				Group: group, Pipes: gov, Log: log})
+			if errors.Is(err, analytics.ErrBadDatabase) {
+				return usagef("--database: %v", err)
+			}
+			if err != nil {
+				return err
+			}
+			log.Info("analytics sink starting", "kafka", kafka, "clickhouse", addr, "database", db, "group", group, "node", node)
+			if err := s.Run(ctx); err != nil {
+				if errors.Is(err, analytics.ErrSchemaNewer) {
+					return fmt.Errorf("%w\nThe database was migrated by a newer ccgp: run the sink from that version", err)
+				}
+				return err
+			}
+			st := s.Stats()
+			log.Info("analytics sink stopped", "records", st.Records, "skipped", st.Skipped, "packets", st.Packets,
+				"receipts", st.Receipts, "offenders", st.Offenders)
+			return nil
+		},
+	}
+	c.Flags().StringVar(&kafka, "kafka", "", "Kafka brokers host:port,... (required)")
+	c.Flags().StringVar(&addr, "clickhouse", "", "ClickHouse native address host:port (required)")
+	c.Flags().StringVar(&node, "node", "", "RPC address of a governance node, for the pipes' endpoints (required)")
+	c.Flags().StringVar(&db, "database", "ccgp", "database to write (created and migrated when needed)")
+	c.Flags().StringVar(&group, "group", "ccgp-analytics", "the sink's Kafka consumer group")
+	trust.add(c.Flags(), "")
+	return c
+}
