@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/ccgpmesh/ccgp/analytics"
 	"github.com/ccgpmesh/ccgp/govchain"
@@ -24,6 +25,10 @@ insert them into ClickHouse:
                                      columns from the pipe's governance record)
   ccgp.receipts                      receipt batches -> receipts, batches
   ccgp.offenders                     offence records -> offenders
+
+and follow the governance chain's blocks (--node) into governance (every
+tx, refused ones with their code), anchors and exceptions: the chain is
+the record of those, not Kafka. It resumes at the highest height written.
 
 It is only a consumer: it never slows the relays. Rows go in batches (up to
 50 000, or whatever arrived within a second); the group's offsets are
@@ -87,16 +92,38 @@ node cannot be used, or the schema is newer than this binary.`,
 			if err != nil {
 				return err
 			}
-			log.Info("analytics sink starting", "kafka", kafka, "clickhouse", addr, "database", db, "group", group, "node", node)
-			if err := s.Run(ctx); err != nil {
+			// The follower writes into the migrated tables: migrate
+			// first (the sink does it again at its start, a no-op).
+			if _, err := analytics.Migrate(ctx, conn, db); err != nil {
 				if errors.Is(err, analytics.ErrSchemaNewer) {
 					return fmt.Errorf("%w\nThe database was migrated by a newer ccgp: run the sink from that version", err)
 				}
 				return err
 			}
-			st := s.Stats()
+			f, err := analytics.NewGovFollower(analytics.GovFollowerConfig{Chain: gov, Conn: conn, DB: db, Log: log})
+			if err != nil {
+				return err
+			}
+			log.Info("analytics sink starting", "kafka", kafka, "clickhouse", addr, "database", db, "group", group, "node", node)
+			// Either one failing stops both: a sink without its follower
+			// would leave the governance tables silently behind.
+			grp, gctx := errgroup.WithContext(ctx)
+			grp.Go(func() error { return s.Run(gctx) })
+			grp.Go(func() error {
+				if err := f.Run(gctx); err != nil {
+					return fmt.Errorf("governance follower: %w", err)
+				}
+				return nil
+			})
+			if err := grp.Wait(); err != nil {
+				if errors.Is(err, analytics.ErrSchemaNewer) {
+					return fmt.Errorf("%w\nThe database was migrated by a newer ccgp: run the sink from that version", err)
+				}
+				return err
+			}
+			st, ft := s.Stats(), f.Stats()
 			log.Info("analytics sink stopped", "records", st.Records, "skipped", st.Skipped, "packets", st.Packets,
-				"receipts", st.Receipts, "offenders", st.Offenders)
+				"receipts", st.Receipts, "offenders", st.Offenders, "governance_height", ft.Written)
 			return nil
 		},
 	}

@@ -150,6 +150,22 @@ func TestAnalyticsSinkCmd(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 
+	// The governance follower runs beside the Kafka side: a tx on the
+	// chain becomes a governance row.
+	run(t, env, "keys", "add", "x-admin", "--insecure-dev-keys").must(t, 0)
+	run(t, env, "gov", "org", "apply", "org-x", "--name", "Org X", "--from", "x-admin", "--insecure-dev-keys").must(t, 0, "admit-org org-x")
+	for {
+		var n uint64
+		err := conn.QueryRow(ctx, "SELECT count() FROM "+db+".governance FINAL WHERE msg_type = 'apply-org' AND code = 0").Scan(&n)
+		if err == nil && n == 1 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the apply-org tx never reached the governance table: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
 	// A second database, migrated by "a newer binary".
 	bt, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".schema_migrations (version, name, applied_at)")
 	if err != nil {
