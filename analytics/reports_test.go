@@ -1,0 +1,407 @@
+package analytics
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/ccgpmesh/ccgp/analytics/chtest"
+)
+
+// t0 is the start of the fixture ledger: 2026-12-01 10:00:00 UTC.
+var t0 = time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+
+func ms(d time.Duration) uint64 { return uint64(t0.Add(d).UnixMilli()) }
+
+// at is governance block n's time: 12:00 plus n minutes.
+func at(n uint64) time.Time { return t0.Add(2*time.Hour + time.Duration(n)*time.Minute) }
+
+// fillReportLedger writes a small known ledger into db, with merges
+// stopped so that every duplicate and every superseded row stays on disk:
+// a report that forgets FINAL counts them.
+//
+// Pipe p1 runs rA (orgA) -> rB (orgB); p2 the other way.
+//
+//	p1/1 a1 10:00:00 100 B  DELIVERED +100 ms   (packet and receipt written twice)
+//	p1/2 a2 10:01:00 200 B  DELIVERED +200 ms   (an earlier row of the key: 10:00:59, 999 B)
+//	p1/3 a3 10:02:00 300 B  FAILED +500 ms, then DELIVERED +900 ms; exception RETRYING h10 -> CONFIRMED h12
+//	p1/4 a4 11:00:10 400 B  REJECTED +50 ms "contract refused"; exception MANUAL h14 -> RESOLVED h15; a proven offence
+//	p1/5 a5 12-02 10:00 500 B  no receipt
+//	p2/1 b1 10:00:30  50 B  TIMED_OUT +1000 ms
+//	p2/2 b2 10:00:40  60 B  no receipt; exception FAILED h11 -> MANUAL h13 (written twice)
+func fillReportLedger(t *testing.T, conn driver.Conn, db string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := Migrate(ctx, conn, db); err != nil {
+		t.Fatal(err)
+	}
+	for _, table := range []string{"packets", "receipts", "batches", "anchors", "exceptions", "governance", "offenders"} {
+		if err := conn.Exec(ctx, "SYSTEM STOP MERGES "+db+"."+table); err != nil {
+			t.Fatal(err)
+		}
+	}
+	insert := func(into string, rows ...[]any) {
+		t.Helper()
+		b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+"."+into)
+		if err != nil {
+			t.Fatalf("%s: %v", into, err)
+		}
+		for _, r := range rows {
+			if err := b.Append(r...); err != nil {
+				t.Fatalf("%s: %v", into, err)
+			}
+		}
+		if err := b.Send(); err != nil {
+			t.Fatalf("%s: %v", into, err)
+		}
+	}
+	pkt := func(pipe string, seq uint64, id string, fwd bool, bytes uint32, ev uint64) []any {
+		so, sr, do, dr := "orgA", "rA", "orgB", "rB"
+		if !fwd {
+			so, sr, do, dr = do, dr, so, sr
+		}
+		return []any{pipe, seq, id, so, sr, do, dr, "WRITE", bytes, ev, ev}
+	}
+	const packets = "packets (pipe, seq, packet_id, src_org, src_relay, dst_org, dst_relay, operation, payload_bytes, event_ms, version)"
+	insert(packets,
+		pkt("p1", 1, "a1", true, 100, ms(0)),
+		pkt("p1", 2, "a2", true, 999, ms(59*time.Second)),
+		pkt("p1", 2, "a2", true, 200, ms(60*time.Second)),
+		pkt("p1", 3, "a3", true, 300, ms(120*time.Second)),
+		pkt("p1", 4, "a4", true, 400, ms(time.Hour+10*time.Second)),
+		pkt("p1", 5, "a5", true, 500, ms(24*time.Hour)),
+		pkt("p2", 1, "b1", false, 50, ms(30*time.Second)),
+		pkt("p2", 2, "b2", false, 60, ms(40*time.Second)),
+	)
+	insert(packets, pkt("p1", 1, "a1", true, 100, ms(0)), pkt("p1", 5, "a5", true, 500, ms(24*time.Hour))) // redelivered
+
+	rcpt := func(id, from, to string, batch uint64, status, tx, reason string, at uint64) []any {
+		return []any{id, from, to, batch, status, tx, uint64(10), reason, at, at}
+	}
+	const receipts = "receipts (packet_id, from_relay, to_relay, batch_seq, status, dest_tx, dest_height, reason, receipted_ms, version)"
+	insert(receipts,
+		rcpt("a1", "rB", "rA", 1, "DELIVERED", "d1", "", ms(100*time.Millisecond)),
+		rcpt("a2", "rB", "rA", 1, "DELIVERED", "d2", "", ms(60*time.Second+200*time.Millisecond)),
+		rcpt("a3", "rB", "rA", 2, "FAILED", "", "out of gas", ms(120*time.Second+500*time.Millisecond)),
+		rcpt("a4", "rB", "rA", 3, "REJECTED", "", "contract refused", ms(time.Hour+10*time.Second+50*time.Millisecond)),
+		rcpt("b1", "rA", "rB", 1, "TIMED_OUT", "", "timeout height 100", ms(31*time.Second)),
+	)
+	insert(receipts,
+		rcpt("a1", "rB", "rA", 1, "DELIVERED", "d1", "", ms(100*time.Millisecond)),
+		rcpt("a3", "rB", "rA", 2, "DELIVERED", "d3", "", ms(120*time.Second+900*time.Millisecond)),
+	)
+
+	const batches = "batches (from_relay, to_relay, batch_seq, packets, receipted_ms, version)"
+	insert(batches,
+		[]any{"rA", "rB", uint64(1), uint32(2), ms(61 * time.Second), ms(61 * time.Second)},
+		[]any{"rA", "rB", uint64(1), uint32(2), ms(61 * time.Second), ms(61 * time.Second)},
+		[]any{"rA", "rB", uint64(2), uint32(1), ms(121 * time.Second), ms(121 * time.Second)},
+		[]any{"rA", "rB", uint64(3), uint32(1), ms(time.Hour + 11*time.Second), ms(time.Hour + 11*time.Second)},
+		[]any{"rB", "rA", uint64(1), uint32(1), ms(31 * time.Second), ms(31 * time.Second)},
+	)
+
+	zero := time.Unix(0, 0).UTC()
+	anchor := func(from, to string, seq, open uint64, openTx string, rh uint64, rtx string, ch uint64, ctx string) []any {
+		rt, ct := zero, zero
+		if rh > 0 {
+			rt = at(rh)
+		}
+		if ch > 0 {
+			ct = at(ch)
+		}
+		v := max(open, rh, ch)
+		return []any{from, to, seq, "root" + openTx, open, openTx, at(open), rh, rtx, rt, ch, ctx, ct, v}
+	}
+	const anchors = "anchors (from_relay, to_relay, batch_seq, batch_root, open_height, open_tx, open_time, receipt_height, receipt_tx, receipt_time, confirm_height, confirm_tx, confirm_time, version)"
+	insert(anchors,
+		anchor("rA", "rB", 1, 5, "t5", 0, "", 0, ""),
+		anchor("rA", "rB", 1, 5, "t5", 7, "t7", 9, "t9"),
+		anchor("rA", "rB", 2, 5, "t5", 8, "t8", 0, ""),
+		anchor("rA", "rB", 2, 5, "t5", 8, "t8", 0, ""),
+		anchor("rA", "rB", 3, 6, "t6", 0, "", 0, ""),
+		anchor("rB", "rA", 1, 6, "t6", 0, "", 0, ""),
+	)
+
+	exc := func(pipe string, seq uint64, id, state, reason string, h uint64, tx string, attempts uint32, by string) []any {
+		return []any{pipe, seq, id, state, reason, h, tx, at(h), attempts, by, h}
+	}
+	const exceptions = "exceptions (pipe, seq, packet_id, state, reason, height, tx_hash, updated, attempts, resolved_by, version)"
+	insert(exceptions,
+		exc("p1", 3, "a3", "RETRYING", "out of gas", 10, "x10", 1, ""),
+		exc("p1", 3, "a3", "CONFIRMED", "confirmed in batch rA/2", 12, "t12", 1, ""),
+		exc("p2", 2, "b2", "FAILED", "no route", 11, "x11", 0, ""),
+		exc("p2", 2, "b2", "MANUAL", "retries exhausted", 13, "x13", 3, ""),
+		exc("p2", 2, "b2", "MANUAL", "retries exhausted", 13, "x13", 3, ""),
+		exc("p1", 4, "a4", "MANUAL", "contract refused", 14, "x14", 0, ""),
+		exc("p1", 4, "a4", "RESOLVED", "refunded by ops", 15, "x15", 0, "cafe"),
+	)
+
+	gov := func(h uint64, i uint32, tx, typ, org string, code uint32) []any {
+		return []any{h, i, tx, at(h), typ, "signer-" + org, org, code, "", h}
+	}
+	const governance = "governance (height, tx_index, tx_hash, time, msg_type, signer, org, code, summary, version)"
+	insert(governance,
+		gov(3, 0, "v3", "vote", "orgA", 0),
+		gov(3, 1, "v3b", "vote", "orgB", 14),
+		gov(4, 0, "v4", "vote", "orgC", 9),
+		gov(5, 0, "t5", "open-batches", "orgA", 0),
+		gov(5, 0, "t5", "open-batches", "orgA", 0),
+		gov(6, 0, "t6", "open-batches", "orgA", 0),
+		gov(6, 1, "r6", "open-batches", "orgB", 9),
+		gov(7, 0, "t7", "anchor-receipts", "orgB", 0),
+		gov(8, 0, "t8", "anchor-receipts", "orgB", 0),
+		gov(9, 0, "t9", "confirm-batches", "orgA", 0),
+	)
+
+	off := func(d time.Duration, reason, org, relay, pipe string, seq uint64, id string, proven uint8) []any {
+		return []any{ms(d), "rA", "receiver", reason, org, relay, pipe, seq, id, "", proven, "", ms(d)}
+	}
+	const offenders = "offenders (time_ms, reporter, stage, reason, org, relay, pipe, seq, packet_id, detail, proven, evidence, version)"
+	insert(offenders,
+		off(time.Hour+100*time.Second, "bad-receipt", "orgB", "rB", "p1", 4, "a4", 1),
+		off(time.Hour+100*time.Second, "bad-receipt", "orgB", "rB", "p1", 4, "a4", 1),
+		off(time.Hour+200*time.Second, "bad-signature", "orgB", "rB", "", 0, "", 1),
+		off(time.Hour+300*time.Second, "unknown-pipe", "orgB", "rB", "", 0, "", 0),
+		off(time.Hour+400*time.Second, "forged", "unknown", "unknown", "p9", 1, "", 0),
+		off(time.Hour+500*time.Second, "late", "orgA", "rA", "", 0, "", 0),
+	)
+}
+
+// TestReports runs every report on the fixture ledger and checks each
+// answer cell by cell. Every report is covered (a new one without a case
+// fails), and each case is also run with FINAL removed from its SQL: for
+// at least one case of every report that must give another answer, so the
+// fixture really catches a report that reads duplicates.
+func TestReports(t *testing.T) {
+	conn, _, db := chtest.Database(t)
+	fillReportLedger(t, conn, db)
+	now := t0.Add(48 * time.Hour)
+
+	type want = [][]string
+	cases := []struct {
+		report string
+		params map[string]string
+		want   want
+	}{
+		{"packet-history", map[string]string{"packet": "p1/4"}, want{
+			{"2026-12-01T11:00:10Z", "request", "packet_id=a4 op=WRITE from=orgA/rA to=orgB/rB bytes=400"},
+			{"2026-12-01T11:00:10Z", "receipt REJECTED", "batch=rA/3 by=rB dest_tx= dest_height=10 reason=contract refused"},
+			{"2026-12-01T11:01:40Z", "offence receiver bad-receipt", "by=orgB/rB proven=1 reporter=rA"},
+			{"2026-12-01T12:06:00Z", "anchor open", "batch=rA/3 root=roott6 tx=t6 height=6"},
+			{"2026-12-01T12:15:00Z", "exception RESOLVED", "reason=refunded by ops attempts=0 tx=x15 height=15 resolved_by=cafe"},
+		}},
+		{"packet-history", map[string]string{"packet": "p1/3"}, want{
+			{"2026-12-01T10:02:00Z", "request", "packet_id=a3 op=WRITE from=orgA/rA to=orgB/rB bytes=300"},
+			{"2026-12-01T10:02:00Z", "receipt DELIVERED", "batch=rA/2 by=rB dest_tx=d3 dest_height=10"},
+			{"2026-12-01T12:05:00Z", "anchor open", "batch=rA/2 root=roott5 tx=t5 height=5"},
+			{"2026-12-01T12:08:00Z", "anchor receipt", "batch=rA/2 tx=t8 height=8"},
+			{"2026-12-01T12:12:00Z", "exception CONFIRMED", "reason=confirmed in batch rA/2 attempts=1 tx=t12 height=12"},
+		}},
+		{"packet-history", map[string]string{"packet": "p1/1"}, want{
+			{"2026-12-01T10:00:00Z", "request", "packet_id=a1 op=WRITE from=orgA/rA to=orgB/rB bytes=100"},
+			{"2026-12-01T10:00:00Z", "receipt DELIVERED", "batch=rA/1 by=rB dest_tx=d1 dest_height=10"},
+			{"2026-12-01T12:05:00Z", "anchor open", "batch=rA/1 root=roott5 tx=t5 height=5"},
+			{"2026-12-01T12:07:00Z", "anchor receipt", "batch=rA/1 tx=t7 height=7"},
+			{"2026-12-01T12:09:00Z", "anchor confirm", "batch=rA/1 tx=t9 height=9"},
+		}},
+		{"packet-history", map[string]string{"packet": "p1/99"}, nil},
+		{"pipe-daily", nil, want{
+			{"2026-12-01", "p1", "4", "4", "3", "1", "0.25"},
+			{"2026-12-01", "p2", "2", "1", "0", "1", "1"},
+			{"2026-12-02", "p1", "1", "0", "0", "0", "0"},
+		}},
+		{"pipe-daily", map[string]string{"pipe": "p1", "since": "2026-12-02"}, want{
+			{"2026-12-02", "p1", "1", "0", "0", "0", "0"},
+		}},
+		{"latency-hourly", nil, want{
+			{"2026-12-01T10:00:00Z", "p1", "3", "200", "886", "900"},
+			{"2026-12-01T10:00:00Z", "p2", "1", "1000", "1000", "1000"},
+			{"2026-12-01T11:00:00Z", "p1", "1", "50", "50", "50"},
+		}},
+		{"latency-hourly", map[string]string{"pipe": "p1", "until": "2026-12-01T11:00:00Z"}, want{
+			{"2026-12-01T10:00:00Z", "p1", "3", "200", "886", "900"},
+		}},
+		{"top-offenders", nil, want{
+			{"orgB", "rB", "2", "1", "3", "2026-12-01T11:05:00Z"},
+			{"orgA", "rA", "0", "1", "1", "2026-12-01T11:08:20Z"},
+			{"unknown", "unknown", "0", "1", "1", "2026-12-01T11:06:40Z"},
+		}},
+		{"top-offenders", map[string]string{"limit": "1", "since": "2026-12-01T11:02:00Z"}, want{
+			{"orgB", "rB", "1", "1", "2", "2026-12-01T11:05:00Z"},
+		}},
+		{"open-manual", nil, want{
+			{"p2", "2", "b2", "retries exhausted", "3", "2026-12-01T12:13:00Z", "13", "x13"},
+		}},
+		{"open-manual", map[string]string{"pipe": "p1"}, nil},
+		{"packets-per-anchor", nil, want{
+			{"t5", "5", "2026-12-01T12:05:00Z", "2", "3", "2", "1"},
+			{"t6", "6", "2026-12-01T12:06:00Z", "2", "2", "0", "0"},
+		}},
+		{"packets-per-anchor", map[string]string{"relay": "rB", "since": "2026-12-01T12:06:00Z"}, want{
+			{"t6", "6", "2026-12-01T12:06:00Z", "2", "2", "0", "0"},
+		}},
+		{"pipe-backlog", nil, want{
+			{"p1", "1", "5", "2026-12-02T10:00:00Z"},
+			{"p2", "1", "2", "2026-12-01T10:00:40Z"},
+		}},
+		{"refusals-by-reason", nil, want{
+			{"REJECTED", "contract refused", "1", "1", "2026-12-01T11:00:10Z"},
+			{"TIMED_OUT", "timeout height 100", "1", "1", "2026-12-01T10:00:31Z"},
+		}},
+		{"governance-activity", nil, want{
+			{"open-batches", "3", "2", "1", "9"},
+			{"vote", "3", "1", "2", "9,14"},
+			{"anchor-receipts", "2", "2", "0", ""},
+			{"confirm-batches", "1", "1", "0", ""},
+		}},
+		{"governance-activity", map[string]string{"org": "orgB", "until": "2026-12-01T12:07:00Z"}, want{
+			{"open-batches", "1", "0", "1", "9"},
+			{"vote", "1", "0", "1", "14"},
+		}},
+		{"relay-throughput", nil, want{
+			{"rA", "rB", "5", "3", "1500", "2026-12-01T10:00:00Z", "2026-12-02T10:00:00Z"},
+			{"rB", "rA", "2", "0", "110", "2026-12-01T10:00:30Z", "2026-12-01T10:00:40Z"},
+		}},
+		{"relay-throughput", map[string]string{"org": "orgC"}, nil},
+		{"exceptions-by-state", nil, want{
+			{"p1", "CONFIRMED", "1", "1", "2026-12-01T12:12:00Z"},
+			{"p1", "RESOLVED", "1", "0", "2026-12-01T12:15:00Z"},
+			{"p2", "MANUAL", "1", "3", "2026-12-01T12:13:00Z"},
+		}},
+	}
+
+	covered := map[string]bool{}
+	differs := map[string]bool{} // some case's answer changes without FINAL
+	for _, c := range cases {
+		covered[c.report] = true
+		t.Run(c.report, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			r, err := LookupReport(c.report)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := RunReport(ctx, conn, db, r, c.params, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cells(res); !reflect.DeepEqual(got, c.want) {
+				t.Fatalf("%s %v:\n got %q\nwant %q", c.report, c.params, got, c.want)
+			}
+
+			// The same report reading rows as they are on disk.
+			raw := r
+			raw.sql = strings.ReplaceAll(r.sql, " FINAL", "")
+			if raw.sql == r.sql {
+				t.Fatalf("%s has no FINAL", c.report)
+			}
+			res, err = RunReport(ctx, conn, db, raw, c.params, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cells(res); !reflect.DeepEqual(got, c.want) {
+				differs[c.report] = true
+			}
+		})
+	}
+	for _, r := range Reports() {
+		if !covered[r.Name] {
+			t.Errorf("report %s has no case in TestReports", r.Name)
+		}
+		if !differs[r.Name] {
+			t.Errorf("report %s: every case gives the same answer without FINAL: the fixture does not catch duplicates there", r.Name)
+		}
+	}
+}
+
+func cells(res *Result) [][]string {
+	var out [][]string
+	for i := range res.Rows {
+		row := make([]string, len(res.Columns))
+		for j := range row {
+			row[j] = res.Cell(i, j)
+		}
+		out = append(out, row)
+	}
+	return out
+}
+
+// TestReportParams needs no server: parameters are checked before any
+// query, and times parse in every documented form.
+func TestReportParams(t *testing.T) {
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		report string
+		params map[string]string
+		err    string // "" for none
+	}{
+		{"pipe-daily", map[string]string{"pipe": "p1", "since": "-24h", "until": "2026-12-03T00:00:00Z"}, ""},
+		{"pipe-daily", map[string]string{"org": "orgA"}, "does not take --org"},
+		{"pipe-daily", map[string]string{"since": "yesterday"}, "--since"},
+		{"packet-history", nil, "needs --packet"},
+		{"packet-history", map[string]string{"packet": "p1"}, "not PIPE/SEQ"},
+		{"packet-history", map[string]string{"packet": "p1/x"}, "not a whole number"},
+		{"packet-history", map[string]string{"packet": "a/b/7"}, ""},
+		{"top-offenders", map[string]string{"limit": "0"}, "positive"},
+		{"top-offenders", map[string]string{"limit": "-1"}, "positive"},
+		{"top-offenders", map[string]string{"since": "1960-01-01"}, "outside"},
+	} {
+		r, err := LookupReport(c.report)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = r.Bind(c.params, now)
+		switch {
+		case c.err == "" && err != nil:
+			t.Errorf("%s %v: %v", c.report, c.params, err)
+		case c.err != "" && (!errors.Is(err, ErrBadParam) || !strings.Contains(err.Error(), c.err)):
+			t.Errorf("%s %v: got %v, want ErrBadParam containing %q", c.report, c.params, err, c.err)
+		}
+	}
+	if _, err := LookupReport("no-such"); !errors.Is(err, ErrUnknownReport) {
+		t.Errorf("unknown report: %v", err)
+	}
+	for in, want := range map[string]time.Time{
+		"-24h":                      now.Add(-24 * time.Hour),
+		"-7d":                       now.Add(-7 * 24 * time.Hour),
+		"-90m":                      now.Add(-90 * time.Minute),
+		"2026-12-01":                time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC),
+		"2026-12-01T10:00:00+02:00": time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC),
+	} {
+		got, err := ParseReportTime(in, now)
+		if err != nil || !got.Equal(want) {
+			t.Errorf("ParseReportTime(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "-", "-xd", "24h", "12/01/2026"} {
+		if _, err := ParseReportTime(in, now); err == nil {
+			t.Errorf("ParseReportTime(%q): no error", in)
+		}
+	}
+}
+
+// TestReportsBoundNotSpliced: a parameter value that would be SQL if
+// spliced is a plain string to the server.
+func TestReportsBoundNotSpliced(t *testing.T) {
+	conn, _, db := chtest.Database(t)
+	fillReportLedger(t, conn, db)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	r, _ := LookupReport("pipe-daily")
+	res, err := RunReport(ctx, conn, db, r, map[string]string{"pipe": `p1' OR '1'='1`}, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Rows) != 0 {
+		t.Fatalf("a quote in --pipe matched rows: %q", cells(res))
+	}
+	if _, err := RunReport(ctx, conn, db+"; DROP DATABASE x", r, nil, t0); !errors.Is(err, ErrBadDatabase) {
+		t.Fatalf("bad database: %v", err)
+	}
+}
