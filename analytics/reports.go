@@ -131,8 +131,9 @@ func window(col string) string {
 }
 
 // receiptsOf is a packet's receipt columns for a LEFT JOIN, renamed so
-// that they cannot clash with the packet's: a packet with none has ”
-// and 0 (join_use_nulls is 0 by default on 18.16 and on current servers).
+// that they cannot clash with the packet's: a packet with none has empty
+// strings and zeros (join_use_nulls is 0 by default on 18.16 and on
+// current servers).
 const receiptsOf = `(SELECT packet_id, status AS r_status, reason AS r_reason, receipted_ms AS r_ms FROM {db}.receipts FINAL)`
 
 // packetIDOf is the packet_id of the packet @pipe/@seq.
