@@ -178,9 +178,9 @@ ORDER BY time, ord, event, detail`,
 		},
 		{
 			Name:        "pipe-daily",
-			Description: "per pipe and day (of the request): packets, receipted, delivered, failed (receipted not DELIVERED) and the failure rate among receipted",
+			Description: "per pipe and UTC day (of the request): packets, receipted, delivered, failed (receipted not DELIVERED) and the failure rate among receipted",
 			Params:      []string{"pipe", "since", "until"},
-			sql: `SELECT toDate(event_time) AS day, pipe,
+			sql: `SELECT toDate(event_time, 'UTC') AS day, pipe,
        count() AS packets,
        countIf(r_status != '') AS receipted,
        countIf(r_status = 'DELIVERED') AS delivered,
@@ -194,14 +194,14 @@ ORDER BY day, pipe`,
 		},
 		{
 			Name:        "latency-hourly",
-			Description: "per pipe and hour (of the request): receipted packets and their delivery latency, request to receipt, p50, p99 and max in ms",
+			Description: "per pipe and UTC hour (of the request): receipted packets and their delivery latency, request to receipt, p50, p99 and max in ms",
 			Params:      []string{"pipe", "since", "until"},
 			sql: `SELECT hour, pipe, count() AS receipted,
        round(quantile(0.5)(latency_ms), 1) AS p50_ms,
        round(quantile(0.99)(latency_ms), 1) AS p99_ms,
        max(latency_ms) AS max_ms
 FROM (
-  SELECT toStartOfHour(event_time) AS hour, pipe, toInt64(r_ms) - toInt64(event_ms) AS latency_ms
+  SELECT toStartOfHour(event_time, 'UTC') AS hour, pipe, toInt64(r_ms) - toInt64(event_ms) AS latency_ms
   FROM (SELECT pipe, packet_id, event_ms, event_time FROM {db}.packets FINAL
         WHERE (@pipe = '' OR pipe = @pipe) AND ` + window("event_time") + `)
   ANY INNER JOIN ` + receiptsOf + ` USING packet_id

@@ -3,6 +3,7 @@ package analytics
 import (
 	"context"
 	"errors"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -403,5 +404,67 @@ func TestReportsBoundNotSpliced(t *testing.T) {
 	}
 	if _, err := RunReport(ctx, conn, db+"; DROP DATABASE x", r, nil, t0); !errors.Is(err, ErrBadDatabase) {
 		t.Fatalf("bad database: %v", err)
+	}
+}
+
+// TestReportsDocs runs each SQL block of docs/analytics.md's "Reports"
+// section, as an analyst would paste it, beside the report and parameters
+// its first line names, on the fixture ledger: the answers must be equal,
+// and every report must have its block.
+func TestReportsDocs(t *testing.T) {
+	doc, err := os.ReadFile("../docs/analytics.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(doc)
+	start, end := strings.Index(s, "\n## Reports\n"), strings.Index(s, "\n## Tables\n")
+	if start < 0 || end < start {
+		t.Fatal(`docs/analytics.md: no "## Reports" section before "## Tables"`)
+	}
+	blocks := strings.Split(s[start:end], "```sql\n")[1:]
+	conn, _, db := chtest.Database(t)
+	fillReportLedger(t, conn, db)
+	documented := map[string]bool{}
+	for _, b := range blocks {
+		sql, _, _ := strings.Cut(b, "```")
+		first, body, _ := strings.Cut(sql, "\n")
+		cmd := strings.Fields(strings.TrimPrefix(first, "-- ccgp analytics query "))
+		if !strings.HasPrefix(first, "-- ccgp analytics query ") || len(cmd) == 0 || len(cmd)%2 == 0 {
+			t.Errorf("a block does not start with '-- ccgp analytics query NAME [--flag value]...': %q", first)
+			continue
+		}
+		name, params := cmd[0], map[string]string{}
+		for i := 1; i < len(cmd); i += 2 {
+			params[strings.TrimPrefix(cmd[i], "--")] = cmd[i+1]
+		}
+		documented[name] = true
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			r, err := LookupReport(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := RunReport(ctx, conn, db, r, params, t0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(want.Rows) == 0 {
+				t.Fatalf("%s %v answers nothing on the fixture: pick example values that show something", name, params)
+			}
+			pasted := Report{Name: name + " (docs)", sql: strings.TrimSuffix(strings.TrimSpace(strings.ReplaceAll(body, "ccgp.", "{db}.")), ";")}
+			got, err := RunReport(ctx, conn, db, pasted, nil, t0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(cells(got), cells(want)) || !reflect.DeepEqual(got.Columns, want.Columns) {
+				t.Fatalf("the documented SQL answers\n%v %q\nthe report\n%v %q", got.Columns, cells(got), want.Columns, cells(want))
+			}
+		})
+	}
+	for _, r := range Reports() {
+		if !documented[r.Name] {
+			t.Errorf("report %s has no SQL block in docs/analytics.md", r.Name)
+		}
 	}
 }
