@@ -14,13 +14,13 @@ import (
 	"github.com/ccgpmesh/ccgp/analytics/chtest"
 )
 
-// t0 is the start of the fixture ledger: 2026-12-01 10:00:00 UTC.
-var t0 = time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+// fixtureT0 is the start of the fixture ledger: 2026-12-01 10:00:00 UTC.
+var fixtureT0 = time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
 
-func ms(d time.Duration) uint64 { return uint64(t0.Add(d).UnixMilli()) }
+func fixtureMs(d time.Duration) uint64 { return uint64(fixtureT0.Add(d).UnixMilli()) }
 
-// at is governance block n's time: 12:00 plus n minutes.
-func at(n uint64) time.Time { return t0.Add(2*time.Hour + time.Duration(n)*time.Minute) }
+// blockTime is governance block n's time: 12:00 plus n minutes.
+func blockTime(n uint64) time.Time { return fixtureT0.Add(2*time.Hour + time.Duration(n)*time.Minute) }
 
 // fillReportLedger writes a small known ledger into db, with merges
 // stopped so that every duplicate and every superseded row stays on disk:
@@ -71,53 +71,53 @@ func fillReportLedger(t *testing.T, conn driver.Conn, db string) {
 	}
 	const packets = "packets (pipe, seq, packet_id, src_org, src_relay, dst_org, dst_relay, operation, payload_bytes, event_ms, version)"
 	insert(packets,
-		pkt("p1", 1, "a1", true, 100, ms(0)),
-		pkt("p1", 2, "a2", true, 999, ms(59*time.Second)),
-		pkt("p1", 2, "a2", true, 200, ms(60*time.Second)),
-		pkt("p1", 3, "a3", true, 300, ms(120*time.Second)),
-		pkt("p1", 4, "a4", true, 400, ms(time.Hour+10*time.Second)),
-		pkt("p1", 5, "a5", true, 500, ms(24*time.Hour)),
-		pkt("p2", 1, "b1", false, 50, ms(30*time.Second)),
-		pkt("p2", 2, "b2", false, 60, ms(40*time.Second)),
+		pkt("p1", 1, "a1", true, 100, fixtureMs(0)),
+		pkt("p1", 2, "a2", true, 999, fixtureMs(59*time.Second)),
+		pkt("p1", 2, "a2", true, 200, fixtureMs(60*time.Second)),
+		pkt("p1", 3, "a3", true, 300, fixtureMs(120*time.Second)),
+		pkt("p1", 4, "a4", true, 400, fixtureMs(time.Hour+10*time.Second)),
+		pkt("p1", 5, "a5", true, 500, fixtureMs(24*time.Hour)),
+		pkt("p2", 1, "b1", false, 50, fixtureMs(30*time.Second)),
+		pkt("p2", 2, "b2", false, 60, fixtureMs(40*time.Second)),
 	)
-	insert(packets, pkt("p1", 1, "a1", true, 100, ms(0)), pkt("p1", 5, "a5", true, 500, ms(24*time.Hour))) // redelivered
+	insert(packets, pkt("p1", 1, "a1", true, 100, fixtureMs(0)), pkt("p1", 5, "a5", true, 500, fixtureMs(24*time.Hour))) // redelivered
 
 	rcpt := func(id, from, to string, batch uint64, status, tx, reason string, at uint64) []any {
 		return []any{id, from, to, batch, status, tx, uint64(10), reason, at, at}
 	}
 	const receipts = "receipts (packet_id, from_relay, to_relay, batch_seq, status, dest_tx, dest_height, reason, receipted_ms, version)"
 	insert(receipts,
-		rcpt("a1", "rB", "rA", 1, "DELIVERED", "d1", "", ms(100*time.Millisecond)),
-		rcpt("a2", "rB", "rA", 1, "DELIVERED", "d2", "", ms(60*time.Second+200*time.Millisecond)),
-		rcpt("a3", "rB", "rA", 2, "FAILED", "", "out of gas", ms(120*time.Second+500*time.Millisecond)),
-		rcpt("a4", "rB", "rA", 3, "REJECTED", "", "contract refused", ms(time.Hour+10*time.Second+50*time.Millisecond)),
-		rcpt("b1", "rA", "rB", 1, "TIMED_OUT", "", "timeout height 100", ms(31*time.Second)),
+		rcpt("a1", "rB", "rA", 1, "DELIVERED", "d1", "", fixtureMs(100*time.Millisecond)),
+		rcpt("a2", "rB", "rA", 1, "DELIVERED", "d2", "", fixtureMs(60*time.Second+200*time.Millisecond)),
+		rcpt("a3", "rB", "rA", 2, "FAILED", "", "out of gas", fixtureMs(120*time.Second+500*time.Millisecond)),
+		rcpt("a4", "rB", "rA", 3, "REJECTED", "", "contract refused", fixtureMs(time.Hour+10*time.Second+50*time.Millisecond)),
+		rcpt("b1", "rA", "rB", 1, "TIMED_OUT", "", "timeout height 100", fixtureMs(31*time.Second)),
 	)
 	insert(receipts,
-		rcpt("a1", "rB", "rA", 1, "DELIVERED", "d1", "", ms(100*time.Millisecond)),
-		rcpt("a3", "rB", "rA", 2, "DELIVERED", "d3", "", ms(120*time.Second+900*time.Millisecond)),
+		rcpt("a1", "rB", "rA", 1, "DELIVERED", "d1", "", fixtureMs(100*time.Millisecond)),
+		rcpt("a3", "rB", "rA", 2, "DELIVERED", "d3", "", fixtureMs(120*time.Second+900*time.Millisecond)),
 	)
 
 	const batches = "batches (from_relay, to_relay, batch_seq, packets, receipted_ms, version)"
 	insert(batches,
-		[]any{"rA", "rB", uint64(1), uint32(2), ms(61 * time.Second), ms(61 * time.Second)},
-		[]any{"rA", "rB", uint64(1), uint32(2), ms(61 * time.Second), ms(61 * time.Second)},
-		[]any{"rA", "rB", uint64(2), uint32(1), ms(121 * time.Second), ms(121 * time.Second)},
-		[]any{"rA", "rB", uint64(3), uint32(1), ms(time.Hour + 11*time.Second), ms(time.Hour + 11*time.Second)},
-		[]any{"rB", "rA", uint64(1), uint32(1), ms(31 * time.Second), ms(31 * time.Second)},
+		[]any{"rA", "rB", uint64(1), uint32(2), fixtureMs(61 * time.Second), fixtureMs(61 * time.Second)},
+		[]any{"rA", "rB", uint64(1), uint32(2), fixtureMs(61 * time.Second), fixtureMs(61 * time.Second)},
+		[]any{"rA", "rB", uint64(2), uint32(1), fixtureMs(121 * time.Second), fixtureMs(121 * time.Second)},
+		[]any{"rA", "rB", uint64(3), uint32(1), fixtureMs(time.Hour + 11*time.Second), fixtureMs(time.Hour + 11*time.Second)},
+		[]any{"rB", "rA", uint64(1), uint32(1), fixtureMs(31 * time.Second), fixtureMs(31 * time.Second)},
 	)
 
 	zero := time.Unix(0, 0).UTC()
 	anchor := func(from, to string, seq, open uint64, openTx string, rh uint64, rtx string, ch uint64, ctx string) []any {
 		rt, ct := zero, zero
 		if rh > 0 {
-			rt = at(rh)
+			rt = blockTime(rh)
 		}
 		if ch > 0 {
-			ct = at(ch)
+			ct = blockTime(ch)
 		}
 		v := max(open, rh, ch)
-		return []any{from, to, seq, "root" + openTx, open, openTx, at(open), rh, rtx, rt, ch, ctx, ct, v}
+		return []any{from, to, seq, "root" + openTx, open, openTx, blockTime(open), rh, rtx, rt, ch, ctx, ct, v}
 	}
 	const anchors = "anchors (from_relay, to_relay, batch_seq, batch_root, open_height, open_tx, open_time, receipt_height, receipt_tx, receipt_time, confirm_height, confirm_tx, confirm_time, version)"
 	insert(anchors,
@@ -130,7 +130,7 @@ func fillReportLedger(t *testing.T, conn driver.Conn, db string) {
 	)
 
 	exc := func(pipe string, seq uint64, id, state, reason string, h uint64, tx string, attempts uint32, by string) []any {
-		return []any{pipe, seq, id, state, reason, h, tx, at(h), attempts, by, h}
+		return []any{pipe, seq, id, state, reason, h, tx, blockTime(h), attempts, by, h}
 	}
 	const exceptions = "exceptions (pipe, seq, packet_id, state, reason, height, tx_hash, updated, attempts, resolved_by, version)"
 	insert(exceptions,
@@ -144,7 +144,7 @@ func fillReportLedger(t *testing.T, conn driver.Conn, db string) {
 	)
 
 	gov := func(h uint64, i uint32, tx, typ, org string, code uint32) []any {
-		return []any{h, i, tx, at(h), typ, "signer-" + org, org, code, "", h}
+		return []any{h, i, tx, blockTime(h), typ, "signer-" + org, org, code, "", h}
 	}
 	const governance = "governance (height, tx_index, tx_hash, time, msg_type, signer, org, code, summary, version)"
 	insert(governance,
@@ -161,7 +161,7 @@ func fillReportLedger(t *testing.T, conn driver.Conn, db string) {
 	)
 
 	off := func(d time.Duration, reason, org, relay, pipe string, seq uint64, id string, proven uint8) []any {
-		return []any{ms(d), "rA", "receiver", reason, org, relay, pipe, seq, id, "", proven, "", ms(d)}
+		return []any{fixtureMs(d), "rA", "receiver", reason, org, relay, pipe, seq, id, "", proven, "", fixtureMs(d)}
 	}
 	const offenders = "offenders (time_ms, reporter, stage, reason, org, relay, pipe, seq, packet_id, detail, proven, evidence, version)"
 	insert(offenders,
@@ -182,7 +182,7 @@ func fillReportLedger(t *testing.T, conn driver.Conn, db string) {
 func TestReports(t *testing.T) {
 	conn, _, db := chtest.Database(t)
 	fillReportLedger(t, conn, db)
-	now := t0.Add(48 * time.Hour)
+	now := fixtureT0.Add(48 * time.Hour)
 
 	type want = [][]string
 	cases := []struct {
@@ -292,7 +292,7 @@ func TestReports(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := cells(res); !reflect.DeepEqual(got, c.want) {
+			if got := resultCells(res); !reflect.DeepEqual(got, c.want) {
 				t.Fatalf("%s %v:\n got %q\nwant %q", c.report, c.params, got, c.want)
 			}
 
@@ -306,7 +306,7 @@ func TestReports(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := cells(res); !reflect.DeepEqual(got, c.want) {
+			if got := resultCells(res); !reflect.DeepEqual(got, c.want) {
 				differs[c.report] = true
 			}
 		})
@@ -321,7 +321,7 @@ func TestReports(t *testing.T) {
 	}
 }
 
-func cells(res *Result) [][]string {
+func resultCells(res *Result) [][]string {
 	var out [][]string
 	for i := range res.Rows {
 		row := make([]string, len(res.Columns))
@@ -395,14 +395,14 @@ func TestReportsBoundNotSpliced(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	r, _ := LookupReport("pipe-daily")
-	res, err := RunReport(ctx, conn, db, r, map[string]string{"pipe": `p1' OR '1'='1`}, t0)
+	res, err := RunReport(ctx, conn, db, r, map[string]string{"pipe": `p1' OR '1'='1`}, fixtureT0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(res.Rows) != 0 {
-		t.Fatalf("a quote in --pipe matched rows: %q", cells(res))
+		t.Fatalf("a quote in --pipe matched rows: %q", resultCells(res))
 	}
-	if _, err := RunReport(ctx, conn, db+"; DROP DATABASE x", r, nil, t0); !errors.Is(err, ErrBadDatabase) {
+	if _, err := RunReport(ctx, conn, db+"; DROP DATABASE x", r, nil, fixtureT0); !errors.Is(err, ErrBadDatabase) {
 		t.Fatalf("bad database: %v", err)
 	}
 }
@@ -445,7 +445,7 @@ func TestReportsDocs(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want, err := RunReport(ctx, conn, db, r, params, t0)
+			want, err := RunReport(ctx, conn, db, r, params, fixtureT0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -453,12 +453,12 @@ func TestReportsDocs(t *testing.T) {
 				t.Fatalf("%s %v answers nothing on the fixture: pick example values that show something", name, params)
 			}
 			pasted := Report{Name: name + " (docs)", sql: strings.TrimSuffix(strings.TrimSpace(strings.ReplaceAll(body, "ccgp.", "{db}.")), ";")}
-			got, err := RunReport(ctx, conn, db, pasted, nil, t0)
+			got, err := RunReport(ctx, conn, db, pasted, nil, fixtureT0)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !reflect.DeepEqual(cells(got), cells(want)) || !reflect.DeepEqual(got.Columns, want.Columns) {
-				t.Fatalf("the documented SQL answers\n%v %q\nthe report\n%v %q", got.Columns, cells(got), want.Columns, cells(want))
+			if !reflect.DeepEqual(resultCells(got), resultCells(want)) || !reflect.DeepEqual(got.Columns, want.Columns) {
+				t.Fatalf("the documented SQL answers\n%v %q\nthe report\n%v %q", got.Columns, resultCells(got), want.Columns, resultCells(want))
 			}
 		})
 	}
