@@ -2,6 +2,7 @@ package analytics
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"reflect"
@@ -373,6 +374,13 @@ func contains(xs []string, x string) bool {
 	return false
 }
 
+// ClickHouse's error codes for a missing table and database: the ledger
+// not created, or created before the migration that added a table.
+const (
+	codeUnknownTable    = 60
+	codeUnknownDatabase = 81
+)
+
 // Querier is what running a report needs of a ClickHouse connection;
 // driver.Conn implements it.
 type Querier interface {
@@ -401,6 +409,10 @@ func RunReport(ctx context.Context, q Querier, db string, r Report, given map[st
 		return nil, err
 	}
 	rows, err := q.Query(ctx, r.SQL(db), args...)
+	var ex *clickhouse.Exception
+	if errors.As(err, &ex) && (ex.Code == codeUnknownTable || ex.Code == codeUnknownDatabase) {
+		return nil, fmt.Errorf("analytics: report %s: %w (is the ledger there, at the current schema? 'ccgp analytics migrate --database %s')", r.Name, err, db)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("analytics: report %s: %w", r.Name, err)
 	}

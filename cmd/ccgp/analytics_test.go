@@ -255,6 +255,9 @@ func TestAnalyticsQueryCmd(t *testing.T) {
 	run(t, nil, "analytics", "query", "pipe-daily", "extra").must(t, 2, "one report name")
 	run(t, nil, "analytics", "query", "pipe-daily", "--clickhouse", addr, "--database", "bad-name").must(t, 2, "--database")
 
+	// A database with no ledger is exit 1, with the way to make one.
+	run(t, nil, "analytics", "query", "open-manual", "--clickhouse", addr, "--database", db+"_none").must(t, 1, db+"_none", "ccgp analytics migrate")
+
 	// An unreachable server is exit 1, named.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
