@@ -2,7 +2,9 @@ package analytics
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"reflect"
 	"strings"
@@ -10,8 +12,11 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/ccgpmesh/ccgp/analytics/chtest"
+	"github.com/ccgpmesh/ccgp/backoff"
+	"github.com/ccgpmesh/ccgp/mesh/amdp"
 )
 
 // fixtureT0 is the start of the fixture ledger: 2026-12-01 10:00:00 UTC.
@@ -467,4 +472,92 @@ func TestReportsDocs(t *testing.T) {
 			t.Errorf("report %s has no SQL block in docs/analytics.md", r.Name)
 		}
 	}
+}
+
+// TestReportsOnSinkOutput runs reports on what the real sink writes from
+// Kafka (kfake, every record produced twice) with a real governance node
+// for the pipe's endpoints: the packets' and receipts' packet_id columns
+// must join, and the endpoint columns must be the pipe's.
+func TestReportsOnSinkOutput(t *testing.T) {
+	conn, _, db := chtest.Database(t)
+	gov := governance(t)
+	brokers, prod := kafka(t)
+
+	// 20 packets; receipts for 1..10 (batch 1) and 11..16 (batch 2), odd
+	// ones FAILED; 17..20 in flight; 6 offences, even ones proven.
+	base := time.Now().UTC().Truncate(time.Second)
+	var rs []*kgo.Record
+	for seq := uint64(1); seq <= 20; seq++ {
+		r := packetRecord(t, "ccgp.events", testPipe, seq)
+		r.Timestamp = base.Add(time.Duration(seq) * time.Millisecond)
+		rs = append(rs, r)
+	}
+	for i, seqs := range [][]uint64{{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, {11, 12, 13, 14, 15, 16}} {
+		r := receiptRecord(t, testPipe, uint64(i+1), seqs)
+		r.Timestamp = base.Add(time.Second)
+		rs = append(rs, r)
+	}
+	for i := range 6 {
+		rs = append(rs, offenceRecord(i))
+	}
+	produce(t, prod, true, rs...)
+
+	cfg := SinkConfig{Brokers: brokers, Conn: conn, Database: db, Group: "reports-test", Pipes: gov,
+		Interval: 100 * time.Millisecond, ReportEvery: time.Second,
+		Retry: backoff.Policy{Min: 10 * time.Millisecond, Max: 100 * time.Millisecond}}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := Migrate(ctx, conn, db); err != nil {
+		t.Fatal(err)
+	}
+	for _, table := range []string{"packets", "receipts", "offenders"} {
+		if err := conn.Exec(ctx, "SYSTEM STOP MERGES "+db+"."+table); err != nil {
+			t.Fatal(err)
+		}
+	}
+	startSink(t, cfg, nil)
+	eventually(t, 30*time.Second, "the sink wrote every record", func() bool {
+		return count(t, conn, "SELECT count() FROM "+db+".packets FINAL") == 20 &&
+			count(t, conn, "SELECT count() FROM "+db+".receipts FINAL") == 16 &&
+			count(t, conn, "SELECT count() FROM "+db+".offenders FINAL") == 6
+	})
+
+	day := base.Format(time.DateOnly)
+	for _, c := range []struct {
+		report string
+		params map[string]string
+		want   [][]string
+	}{
+		{"pipe-daily", map[string]string{"pipe": testPipe}, [][]string{{day, testPipe, "20", "16", "8", "8", "0.5"}}},
+		{"pipe-backlog", nil, [][]string{{testPipe, "4", "17", base.Format(time.RFC3339)}}},
+		{"refusals-by-reason", nil, [][]string{{"FAILED", "contract reverted", "8", "1", base.Add(time.Second).Format(time.RFC3339)}}},
+		{"top-offenders", nil, [][]string{{"org-1", "relay-org-1", "3", "3", "6", "2025-12-03T00:00:00Z"}}},
+		// Payloads are {"seq":N}: 9 bytes for 1..9, 10 for 10..20.
+		{"relay-throughput", map[string]string{"org": "org-2"}, [][]string{{"relay-org-1", "relay-org-2", "20", "8", "191", base.Format(time.RFC3339), base.Format(time.RFC3339)}}},
+		// Latencies 984..999 ms: p50 interpolates 991.5, p99 998.85.
+		{"latency-hourly", nil, [][]string{{base.Truncate(time.Hour).Format(time.RFC3339), testPipe, "16", "991.5", "998.9", "999"}}},
+		// offenceRecord(2) names pipe/2 (in 2025), proven.
+		{"packet-history", map[string]string{"packet": testPipe + "/2"}, [][]string{
+			{"2025-12-03T00:00:00Z", "offence receiver bad_signature", "by=org-1/relay-org-1 proven=1 reporter=relay-org-2"},
+			{base.Format(time.RFC3339), "request", "packet_id=" + packetIDHex(testPipe, 2) + " op=WRITE from=org-1/relay-org-1 to=org-2/relay-org-2 bytes=9"},
+			{base.Add(time.Second).Format(time.RFC3339), "receipt DELIVERED", "batch=relay-org-1/1 by=relay-org-2 dest_tx=" + hex.EncodeToString(fmt.Appendf(nil, "tx-%030d", 2)) + " dest_height=502"},
+		}},
+	} {
+		r, err := LookupReport(c.report)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := RunReport(ctx, conn, db, r, c.params, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := resultCells(res); !reflect.DeepEqual(got, c.want) {
+			t.Errorf("%s %v on the sink's rows:\n got %q\nwant %q", c.report, c.params, got, c.want)
+		}
+	}
+}
+
+func packetIDHex(pipe string, seq uint64) string {
+	id := amdp.PacketID(pipe, seq)
+	return hex.EncodeToString(id[:])
 }
