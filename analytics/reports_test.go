@@ -561,3 +561,64 @@ func packetIDHex(pipe string, seq uint64) string {
 	id := amdp.PacketID(pipe, seq)
 	return hex.EncodeToString(id[:])
 }
+
+// BenchmarkReports times the reports that scan packets and receipts on a
+// ledger of 200 000 packets in 10 pipes over 10 days (every tenth
+// without a receipt, every seventh failed), merges left to the server:
+//
+//	CCGP_CLICKHOUSE=... go test -run '^$' -bench BenchmarkReports -benchtime 5x ./analytics
+func BenchmarkReports(b *testing.B) {
+	conn, _, db := chtest.Database(b)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if _, err := Migrate(ctx, conn, db); err != nil {
+		b.Fatal(err)
+	}
+	const n = 200_000
+	pb, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".packets (pipe, seq, packet_id, src_org, src_relay, dst_org, dst_relay, payload_bytes, event_ms, version)")
+	if err != nil {
+		b.Fatal(err)
+	}
+	rb, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".receipts (packet_id, from_relay, to_relay, batch_seq, status, reason, receipted_ms, version)")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := uint64(0); i < n; i++ {
+		pipe := fmt.Sprintf("pipe-%d", i%10)
+		id := fmt.Sprintf("%064x", i)
+		ev := fixtureMs(time.Duration(i) * 10 * 24 * time.Hour / n)
+		if err := pb.Append(pipe, i/10, id, "orgA", "rA", "orgB", "rB", uint32(100), ev, ev); err != nil {
+			b.Fatal(err)
+		}
+		if i%10 == 9 {
+			continue
+		}
+		status, reason := "DELIVERED", ""
+		if i%7 == 0 {
+			status, reason = "FAILED", fmt.Sprintf("reason %d", i%3)
+		}
+		at := ev + 50 + i%1000
+		if err := rb.Append(id, "rB", "rA", i/100, status, reason, at, at); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := pb.Send(); err != nil {
+		b.Fatal(err)
+	}
+	if err := rb.Send(); err != nil {
+		b.Fatal(err)
+	}
+	for _, name := range []string{"pipe-daily", "latency-hourly", "pipe-backlog", "relay-throughput", "refusals-by-reason"} {
+		r, err := LookupReport(name)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(name, func(b *testing.B) {
+			for range b.N {
+				if _, err := RunReport(ctx, conn, db, r, nil, time.Now()); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
