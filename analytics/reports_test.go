@@ -34,8 +34,15 @@ func blockTime(n uint64) time.Time { return fixtureT0.Add(2*time.Hour + time.Dur
 // Pipe p1 runs rA (orgA) -> rB (orgB); p2 the other way.
 //
 //	p1/1 a1 10:00:00 100 B  DELIVERED +100 ms   (packet and receipt written twice)
-//	p1/2 a2 10:01:00 200 B  DELIVERED +200 ms   (an earlier row of the key: 10:00:59, 999 B)
-//	p1/3 a3 10:02:00 300 B  FAILED +500 ms, then DELIVERED +900 ms; exception RETRYING h10 -> CONFIRMED h12
+//	p1/2 a2 10:01:00 200 B  DELIVERED +200 ms   (an earlier row of the key: 10:00:59, 999 B;
+//	                        an earlier receipt, FAILED +150 ms, inserted after the later one)
+//	p1/3 a3 10:02:00 300 B  FAILED +500 ms in batch 2, then resent: DELIVERED +900 ms in batch 3;
+//	                        exception RETRYING h10 -> CONFIRMED h12
+//
+// Superseded rows are inserted both before and after the rows that
+// replace them, so a join that reads its right side without FINAL picks a
+// wrong one whichever duplicate it keeps.
+//
 //	p1/4 a4 11:00:10 400 B  REJECTED +50 ms "contract refused"; exception MANUAL h14 -> RESOLVED h15; a proven offence
 //	p1/5 a5 12-02 10:00 500 B  no receipt
 //	p2/1 b1 10:00:30  50 B  TIMED_OUT +1000 ms
@@ -100,17 +107,20 @@ func fillReportLedger(t *testing.T, conn driver.Conn, db string) {
 	)
 	insert(receipts,
 		rcpt("a1", "rB", "rA", 1, "DELIVERED", "d1", "", fixtureMs(100*time.Millisecond)),
-		rcpt("a3", "rB", "rA", 2, "DELIVERED", "d3", "", fixtureMs(120*time.Second+900*time.Millisecond)),
+		rcpt("a3", "rB", "rA", 3, "DELIVERED", "d3", "", fixtureMs(120*time.Second+900*time.Millisecond)),
+		rcpt("a2", "rB", "rA", 1, "FAILED", "", "out of gas", fixtureMs(60*time.Second+150*time.Millisecond)),
 	)
 
 	const batches = "batches (from_relay, to_relay, batch_seq, packets, receipted_ms, version)"
+	insert(batches, []any{"rB", "rA", uint64(1), uint32(9), fixtureMs(30 * time.Second), fixtureMs(30 * time.Second)})
 	insert(batches,
 		[]any{"rA", "rB", uint64(1), uint32(2), fixtureMs(61 * time.Second), fixtureMs(61 * time.Second)},
 		[]any{"rA", "rB", uint64(1), uint32(2), fixtureMs(61 * time.Second), fixtureMs(61 * time.Second)},
 		[]any{"rA", "rB", uint64(2), uint32(1), fixtureMs(121 * time.Second), fixtureMs(121 * time.Second)},
-		[]any{"rA", "rB", uint64(3), uint32(1), fixtureMs(time.Hour + 11*time.Second), fixtureMs(time.Hour + 11*time.Second)},
+		[]any{"rA", "rB", uint64(3), uint32(2), fixtureMs(time.Hour + 11*time.Second), fixtureMs(time.Hour + 11*time.Second)},
 		[]any{"rB", "rA", uint64(1), uint32(1), fixtureMs(31 * time.Second), fixtureMs(31 * time.Second)},
 	)
+	insert(batches, []any{"rA", "rB", uint64(2), uint32(7), fixtureMs(120 * time.Second), fixtureMs(120 * time.Second)})
 
 	zero := time.Unix(0, 0).UTC()
 	anchor := func(from, to string, seq, open uint64, openTx string, rh uint64, rtx string, ch uint64, ctx string) []any {
@@ -140,7 +150,7 @@ func fillReportLedger(t *testing.T, conn driver.Conn, db string) {
 	const exceptions = "exceptions (pipe, seq, packet_id, state, reason, height, tx_hash, updated, attempts, resolved_by, version)"
 	insert(exceptions,
 		exc("p1", 3, "a3", "RETRYING", "out of gas", 10, "x10", 1, ""),
-		exc("p1", 3, "a3", "CONFIRMED", "confirmed in batch rA/2", 12, "t12", 1, ""),
+		exc("p1", 3, "a3", "CONFIRMED", "confirmed in batch rA/3", 12, "t12", 1, ""),
 		exc("p2", 2, "b2", "FAILED", "no route", 11, "x11", 0, ""),
 		exc("p2", 2, "b2", "MANUAL", "retries exhausted", 13, "x13", 3, ""),
 		exc("p2", 2, "b2", "MANUAL", "retries exhausted", 13, "x13", 3, ""),
@@ -204,10 +214,9 @@ func TestReports(t *testing.T) {
 		}},
 		{"packet-history", map[string]string{"packet": "p1/3"}, want{
 			{"2026-12-01T10:02:00Z", "request", "packet_id=a3 op=WRITE from=orgA/rA to=orgB/rB bytes=300"},
-			{"2026-12-01T10:02:00Z", "receipt DELIVERED", "batch=rA/2 by=rB dest_tx=d3 dest_height=10"},
-			{"2026-12-01T12:05:00Z", "anchor open", "batch=rA/2 root=roott5 tx=t5 height=5"},
-			{"2026-12-01T12:08:00Z", "anchor receipt", "batch=rA/2 tx=t8 height=8"},
-			{"2026-12-01T12:12:00Z", "exception CONFIRMED", "reason=confirmed in batch rA/2 attempts=1 tx=t12 height=12"},
+			{"2026-12-01T10:02:00Z", "receipt DELIVERED", "batch=rA/3 by=rB dest_tx=d3 dest_height=10"},
+			{"2026-12-01T12:06:00Z", "anchor open", "batch=rA/3 root=roott6 tx=t6 height=6"},
+			{"2026-12-01T12:12:00Z", "exception CONFIRMED", "reason=confirmed in batch rA/3 attempts=1 tx=t12 height=12"},
 		}},
 		{"packet-history", map[string]string{"packet": "p1/1"}, want{
 			{"2026-12-01T10:00:00Z", "request", "packet_id=a1 op=WRITE from=orgA/rA to=orgB/rB bytes=100"},
@@ -247,10 +256,10 @@ func TestReports(t *testing.T) {
 		{"open-manual", map[string]string{"pipe": "p1"}, nil},
 		{"packets-per-anchor", nil, want{
 			{"t5", "5", "2026-12-01T12:05:00Z", "2", "3", "2", "1"},
-			{"t6", "6", "2026-12-01T12:06:00Z", "2", "2", "0", "0"},
+			{"t6", "6", "2026-12-01T12:06:00Z", "2", "3", "0", "0"},
 		}},
 		{"packets-per-anchor", map[string]string{"relay": "rB", "since": "2026-12-01T12:06:00Z"}, want{
-			{"t6", "6", "2026-12-01T12:06:00Z", "2", "2", "0", "0"},
+			{"t6", "6", "2026-12-01T12:06:00Z", "2", "3", "0", "0"},
 		}},
 		{"pipe-backlog", nil, want{
 			{"p1", "1", "5", "2026-12-02T10:00:00Z"},
