@@ -25,7 +25,8 @@ A throwaway local server for trying it:
   ccgp analytics sink --kafka 127.0.0.1:9092 --clickhouse 127.0.0.1:PORT --node 127.0.0.1:26657
   .ci/clickhouse stop /tmp/ch`,
 	}
-	cmd.AddCommand(newAnalyticsMigrateCmd(g), newAnalyticsSinkCmd(g), newAnalyticsQueryCmd(g))
+	cmd.AddCommand(newAnalyticsMigrateCmd(g), newAnalyticsSinkCmd(g))
+	cmd.AddCommand(newAnalyticsQueryCmd(g))
 	return cmd
 }
 
