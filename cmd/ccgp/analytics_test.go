@@ -12,6 +12,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/ccgpmesh/ccgp/analytics"
 	"github.com/ccgpmesh/ccgp/analytics/chtest"
 	"github.com/ccgpmesh/ccgp/mesh/offence"
 )
@@ -120,7 +121,7 @@ func TestAnalyticsSinkCmd(t *testing.T) {
 	}
 
 	startProc(t, nil, "analytics", "sink", "--kafka", kafka, "--clickhouse", chAddr, "--node", tn.Nodes[0].RPC,
-		"--genesis", genesis, "--database", db, "--group", "cli-test", "--log-level", "warn")
+		"--genesis", genesis, "--database", db, "--group", "cli-test", "--log-level", "warn", "--anomalies-every", "300ms")
 	prod, err := kgo.NewClient(kgo.SeedBrokers(kafka), kgo.AllowAutoTopicCreation())
 	if err != nil {
 		t.Fatal(err)
@@ -148,6 +149,34 @@ func TestAnalyticsSinkCmd(t *testing.T) {
 			t.Fatalf("the offence record never reached ClickHouse: %v", err)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+
+	// The anomaly rules run beside it: a forged signature now is an
+	// anomaly in the table, listed, and a record in ccgp.anomalies.
+	rec, err = offence.Encode(offence.Record{TimeUnixMs: time.Now().UnixMilli(), Reporter: "relay-2", Stage: offence.StageReceiver,
+		Reason: "bad_signature", Org: "org-7", Relay: "relay-7", Proven: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := prod.ProduceSync(ctx, &kgo.Record{Topic: offence.Topic, Key: []byte("org-7"), Value: rec}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	for !strings.Contains(run(t, nil, "analytics", "anomalies", "--clickhouse", chAddr, "--database", db).stdout, "org-7/relay-7") {
+		if ctx.Err() != nil {
+			t.Fatal("the forged signature never became an anomaly")
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	run(t, nil, "analytics", "anomalies", "--clickhouse", chAddr, "--database", db, "-o", "json").must(t, 0, `"rule": "forged_or_replayed"`, `"key": "org-7/relay-7"`)
+	run(t, nil, "analytics", "anomalies", "--clickhouse", chAddr, "--since", "yesterday").must(t, 2, "neither a duration")
+	cons, err := kgo.NewClient(kgo.SeedBrokers(kafka), kgo.ConsumeTopics(analytics.AnomalyTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cons.Close()
+	fs := cons.PollFetches(ctx)
+	if err := fs.Err(); err != nil || fs.NumRecords() != 1 || !strings.Contains(string(fs.Records()[0].Value), "org-7/relay-7") {
+		t.Fatalf("ccgp.anomalies: %d records (%v), want the one anomaly", fs.NumRecords(), err)
 	}
 
 	// The governance follower runs beside the Kafka side: a tx on the
