@@ -31,18 +31,7 @@ func TestAnalyticsMigrateCmd(t *testing.T) {
 		t.Fatalf("second migrate: code %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".schema_migrations (version, name, applied_at)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Append(uint32(999), "from_the_future", time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Send(); err != nil {
-		t.Fatal(err)
-	}
+	chtest.FromTheFuture(t, conn, db)
 	r = run(t, nil, "analytics", "migrate", "--clickhouse", addr, "--database", db)
 	if r.code != 1 || !strings.Contains(r.stderr, "newer than this binary") || !strings.Contains(r.stderr, "999") {
 		t.Fatalf("migrate on a newer schema: code %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
@@ -196,16 +185,7 @@ func TestAnalyticsSinkCmd(t *testing.T) {
 	}
 
 	// A second database, migrated by "a newer binary".
-	bt, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".schema_migrations (version, name, applied_at)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := bt.Append(uint32(999), "from_the_future", time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	if err := bt.Send(); err != nil {
-		t.Fatal(err)
-	}
+	chtest.FromTheFuture(t, conn, db)
 	run(t, nil, "analytics", "sink", "--kafka", kafka, "--clickhouse", chAddr, "--node", tn.Nodes[0].RPC,
 		"--genesis", genesis, "--database", db, "--group", "cli-test-2").must(t, 1, "newer than this binary", "999")
 }
