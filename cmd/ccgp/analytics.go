@@ -27,6 +27,7 @@ A throwaway local server for trying it:
 	}
 	cmd.AddCommand(newAnalyticsMigrateCmd(g), newAnalyticsSinkCmd(g))
 	cmd.AddCommand(newAnalyticsQueryCmd(g))
+	cmd.AddCommand(newAnalyticsAnomaliesCmd(g))
 	return cmd
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/ccgpmesh/ccgp/analytics"
 	"github.com/ccgpmesh/ccgp/analytics/chtest"
 	"github.com/ccgpmesh/ccgp/mesh/offence"
 )
@@ -30,18 +31,7 @@ func TestAnalyticsMigrateCmd(t *testing.T) {
 		t.Fatalf("second migrate: code %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".schema_migrations (version, name, applied_at)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Append(uint32(999), "from_the_future", time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Send(); err != nil {
-		t.Fatal(err)
-	}
+	chtest.FromTheFuture(t, conn, db)
 	r = run(t, nil, "analytics", "migrate", "--clickhouse", addr, "--database", db)
 	if r.code != 1 || !strings.Contains(r.stderr, "newer than this binary") || !strings.Contains(r.stderr, "999") {
 		t.Fatalf("migrate on a newer schema: code %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
@@ -120,7 +110,7 @@ func TestAnalyticsSinkCmd(t *testing.T) {
 	}
 
 	startProc(t, nil, "analytics", "sink", "--kafka", kafka, "--clickhouse", chAddr, "--node", tn.Nodes[0].RPC,
-		"--genesis", genesis, "--database", db, "--group", "cli-test", "--log-level", "warn")
+		"--genesis", genesis, "--database", db, "--group", "cli-test", "--log-level", "warn", "--anomalies-every", "300ms")
 	prod, err := kgo.NewClient(kgo.SeedBrokers(kafka), kgo.AllowAutoTopicCreation())
 	if err != nil {
 		t.Fatal(err)
@@ -150,6 +140,34 @@ func TestAnalyticsSinkCmd(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 
+	// The anomaly rules run beside it: a forged signature now is an
+	// anomaly in the table, listed, and a record in ccgp.anomalies.
+	rec, err = offence.Encode(offence.Record{TimeUnixMs: time.Now().UnixMilli(), Reporter: "relay-2", Stage: offence.StageReceiver,
+		Reason: "bad_signature", Org: "org-7", Relay: "relay-7", Proven: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := prod.ProduceSync(ctx, &kgo.Record{Topic: offence.Topic, Key: []byte("org-7"), Value: rec}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	for !strings.Contains(run(t, nil, "analytics", "anomalies", "--clickhouse", chAddr, "--database", db).stdout, "org-7/relay-7") {
+		if ctx.Err() != nil {
+			t.Fatal("the forged signature never became an anomaly")
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	run(t, nil, "analytics", "anomalies", "--clickhouse", chAddr, "--database", db, "-o", "json").must(t, 0, `"rule": "forged_or_replayed"`, `"key": "org-7/relay-7"`)
+	run(t, nil, "analytics", "anomalies", "--clickhouse", chAddr, "--since", "yesterday").must(t, 2, "neither a duration")
+	cons, err := kgo.NewClient(kgo.SeedBrokers(kafka), kgo.ConsumeTopics(analytics.AnomalyTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cons.Close()
+	fs := cons.PollFetches(ctx)
+	if err := fs.Err(); err != nil || fs.NumRecords() != 1 || !strings.Contains(string(fs.Records()[0].Value), "org-7/relay-7") {
+		t.Fatalf("ccgp.anomalies: %d records (%v), want the one anomaly", fs.NumRecords(), err)
+	}
+
 	// The governance follower runs beside the Kafka side: a tx on the
 	// chain becomes a governance row.
 	run(t, env, "keys", "add", "x-admin", "--insecure-dev-keys").must(t, 0)
@@ -167,16 +185,7 @@ func TestAnalyticsSinkCmd(t *testing.T) {
 	}
 
 	// A second database, migrated by "a newer binary".
-	bt, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".schema_migrations (version, name, applied_at)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := bt.Append(uint32(999), "from_the_future", time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	if err := bt.Send(); err != nil {
-		t.Fatal(err)
-	}
+	chtest.FromTheFuture(t, conn, db)
 	run(t, nil, "analytics", "sink", "--kafka", kafka, "--clickhouse", chAddr, "--node", tn.Nodes[0].RPC,
 		"--genesis", genesis, "--database", db, "--group", "cli-test-2").must(t, 1, "newer than this binary", "999")
 }
