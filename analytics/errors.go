@@ -15,3 +15,13 @@ var ErrBadDatabase = errors.New("analytics: bad database name")
 // ErrNotFound is returned by a lookup (PacketStatus) when the ledger has
 // no such record.
 var ErrNotFound = errors.New("analytics: not found")
+
+// Errors of Reconcile's input.
+var (
+	// ErrBadPeriod is returned by Reconcile when From is not before To.
+	ErrBadPeriod = errors.New("analytics: bad period")
+	// ErrChainMissing is returned by Reconcile when a pipe of the period
+	// names a source or destination chain that ReconcileInput.Chains
+	// lacks; the message lists them.
+	ErrChainMissing = errors.New("analytics: chains of the period not given")
+)
