@@ -24,7 +24,7 @@ A throwaway local server for trying it:
   ccgp analytics migrate --clickhouse 127.0.0.1:PORT
   .ci/clickhouse stop /tmp/ch`,
 	}
-	cmd.AddCommand(newAnalyticsMigrateCmd(g))
+	cmd.AddCommand(newAnalyticsMigrateCmd(g), newAnalyticsReconcileCmd(g))
 	return cmd
 }
 
