@@ -7,6 +7,7 @@ import (
 	"iter"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -127,7 +128,7 @@ type SourceSays struct {
 type LedgerSays struct {
 	Seen      bool   `json:"seen"`              // a packets row (from the events topic)
 	Receipt   string `json:"receipt,omitempty"` // receipt status, "" when none
-	DestTx    string `json:"dest_tx,omitempty"` // the receipt's destination tx (hex)
+	DestTx    string `json:"dest_tx,omitempty"` // the receipt's destination tx (hex); Compare asks only whether there is one
 	Exception string `json:"exception,omitempty"`
 	Anchored  bool   `json:"anchored"`
 	Confirmed bool   `json:"confirmed"` // the batch's confirmation anchor
@@ -163,6 +164,11 @@ func statusName(s amdp.ReceiptStatus) string {
 	}
 	return fmt.Sprintf("STATUS_%d", s)
 }
+
+// destTxPending stands for a receipt's dest tx during the merge, which
+// reads only whether there is one; the differences listed get the real
+// one at the end of their pipe.
+const destTxPending = "(pending)"
 
 // confirmed is the ledger's effective confirmation: a packet's exception,
 // when it has one, governs its state (docs/DESIGN.md), else its batch's
@@ -209,6 +215,7 @@ type ledger interface {
 	pipes(ctx context.Context, from, to time.Time, pipe string) ([]PipeCounts, error)
 	packets(ctx context.Context, pipe string, first, last uint64) iter.Seq2[ledgerPacket, error]
 	exceptions(ctx context.Context, pipe string, first, last uint64) iter.Seq2[ledgerException, error]
+	destTxs(ctx context.Context, packetIDs []string) (map[string]string, error)
 }
 
 // ledgerPacket is one packets row with its receipt and its batch's anchor.
@@ -216,7 +223,7 @@ type ledgerPacket struct {
 	seq       uint64
 	packetID  string
 	receipt   string
-	destTx    string
+	hasDestTx bool
 	anchored  bool
 	confirmed bool
 }
@@ -268,6 +275,7 @@ func reconcile(ctx context.Context, l ledger, in ReconcileInput) (Report, error)
 		slices.Sort(missing)
 		return Report{}, fmt.Errorf("%w: %s", ErrChainMissing, strings.Join(missing, ", "))
 	}
+	listed := 0
 	for _, p := range pipes {
 		pc, err := reconcilePipe(ctx, l, in.Chains[p.SourceChain], in.Chains[p.DestChain], p, func(d Difference) {
 			rep.Found++
@@ -279,10 +287,38 @@ func reconcile(ctx context.Context, l ledger, in ReconcileInput) (Report, error)
 		if err != nil {
 			return Report{}, fmt.Errorf("analytics: reconcile pipe %s: %w", p.Pipe, err)
 		}
+		if err := fillDestTxs(ctx, l, rep.Differences[listed:]); err != nil {
+			return Report{}, err
+		}
+		listed = len(rep.Differences)
 		rep.Pipes = append(rep.Pipes, pc)
 	}
 	rep.Truncated = rep.Found > len(rep.Differences)
 	return rep, nil
+}
+
+// fillDestTxs replaces the pending dest txs of listed differences by the
+// receipts' own, in one query.
+func fillDestTxs(ctx context.Context, l ledger, ds []Difference) error {
+	var ids []string
+	for _, d := range ds {
+		if d.Ledger.DestTx == destTxPending {
+			ids = append(ids, d.PacketID)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	txs, err := l.destTxs(ctx, ids)
+	if err != nil {
+		return err
+	}
+	for i := range ds {
+		if ds[i].Ledger.DestTx == destTxPending {
+			ds[i].Ledger.DestTx = txs[ds[i].PacketID]
+		}
+	}
+	return nil
 }
 
 // cursor is one pulled stream of a merge: cur is valid while ok.
@@ -295,8 +331,65 @@ type cursor[T any] struct {
 }
 
 func pull[T any](s iter.Seq2[T, error], seq func(T) uint64) *cursor[T] {
-	next, stop := iter.Pull2(s)
+	next, stop := iter.Pull2(prefetch(s))
 	return &cursor[T]{next: next, stop: stop, seq: seq}
+}
+
+// prefetch runs s in a goroutine of its own that hands the records over
+// in slices of up to 1024 through a channel of 4: the five streams of a
+// merge are decoded on every core while the merge runs, in bounded
+// memory. Ending the loop early stops the goroutine and waits for it.
+func prefetch[T any](s iter.Seq2[T, error]) iter.Seq2[T, error] {
+	type chunk struct {
+		recs []T
+		err  error
+	}
+	return func(yield func(T, error) bool) {
+		ch := make(chan chunk, 4)
+		done := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			defer close(ch)
+			send := func(c chunk) bool {
+				select {
+				case ch <- c:
+					return true
+				case <-done:
+					return false
+				}
+			}
+			buf := make([]T, 0, 1024)
+			for v, err := range s {
+				if err != nil {
+					send(chunk{recs: buf, err: err})
+					return
+				}
+				if buf = append(buf, v); len(buf) == cap(buf) {
+					if !send(chunk{recs: buf}) {
+						return
+					}
+					buf = make([]T, 0, 1024)
+				}
+			}
+			send(chunk{recs: buf})
+		})
+		defer func() {
+			close(done)
+			wg.Wait()
+		}()
+		for c := range ch {
+			for _, v := range c.recs {
+				if !yield(v, nil) {
+					return
+				}
+			}
+			if c.err != nil {
+				var zero T
+				yield(zero, c.err)
+				return
+			}
+		}
+	}
 }
 
 // advance moves to the next record; a stream whose sequences do not grow
@@ -361,7 +454,10 @@ func reconcilePipe(ctx context.Context, l ledger, src, dst subchain.Records, p P
 		var destTx []byte
 		if pk.at(s) {
 			r := pk.cur
-			says.Ledger = LedgerSays{Seen: true, Receipt: r.receipt, DestTx: r.destTx, Anchored: r.anchored, Confirmed: r.confirmed}
+			says.Ledger = LedgerSays{Seen: true, Receipt: r.receipt, Anchored: r.anchored, Confirmed: r.confirmed}
+			if r.hasDestTx {
+				says.Ledger.DestTx = destTxPending
+			}
 			packetID = r.packetID
 			if err := pk.advance(); err != nil {
 				return p, fmt.Errorf("ledger packets: %w", err)

@@ -213,14 +213,43 @@ func (l *Ledger) Exception(pipe string, seq uint64, state string, version uint64
 
 // Clean builds a clean history of pipe seq 1..n: requested on src,
 // delivered on dst, seen, receipted and anchored in the ledger; the
-// batches up to confirmedBatches are confirmed.
+// batches up to confirmedBatches are confirmed. It works in chunks, so a
+// history of millions is built in bounded memory, and delivers a chunk
+// while the next one is submitted.
 func (l *Ledger) Clean(ctx context.Context, src, dst *simchain.Chain, pipe string, n uint64, confirmedBatches uint64) {
 	l.T.Helper()
-	ps := Packets(l.T, pipe, 1, n, fmt.Sprintf("payload of %s", pipe))
-	Submit(ctx, l.T, src, ps)
-	os := Deliver(ctx, l.T, dst, ps)
-	l.Seen(pipe, 1, n)
-	l.Receipts(os)
+	const chunk = 100000
+	type part struct{ ps []*amdp.Packet }
+	submitted := make(chan part, 1)
+	errc := make(chan error, 1)
+	go func() {
+		defer close(submitted)
+		for from := uint64(1); from <= n; from += chunk {
+			ps := Packets(l.T, pipe, from, min(from+chunk-1, n), fmt.Sprintf("payload of %s", pipe))
+			for _, p := range ps {
+				if _, err := src.Submit(ctx, p); err != nil {
+					errc <- fmt.Errorf("submit %s/%d: %w", pipe, p.GetSequence(), err)
+					return
+				}
+			}
+			select {
+			case submitted <- part{ps}:
+			case <-ctx.Done():
+				errc <- ctx.Err()
+				return
+			}
+		}
+	}()
+	for p := range submitted {
+		os := Deliver(ctx, l.T, dst, p.ps)
+		l.Seen(pipe, p.ps[0].GetSequence(), p.ps[len(p.ps)-1].GetSequence())
+		l.Receipts(os)
+	}
+	select {
+	case err := <-errc:
+		l.T.Fatalf("reconciletest: %v", err)
+	default:
+	}
 	last := batchOf(n)
 	c := min(confirmedBatches, last)
 	if c > 0 {
