@@ -221,7 +221,6 @@ type ledger interface {
 // ledgerPacket is one packets row with its receipt and its batch's anchor.
 type ledgerPacket struct {
 	seq       uint64
-	packetID  string
 	receipt   string
 	hasDestTx bool
 	anchored  bool
@@ -450,7 +449,6 @@ func reconcilePipe(ctx context.Context, l ledger, src, dst subchain.Records, p P
 			return p, nil
 		}
 		var says Says
-		var packetID string
 		var destTx []byte
 		if pk.at(s) {
 			r := pk.cur
@@ -458,7 +456,6 @@ func reconcilePipe(ctx context.Context, l ledger, src, dst subchain.Records, p P
 			if r.hasDestTx {
 				says.Ledger.DestTx = destTxPending
 			}
-			packetID = r.packetID
 			if err := pk.advance(); err != nil {
 				return p, fmt.Errorf("ledger packets: %w", err)
 			}
@@ -494,10 +491,8 @@ func reconcilePipe(ctx context.Context, l ledger, src, dst subchain.Records, p P
 		if len(kinds) == 0 {
 			continue
 		}
-		if packetID == "" {
-			id := amdp.PacketID(p.Pipe, s)
-			packetID = hex.EncodeToString(id[:])
-		}
+		id := amdp.PacketID(p.Pipe, s) // the ledger's packet_id is its hex
+		packetID := hex.EncodeToString(id[:])
 		if destTx != nil {
 			says.Dest.Tx = hex.EncodeToString(destTx)
 		}

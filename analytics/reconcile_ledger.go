@@ -15,8 +15,9 @@ import (
 // the latest version) and streams: rows come in sequence order and are
 // decoded as they arrive, never collected.
 type chLedger struct {
-	conn driver.Conn
-	db   string // checked by Reconcile: a plain identifier
+	conn   driver.Conn
+	db     string // checked by Reconcile: a plain identifier
+	window uint64 // sequences per packets query; 0: packetWindow
 }
 
 var _ ledger = chLedger{}
@@ -67,9 +68,9 @@ func (l chLedger) pipes(ctx context.Context, from, to time.Time, pipe string) ([
 func (l chLedger) packets(ctx context.Context, pipe string, first, last uint64) iter.Seq2[ledgerPacket, error] {
 	db := "`" + l.db + "`"
 	inRange := " FROM " + db + ".packets WHERE pipe = ? AND seq >= ? AND seq <= ?"
-	q := `SELECT seq, packet_id, r_status, r_has_tx, a_open, a_confirm FROM (
-	SELECT seq, packet_id, r_status, r_dest_tx != '' AS r_has_tx, cityHash64(src_relay, dst_relay, batch_seq) AS ak FROM (
-		SELECT seq, packet_id, src_relay, dst_relay, batch_seq, cityHash64(packet_id) AS rk FROM ` + db + `.packets FINAL WHERE pipe = ? AND seq >= ? AND seq <= ?
+	q := `SELECT seq, r_status, r_has_tx, a_open > 0, a_confirm > 0 FROM (
+	SELECT seq, r_status, r_dest_tx != '' AS r_has_tx, cityHash64(src_relay, dst_relay, batch_seq) AS ak FROM (
+		SELECT seq, src_relay, dst_relay, batch_seq, cityHash64(packet_id) AS rk FROM ` + db + `.packets FINAL WHERE pipe = ? AND seq >= ? AND seq <= ?
 	) ANY LEFT JOIN (
 		SELECT cityHash64(packet_id) AS rk, status AS r_status, dest_tx AS r_dest_tx FROM ` + db + `.receipts FINAL
 		WHERE batch_seq >= (SELECT min(batch_seq)` + inRange + `) AND batch_seq <= (SELECT max(batch_seq)` + inRange + `)
@@ -78,30 +79,87 @@ func (l chLedger) packets(ctx context.Context, pipe string, first, last uint64) 
 	SELECT cityHash64(from_relay, to_relay, batch_seq) AS ak, open_height AS a_open, confirm_height AS a_confirm FROM ` + db + `.anchors FINAL
 ) USING ak
 ORDER BY seq`
+	type opened struct {
+		rows driver.Rows
+		err  error
+	}
+	// open starts the query of one window in the background: ClickHouse
+	// joins and sorts the next window while this one is read.
+	open := func(lo, hi uint64) <-chan opened {
+		ch := make(chan opened, 1)
+		go func() {
+			rows, err := l.conn.Query(ctx, q, pipe, lo, hi, pipe, lo, hi, pipe, lo, hi)
+			ch <- opened{rows, err}
+		}()
+		return ch
+	}
 	return func(yield func(ledgerPacket, error) bool) {
-		rows, err := l.conn.Query(ctx, q, pipe, first, last, pipe, first, last, pipe, first, last)
-		if err != nil {
-			yield(ledgerPacket{}, fmt.Errorf("analytics: packets of %s: %w", pipe, err))
-			return
+		fail := func(err error) { yield(ledgerPacket{}, fmt.Errorf("analytics: packets of %s: %w", pipe, err)) }
+		var pending []<-chan opened
+		// Every window opened is closed, read to the end or not.
+		defer func() {
+			for _, ch := range pending {
+				if o := <-ch; o.err == nil {
+					o.rows.Close()
+				}
+			}
+		}()
+		window := l.window
+		if window == 0 {
+			window = packetWindow
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var r ledgerPacket
-			var hasTx uint8
-			var open, confirm uint64
-			if err := rows.Scan(&r.seq, &r.packetID, &r.receipt, &hasTx, &open, &confirm); err != nil {
-				yield(ledgerPacket{}, fmt.Errorf("analytics: packets of %s: %w", pipe, err))
+		lo, done := first, first > last
+		ahead := func() { // opens the next window of [first, last], if any
+			if done {
 				return
 			}
-			r.hasDestTx, r.anchored, r.confirmed = hasTx != 0, open > 0, confirm > 0
-			if !yield(r, nil) {
+			hi := last
+			if last-lo >= window {
+				hi = lo + window - 1
+			}
+			pending = append(pending, open(lo, hi))
+			lo, done = hi+1, hi == last
+		}
+		ahead()
+		for len(pending) > 0 {
+			ahead()
+			o := <-pending[0]
+			pending = pending[1:]
+			if o.err != nil {
+				fail(o.err)
 				return
 			}
-		}
-		if err := rows.Err(); err != nil {
-			yield(ledgerPacket{}, fmt.Errorf("analytics: packets of %s: %w", pipe, err))
+			more, err := readPackets(o.rows, yield)
+			o.rows.Close()
+			if err != nil {
+				fail(err)
+				return
+			}
+			if !more {
+				return
+			}
 		}
 	}
+}
+
+// packetWindow is the sequences one ledger query covers: it bounds the
+// hash tables and the sort that ClickHouse holds for a query.
+const packetWindow = 1 << 20
+
+// readPackets yields the rows of one window; false: the consumer stopped.
+func readPackets(rows driver.Rows, yield func(ledgerPacket, error) bool) (bool, error) {
+	for rows.Next() {
+		var r ledgerPacket
+		var hasTx, anchored, confirmed uint8
+		if err := rows.Scan(&r.seq, &r.receipt, &hasTx, &anchored, &confirmed); err != nil {
+			return false, err
+		}
+		r.hasDestTx, r.anchored, r.confirmed = hasTx != 0, anchored != 0, confirmed != 0
+		if !yield(r, nil) {
+			return false, nil
+		}
+	}
+	return true, rows.Err()
 }
 
 // destTxs returns the receipts' dest_tx of these packets, in one query.
