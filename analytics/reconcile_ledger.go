@@ -62,7 +62,9 @@ func (l chLedger) pipes(ctx context.Context, from, to time.Time, pipe string) ([
 // several times faster than one of 64-character strings; a collision
 // among a period's packets is about 1 in 10^11), and the receipts are
 // cut to the batches of the range, so the right side follows the period,
-// not the table. The receipt's dest_tx travels as a flag: the hex of
+// not the table. That cut assumes a receipt row carries the batch_seq of
+// the packets row it answers (the source relay's batch): check it against
+// migration 0002 and the sink at merge. The receipt's dest_tx travels as a flag: the hex of
 // every one would double the bytes sent; destTxs fetches it for the
 // differences.
 func (l chLedger) packets(ctx context.Context, pipe string, first, last uint64) iter.Seq2[ledgerPacket, error] {
