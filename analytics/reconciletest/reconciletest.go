@@ -63,6 +63,12 @@ func Packets(t testing.TB, pipe string, from, to uint64, payload string) []*amdp
 	if err := amdp.SignPacket(tmpl, crypto.DevSigner("app")); err != nil {
 		t.Fatal(err)
 	}
+	return copies(tmpl, from, to)
+}
+
+// copies returns packets (tmpl's pipe, from..to) carrying tmpl's fields.
+func copies(tmpl *amdp.Packet, from, to uint64) []*amdp.Packet {
+	pipe := tmpl.PipeId
 	out := make([]*amdp.Packet, 0, to-from+1)
 	for s := from; s <= to; s++ {
 		p := &amdp.Packet{PipeId: pipe, Sequence: s, Operation: tmpl.Operation, Payload: tmpl.Payload,
@@ -222,10 +228,11 @@ func (l *Ledger) Clean(ctx context.Context, src, dst *simchain.Chain, pipe strin
 	type part struct{ ps []*amdp.Packet }
 	submitted := make(chan part, 1)
 	errc := make(chan error, 1)
+	tmpl := Packets(l.T, pipe, 1, 1, fmt.Sprintf("payload of %s", pipe))[0] // signed here: no t.Fatal in the goroutine
 	go func() {
 		defer close(submitted)
 		for from := uint64(1); from <= n; from += chunk {
-			ps := Packets(l.T, pipe, from, min(from+chunk-1, n), fmt.Sprintf("payload of %s", pipe))
+			ps := copies(tmpl, from, min(from+chunk-1, n))
 			for _, p := range ps {
 				if _, err := src.Submit(ctx, p); err != nil {
 					errc <- fmt.Errorf("submit %s/%d: %w", pipe, p.GetSequence(), err)
