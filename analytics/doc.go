@@ -22,4 +22,8 @@
 // Every table is a ReplacingMergeTree keyed by the record's natural id, so
 // a record written twice is one row; every query this package ships reads
 // deduplicated rows (FINAL or argMax), as PacketStatus shows.
+//
+// Reconcile compares the ledger with the source and destination chains
+// (subchain.Records) for a period and names every packet on which they
+// disagree; its ClickHouse reads are all in reconcile_ledger.go.
 package analytics

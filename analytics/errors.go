@@ -24,3 +24,13 @@ var ErrUnknownReport = errors.New("analytics: unknown report")
 // report does not take, a required one missing, or a value that does not
 // parse.
 var ErrBadParam = errors.New("analytics: bad report parameter")
+
+// Errors of Reconcile's input.
+var (
+	// ErrBadPeriod is returned by Reconcile when From is not before To.
+	ErrBadPeriod = errors.New("analytics: bad period")
+	// ErrChainMissing is returned by Reconcile when a pipe of the period
+	// names a source or destination chain that ReconcileInput.Chains
+	// lacks; the message lists them.
+	ErrChainMissing = errors.New("analytics: chains of the period not given")
+)

@@ -26,11 +26,13 @@ A throwaway local server for trying it:
   ccgp analytics query --list
   ccgp analytics query pipe-daily --clickhouse 127.0.0.1:PORT --pipe pipe-1-2
   ccgp analytics anomalies --clickhouse 127.0.0.1:PORT
+  ccgp analytics reconcile --clickhouse 127.0.0.1:PORT --from -1h --chain chain-org-1=DIR ...
   .ci/clickhouse stop /tmp/ch`,
 	}
 	cmd.AddCommand(newAnalyticsMigrateCmd(g), newAnalyticsSinkCmd(g))
 	cmd.AddCommand(newAnalyticsQueryCmd(g))
 	cmd.AddCommand(newAnalyticsAnomaliesCmd(g))
+	cmd.AddCommand(newAnalyticsReconcileCmd(g))
 	return cmd
 }
 

@@ -52,9 +52,9 @@ type tx struct {
 	hash  [32]byte
 	body  []byte
 
-	pipe    string   // request, rollback
-	seq     uint64   // request, rollback
-	id      [32]byte // deliver
+	pipe    string   // request, rollback, deliver (the packet's, for the execution index)
+	seq     uint64   // request, rollback, deliver
+	id      [32]byte // request, deliver
 	payload []byte   // deliver: a copy; the caller may reuse its packet once Deliver returns, even early
 	// deliver: the packet's timeouts, judged at the block it executes in
 	timeoutHeight, timeoutMs uint64
@@ -108,6 +108,9 @@ func (c *Chain) load() error {
 		}
 	case !bytes.Equal(id, []byte(c.opts.ID)):
 		return fmt.Errorf("simchain: directory holds chain %q, not %q", id, c.opts.ID)
+	}
+	if err := c.indexOnce(); err != nil {
+		return err
 	}
 	if v, ok, err := get(c.db, keyHead); err != nil {
 		return err
@@ -322,7 +325,8 @@ func (c *Chain) produceBlock() error {
 	}
 	seqs := make(map[string]uint64)
 	deliveries := make(map[[32]byte]*DeliveryRecord)
-	var known *pebble.Iterator // the block's delivery lookups, opened on the first
+	delivered := make(map[[32]byte]*tx) // a tx of each id in deliveries: its pipe and sequence
+	var known *pebble.Iterator          // the block's delivery lookups, opened on the first
 	defer func() {
 		if known != nil {
 			known.Close()
@@ -333,6 +337,10 @@ func (c *Chain) produceBlock() error {
 		case txRequest:
 			seqs[t.pipe] = t.seq
 			next.stats.requests++
+			rec := requestRecord{height: next.height, txHash: t.hash, id: t.id}
+			if err := b.Set(requestKey(t.pipe, t.seq), rec.encode(), nil); err != nil {
+				return fmt.Errorf("simchain: block %d: %w", next.height, err)
+			}
 		case txDeliver:
 			if known == nil {
 				var err error
@@ -343,6 +351,7 @@ func (c *Chain) produceBlock() error {
 			if err := c.execDelivery(t, next.height, next.timeMs, known, deliveries, &next.stats); err != nil {
 				return err
 			}
+			delivered[t.id] = t
 		case txRollback:
 			rec := rollbackRecord{height: next.height, txHash: t.hash, reason: t.reason}
 			if err := b.Set(rollbackKey(t.pipe, t.seq), rec.encode(), nil); err != nil {
@@ -357,7 +366,13 @@ func (c *Chain) produceBlock() error {
 		}
 	}
 	for id, rec := range deliveries {
-		if err := b.Set(deliveryKey(id), rec.encode(), nil); err != nil {
+		// The execution index holds a copy of the record, written in the
+		// same batch, so that a range read needs no lookup per packet.
+		v, t := rec.encode(), delivered[id]
+		if err := b.Set(deliveryKey(id), v, nil); err != nil {
+			return fmt.Errorf("simchain: block %d: %w", next.height, err)
+		}
+		if err := b.Set(executionKey(t.pipe, t.seq), v, nil); err != nil {
 			return fmt.Errorf("simchain: block %d: %w", next.height, err)
 		}
 	}

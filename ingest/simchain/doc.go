@@ -44,4 +44,11 @@
 //	s/<pipe id>               last committed source sequence of the pipe
 //	d/<packet id>             delivery record
 //	r/<u32 len><pipe><u64 seq> rollback record
+//	q/<u32 len><pipe><u64 seq> request: height, tx hash, packet id
+//	x/<u32 len><pipe><u64 seq> copy of the delivery record of the packet (pipe, seq)
+//	m/indexed                 set once q/ and x/ are complete
+//
+// q/ and x/ serve Records (subchain.Records): a pipe's requests, rollbacks
+// and executions over a sequence range, each one range iteration. A store
+// written before they existed is indexed from its blocks when opened.
 package simchain

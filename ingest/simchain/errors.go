@@ -25,6 +25,10 @@ var (
 	// ErrCorrupt is returned when a stored record does not decode: the
 	// database was written by something else or damaged.
 	ErrCorrupt = errors.New("simchain: corrupt record")
+	// ErrLocked is returned by Open when another process (or another
+	// Chain in this one) has the store open: a running relay or demo
+	// owns its chains' stores.
+	ErrLocked = errors.New("simchain: store in use by another process")
 )
 
 // SequenceError is the cross-chain contract's refusal of a source request

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
+	"syscall"
 
 	"github.com/cockroachdb/pebble"
 
@@ -22,6 +24,13 @@ var (
 	prefixSeq      = []byte("s/")
 	prefixDelivery = []byte("d/")
 	prefixRollback = []byte("r/")
+	// The range indexes behind Records (subchain.Records): a pipe's
+	// requests and executions in sequence order. keyIndexed marks a store
+	// whose indexes are complete; one written before they existed is
+	// indexed from its blocks when it is opened.
+	keyIndexed      = []byte("m/indexed")
+	prefixRequest   = []byte("q/")
+	prefixExecution = []byte("x/")
 )
 
 // recordVersion leads every stored value, so that a later layout can be
@@ -51,10 +60,20 @@ const cacheSize = 64 << 20
 
 func openDB(dir string, log *slog.Logger) (*pebble.DB, error) {
 	db, err := kv.Open(dir, kv.Options{Log: log, Hot: cacheSize})
+	if isLocked(err) {
+		return nil, fmt.Errorf("%w: %s (stop the relay that owns it): %w", ErrLocked, dir, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("simchain: open %s: %w", dir, err)
 	}
 	return db, nil
+}
+
+// isLocked reports pebble's refusal of a directory another process has
+// open (flock: EWOULDBLOCK) or this one has (pebble's own check, an error
+// with no sentinel: its text is all there is to tell it by).
+func isLocked(err error) bool {
+	return err != nil && (errors.Is(err, syscall.EWOULDBLOCK) || strings.Contains(err.Error(), "lock held by current process"))
 }
 
 // get returns a copy of the value at key, or nil, false.
@@ -98,6 +117,21 @@ func prefixEnd(p []byte) []byte {
 	return end
 }
 
+// pipeSeqKey is prefix, u32 len, pipe, u64 seq: one pipe's keys are
+// contiguous and in sequence order, so a sequence range is one iteration.
+func pipeSeqKey(prefix []byte, pipe string, seq uint64) []byte {
+	k := append(make([]byte, 0, len(prefix)+4+len(pipe)+8+32), prefix...)
+	k = binary.BigEndian.AppendUint32(k, uint32(len(pipe)))
+	k = append(k, pipe...)
+	return binary.BigEndian.AppendUint64(k, seq)
+}
+
+func requestKey(pipe string, seq uint64) []byte { return pipeSeqKey(prefixRequest, pipe, seq) }
+
+// executionKey needs no packet id: the id is a function of (pipe, seq)
+// (amdp.PacketID).
+func executionKey(pipe string, seq uint64) []byte { return pipeSeqKey(prefixExecution, pipe, seq) }
+
 func blockKey(h uint64) []byte {
 	return binary.BigEndian.AppendUint64(append([]byte(nil), prefixBlock...), h)
 }
@@ -105,12 +139,7 @@ func seqKey(pipe string) []byte { return append(append([]byte(nil), prefixSeq...
 
 func deliveryKey(id [32]byte) []byte { return append(append([]byte(nil), prefixDelivery...), id[:]...) }
 
-func rollbackKey(pipe string, seq uint64) []byte {
-	k := append([]byte(nil), prefixRollback...)
-	k = binary.BigEndian.AppendUint32(k, uint32(len(pipe)))
-	k = append(k, pipe...)
-	return binary.BigEndian.AppendUint64(k, seq)
-}
+func rollbackKey(pipe string, seq uint64) []byte { return pipeSeqKey(prefixRollback, pipe, seq) }
 
 // Encoding: u8, u32 and u64 are fixed-width big-endian; bytes(x) is a u32
 // length and the bytes; [32] is 32 bytes as they are.
@@ -313,6 +342,35 @@ func (r *rollbackRecord) encode() []byte {
 	b = binary.BigEndian.AppendUint64(b, r.height)
 	b = append(b, r.txHash[:]...)
 	return appendBytes(b, []byte(r.reason))
+}
+
+func decodeRollbackRecord(b []byte) (rollbackRecord, error) {
+	d := decoder{b: b}
+	d.version()
+	r := rollbackRecord{height: d.u64(), txHash: d.hash(), reason: string(d.bytes())}
+	return r, d.end("rollback record")
+}
+
+// requestRecord is the index entry of one accepted source request.
+type requestRecord struct {
+	height uint64
+	txHash [32]byte
+	id     [32]byte
+}
+
+func (r *requestRecord) encode() []byte {
+	b := make([]byte, 0, 1+8+32+32)
+	b = append(b, recordVersion)
+	b = binary.BigEndian.AppendUint64(b, r.height)
+	b = append(b, r.txHash[:]...)
+	return append(b, r.id[:]...)
+}
+
+func decodeRequestRecord(b []byte) (requestRecord, error) {
+	d := decoder{b: b}
+	d.version()
+	r := requestRecord{height: d.u64(), txHash: d.hash(), id: d.hash()}
+	return r, d.end("request record")
 }
 
 func encodeRollbackBody(pipe string, seq uint64, reason string) []byte {

@@ -39,7 +39,7 @@ func (c *Chain) Submit(ctx context.Context, p *amdp.Packet) ([]byte, error) {
 			return nil, false, &SequenceError{Pipe: pipe, Got: seq, Want: want, Err: ErrSequenceGap}
 		}
 		c.seqs[pipe] = seq
-		return &tx{kind: txRequest, body: body, pipe: pipe, seq: seq}, true, nil
+		return &tx{kind: txRequest, body: body, pipe: pipe, seq: seq, id: p.ID()}, true, nil
 	})
 	if err != nil {
 		return nil, err
@@ -67,7 +67,7 @@ func (c *Chain) Deliver(ctx context.Context, packets []*amdp.Packet) ([]subchain
 		if err != nil {
 			return nil, fmt.Errorf("%w: packets[%d]: %w", ErrInvalidPacket, i, err)
 		}
-		txs[i] = &tx{kind: txDeliver, body: body, id: p.ID(), payload: bytes.Clone(p.GetPayload()),
+		txs[i] = &tx{kind: txDeliver, body: body, id: p.ID(), pipe: p.GetPipeId(), seq: p.GetSequence(), payload: bytes.Clone(p.GetPayload()),
 			timeoutHeight: p.GetTimeoutHeight(), timeoutMs: p.GetTimeoutUnixMs()}
 	}
 	for _, t := range txs {

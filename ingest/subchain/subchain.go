@@ -6,6 +6,7 @@ package subchain
 
 import (
 	"context"
+	"iter"
 
 	"github.com/ccgpmesh/ccgp/mesh/amdp"
 )
@@ -88,4 +89,53 @@ type Chain interface {
 	// Rollback undoes the source app's request (pipe, sequence) on this
 	// chain after the destination refused it.
 	Rollback(ctx context.Context, pipeID string, seq uint64, reason string) error
+}
+
+// Request is a source request as its chain recorded it.
+type Request struct {
+	Pipe     string
+	Seq      uint64
+	Height   uint64
+	TxHash   []byte
+	PacketID [32]byte
+}
+
+// Rollback is the undoing of a source request as its chain recorded it.
+type Rollback struct {
+	Pipe   string
+	Seq    uint64
+	Height uint64
+	TxHash []byte
+	Reason string
+}
+
+// Execution is what a destination chain recorded about one packet: its
+// first outcome (an execution or a refusal) and how many times a delivery
+// of it was executed (more than 1: duplicates; 0 for a refusal that never
+// executed, e.g. TIMED_OUT).
+type Execution struct {
+	Pipe  string
+	Seq   uint64
+	Count uint64
+	Delivery
+}
+
+// Records lists what a chain recorded for one pipe over a sequence range,
+// for audits that compare a whole period at once (reconciliation): one
+// range read each instead of a FindDelivery per packet. It is separate
+// from Chain because a chain plugin may not be able to list (a remote
+// read-only endpoint); the auditor asserts it.
+//
+// Each method yields the records with from <= seq <= to in sequence
+// order, from one consistent view of the committed state, and stops at
+// the first error (yielded with a zero record). Ending the loop early
+// releases the view. Implementations must be safe for concurrent use.
+type Records interface {
+	// Requests lists the source requests the chain accepted.
+	Requests(ctx context.Context, pipe string, from, to uint64) iter.Seq2[Request, error]
+	// Rollbacks lists the source requests the chain rolled back.
+	Rollbacks(ctx context.Context, pipe string, from, to uint64) iter.Seq2[Rollback, error]
+	// Executions lists the packets of the pipe the chain executed or
+	// refused as a destination.
+	Executions(ctx context.Context, pipe string, from, to uint64) iter.Seq2[Execution, error]
 }
