@@ -20,25 +20,30 @@ import (
 // Credit scoring: a score per org and per relay over a window, from the
 // ledger (docs/analytics.md, "Credit scores"). The ledger does the work in
 // ClickHouse: each packet of the window gets an outcome and the party at
-// fault for it (creditPackets), then the counts per party are aggregated
-// (creditCounts); Go only combines the counts into components and hashes
+// fault for it (creditQueries.packets), then the counts per party are aggregated
+// (creditQueries.counts); Go only combines the counts into components and hashes
 // the evidence rows it streams back in a fixed order.
 //
 // Attribution, per packet of the window (by its source event time):
 //  1. DELIVERED: good for all four parties (source and destination relay
-//     and org); its latency is judged for timeliness.
-//  2. Refused or timed out with a destination tx or height: the destination
+//     and org); its latency is judged for timeliness unless the packet
+//     has an exception record (a retried packet's delay is the
+//     exception's, judged by its cause below, not by the clock).
+//  2. Refused by the destination relay, where that relay proved the packet
+//     forged by its source (a proven receiver-stage offence on the same
+//     pipe and sequence): the source relay's fault, and its org's.
+//  3. Refused or timed out with a destination tx or height: the destination
 //     chain decided (an outage, an app refusal, a timeout it recorded). No
 //     party's fault: left out of every party's judgement, counted only.
-//  3. Refused without one: the destination relay refused before its chain:
+//  4. Refused without one: the destination relay refused before its chain:
 //     its fault (delivery), and its org's.
-//  4. No receipt, and newer than window end less Grace: too soon to judge.
-//  5. No receipt while the destination relay signed receipts in the same
+//  5. No receipt, and newer than window end less Grace: too soon to judge.
+//  6. No receipt while the destination relay signed receipts in the same
 //     or the next 5-minute bucket (it was receiving): the source relay did
 //     not deliver: its fault (delivery), and its org's.
-//  6. No receipt while it signed none: the destination relay was down:
+//  7. No receipt while it signed none: the destination relay was down:
 //     its fault (availability), and its org's, never the source's.
-// A rollback (exceptions state ROLLED_BACK) of a packet of cases 3, 5, 6
+// A rollback (exceptions state ROLLED_BACK) of a packet of cases 2, 4, 6, 7
 // is a compensation its party at fault caused. Proven offences (offenders
 // proven = 1) of a relay count against it and its org; claimed ones are
 // counted and shown, never weighted.
@@ -112,6 +117,7 @@ type CreditScore struct {
 
 	Packets         uint64 `json:"packets"` // judged: the party's packets less chain-decided and pending ones
 	Delivered       uint64 `json:"delivered"`
+	TimeJudged      uint64 `json:"time_judged"` // delivered without an exception record: a retried packet's delay is the exception's
 	Timely          uint64 `json:"timely"`
 	DeliveryFaults  uint64 `json:"delivery_faults"`
 	AvailFaults     uint64 `json:"availability_faults"`
@@ -249,11 +255,12 @@ func (q creditQueries) packets() string {
     max((tupleElement(role, 3) OR tupleElement(role, 4)) AND p_ex_state = 'ROLLED_BACK') AS cfault
 FROM (
     SELECT pipe, seq, packet_id AS p_packet_id, src_org, src_relay, dst_org, dst_relay, p_ex_state, p_latency, p_outcome,
-        p_outcome = 'ok' AND p_latency <= %[5]s AS p_timely
+        p_outcome = 'ok' AND p_ex_state = '' AND p_latency <= %[5]s AS p_timely
     FROM (
         SELECT pipe, seq, packet_id, src_org, src_relay, dst_org, dst_relay, state AS p_ex_state,
             toUInt64(if(status = 'DELIVERED' AND receipted_ms >= event_ms, receipted_ms - event_ms, 0)) AS p_latency,
             multiIf(status = 'DELIVERED', 'ok',
+                status != '' AND has(%[7]s, (pipe, seq)), 'forged',
                 status != '' AND (dest_tx != '' OR dest_height > 0), 'chain',
                 status != '', 'refused',
                 event_ms > %[4]d, 'pending',
@@ -271,12 +278,20 @@ FROM (
         ) USING (pipe, seq)
     )
 )
-ARRAY JOIN [('relay', src_relay, p_outcome = 'missing_src', toUInt8(0)),
+ARRAY JOIN [('relay', src_relay, p_outcome IN ('missing_src', 'forged'), toUInt8(0)),
             ('relay', dst_relay, p_outcome = 'refused', p_outcome = 'missing_dst'),
-            ('org', src_org, p_outcome = 'missing_src', toUInt8(0)),
+            ('org', src_org, p_outcome IN ('missing_src', 'forged'), toUInt8(0)),
             ('org', dst_org, p_outcome = 'refused', p_outcome = 'missing_dst')] AS role
 WHERE party NOT IN ('', 'unknown')
-GROUP BY kind, party, pipe, seq`, q.db, q.ws, q.we, q.cutoffMs, q.limit, q.up())
+GROUP BY kind, party, pipe, seq`, q.db, q.ws, q.we, q.cutoffMs, q.limit, q.up(), q.forged())
+}
+
+// forged is the SQL of the (pipe, seq) pairs a receiving relay proved
+// forged by the relay that sent them (receiver stage, proven): the
+// destination relay's refusal of such a packet is the source's fault.
+func (q creditQueries) forged() string {
+	return fmt.Sprintf(`(SELECT groupUniqArray((pipe, seq)) FROM %[1]s.offenders FINAL
+    WHERE proven = 1 AND stage = 'receiver' AND pipe != '' AND time >= toDateTime(%[2]d) AND time < toDateTime(%[3]d))`, q.db, q.ws, q.we+3600)
 }
 
 // up is the SQL of the (relay, 5-minute bucket) pairs in which each relay
@@ -289,7 +304,7 @@ func (q creditQueries) up() string {
 
 func (q creditQueries) counts(ctx context.Context, conn driver.Conn, get func(kind, party string) *CreditScore) error {
 	rows, err := conn.Query(ctx, `SELECT kind, party, count(), countIf(outcome = 'ok'), countIf(outcome = 'chain'),
-    countIf(outcome = 'pending'), sum(dfault), sum(afault), sum(timely), sum(cfault)
+    countIf(outcome = 'pending'), sum(dfault), sum(afault), sum(timely), sum(cfault), countIf(outcome = 'ok' AND ex_state = '')
 FROM (`+q.packets()+`)
 GROUP BY kind, party`)
 	if err != nil {
@@ -298,13 +313,13 @@ GROUP BY kind, party`)
 	defer rows.Close()
 	for rows.Next() {
 		var kind, party string
-		var all, ok, chain, pending, d, a, timely, c uint64
-		if err := rows.Scan(&kind, &party, &all, &ok, &chain, &pending, &d, &a, &timely, &c); err != nil {
+		var all, ok, chain, pending, d, a, timely, c, onTime uint64
+		if err := rows.Scan(&kind, &party, &all, &ok, &chain, &pending, &d, &a, &timely, &c, &onTime); err != nil {
 			return fmt.Errorf("analytics: credit: packet counts: %w", err)
 		}
 		s := get(kind, party)
 		s.Packets, s.Delivered, s.ChainDecided, s.Pending = all-chain-pending, ok, chain, pending
-		s.DeliveryFaults, s.AvailFaults, s.Timely, s.Compensated = d, a, timely, c
+		s.DeliveryFaults, s.AvailFaults, s.Timely, s.Compensated, s.TimeJudged = d, a, timely, c, onTime
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("analytics: credit: packet counts: %w", err)
@@ -435,7 +450,7 @@ func (s *CreditScore) combine(w CreditWindow, median float64) {
 	s.Delivery = share(s.DeliveryFaults, s.Packets)
 	s.Availability = share(s.AvailFaults, s.Packets)
 	s.Compensations = share(s.Compensated, s.Packets)
-	s.Timeliness = share(s.Delivered-min(s.Timely, s.Delivered), s.Delivered)
+	s.Timeliness = share(s.TimeJudged-min(s.Timely, s.TimeJudged), s.TimeJudged)
 	s.Offences = math.Pow(provenFactor, float64(min(s.ProvenOffences, 64)))
 	s.Score = s.Offences * (weightDelivery*s.Delivery + weightTimeliness*s.Timeliness +
 		weightCompensations*s.Compensations + weightAvailability*s.Availability)
@@ -447,8 +462,8 @@ func (s *CreditScore) combine(w CreditWindow, median float64) {
 	if s.AvailFaults > 0 {
 		r = append(r, fmt.Sprintf("%d of %d packets undeliverable: the relay signed no receipt around their time (down)", s.AvailFaults, s.Packets))
 	}
-	if late := s.Delivered - min(s.Timely, s.Delivered); late > 0 {
-		r = append(r, fmt.Sprintf("%d of %d delivered packets slower than %d ms (objective %s, or %g x the network median of %.0f ms)", late, s.Delivered, s.TimelyWithinMs, w.Objective, w.StallFactor, median))
+	if late := s.TimeJudged - min(s.Timely, s.TimeJudged); late > 0 {
+		r = append(r, fmt.Sprintf("%d of %d delivered packets slower than %d ms (objective %s, or %g x the network median of %.0f ms)", late, s.TimeJudged, s.TimelyWithinMs, w.Objective, w.StallFactor, median))
 	}
 	if s.Compensated > 0 {
 		r = append(r, fmt.Sprintf("%d rollbacks caused", s.Compensated))

@@ -26,6 +26,7 @@ A throwaway local server for trying it:
   .ci/clickhouse stop /tmp/ch`,
 	}
 	cmd.AddCommand(newAnalyticsMigrateCmd(g), newAnalyticsSinkCmd(g))
+	cmd.AddCommand(newAnalyticsCreditCmd(g))
 	return cmd
 }
 
