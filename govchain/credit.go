@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 
 	"github.com/ccgpmesh/ccgp/crypto"
 )
@@ -303,7 +304,11 @@ func (x *execCtx) restrictPipes(k PartyKind, party string, restrict bool) error 
 		if !x.setRestricted(p, tag, restrict) {
 			continue
 		}
-		x.emit("pipe", "id", p.Id, "rate_per_sec", fmt.Sprint(p.Limits.GetRatePerSec()), "restricted_by", fmt.Sprint(p.RestrictedBy))
+		status, reason := "rate-limited", fmt.Sprintf("credit scores of %s: %d packets/s", strings.Join(p.RestrictedBy, ", "), p.Limits.GetRatePerSec())
+		if len(p.RestrictedBy) == 0 {
+			status, reason = "rate restored", fmt.Sprintf("its own %d packets/s (0: unlimited)", p.Limits.GetRatePerSec())
+		}
+		x.emit("pipe", "id", p.Id, "status", status, "reason", reason, "rate_per_sec", fmt.Sprint(p.Limits.GetRatePerSec()))
 		if err := x.st.put(key, p); err != nil {
 			return err
 		}
