@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"hash"
 	"math"
 	"regexp"
 	"sort"
@@ -20,9 +19,9 @@ import (
 // Credit scoring: a score per org and per relay over a window, from the
 // ledger (docs/analytics.md, "Credit scores"). The ledger does the work in
 // ClickHouse: each packet of the window gets an outcome and the party at
-// fault for it (creditQueries.packets), then the counts per party are aggregated
-// (creditQueries.counts); Go only combines the counts into components and hashes
-// the evidence rows it streams back in a fixed order.
+// fault for it (creditQueries.packets), then the counts, offences and
+// evidence digest per party are aggregated (creditQueries.scores); Go only
+// combines the counts into components and words the reasons.
 //
 // Attribution, per packet of the window (by its source event time):
 //  1. DELIVERED: good for all four parties (source and destination relay
@@ -170,13 +169,7 @@ func Credit(ctx context.Context, conn driver.Conn, db string, w CreditWindow) ([
 		scores[k] = s
 		return s
 	}
-	if err := q.counts(ctx, conn, get); err != nil {
-		return nil, err
-	}
-	if err := q.offences(ctx, conn, get); err != nil {
-		return nil, err
-	}
-	if err := q.digests(ctx, conn, scores); err != nil {
+	if err := q.scores(ctx, conn, get); err != nil {
 		return nil, err
 	}
 	within := uint64(max(float64(w.Objective.Milliseconds()), w.StallFactor*median))
@@ -260,11 +253,11 @@ FROM (
         SELECT pipe, seq, packet_id, src_org, src_relay, dst_org, dst_relay, state AS p_ex_state,
             toUInt64(if(status = 'DELIVERED' AND receipted_ms >= event_ms, receipted_ms - event_ms, 0)) AS p_latency,
             multiIf(status = 'DELIVERED', 'ok',
-                status != '' AND has(%[7]s, (pipe, seq)), 'forged',
+                status != '' AND (pipe, seq) IN %[7]s, 'forged',
                 status != '' AND (dest_tx != '' OR dest_height > 0), 'chain',
                 status != '', 'refused',
                 event_ms > %[4]d, 'pending',
-                has(%[6]s, (dst_relay, intDiv(event_ms, 300000))) OR has(%[6]s, (dst_relay, intDiv(event_ms, 300000) + 1)), 'missing_src',
+                (dst_relay, intDiv(event_ms, 300000)) IN %[6]s OR (dst_relay, intDiv(event_ms, 300000) + 1) IN %[6]s, 'missing_src',
                 'missing_dst') AS p_outcome
         FROM (
             SELECT * FROM (
@@ -290,7 +283,7 @@ GROUP BY kind, party, pipe, seq`, q.db, q.ws, q.we, q.cutoffMs, q.limit, q.up(),
 // forged by the relay that sent them (receiver stage, proven): the
 // destination relay's refusal of such a packet is the source's fault.
 func (q creditQueries) forged() string {
-	return fmt.Sprintf(`(SELECT groupUniqArray((pipe, seq)) FROM %[1]s.offenders FINAL
+	return fmt.Sprintf(`(SELECT pipe, seq FROM %[1]s.offenders FINAL
     WHERE proven = 1 AND stage = 'receiver' AND pipe != '' AND time >= toDateTime(%[2]d) AND time < toDateTime(%[3]d))`, q.db, q.ws, q.we+3600)
 }
 
@@ -298,33 +291,8 @@ func (q creditQueries) forged() string {
 // signed receipts: when it was receiving. Receipts up to an hour after the
 // window count, for packets late in it.
 func (q creditQueries) up() string {
-	return fmt.Sprintf(`(SELECT groupUniqArray((from_relay, intDiv(receipted_ms, 300000))) FROM %[1]s.receipts FINAL
+	return fmt.Sprintf(`(SELECT from_relay, intDiv(receipted_ms, 300000) FROM %[1]s.receipts FINAL
     WHERE receipted_time >= toDateTime(%[2]d) AND receipted_time < toDateTime(%[3]d))`, q.db, q.ws, q.we+3600)
-}
-
-func (q creditQueries) counts(ctx context.Context, conn driver.Conn, get func(kind, party string) *CreditScore) error {
-	rows, err := conn.Query(ctx, `SELECT kind, party, count(), countIf(outcome = 'ok'), countIf(outcome = 'chain'),
-    countIf(outcome = 'pending'), sum(dfault), sum(afault), sum(timely), sum(cfault), countIf(outcome = 'ok' AND ex_state = '')
-FROM (`+q.packets()+`)
-GROUP BY kind, party`)
-	if err != nil {
-		return fmt.Errorf("analytics: credit: packet counts: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var kind, party string
-		var all, ok, chain, pending, d, a, timely, c, onTime uint64
-		if err := rows.Scan(&kind, &party, &all, &ok, &chain, &pending, &d, &a, &timely, &c, &onTime); err != nil {
-			return fmt.Errorf("analytics: credit: packet counts: %w", err)
-		}
-		s := get(kind, party)
-		s.Packets, s.Delivered, s.ChainDecided, s.Pending = all-chain-pending, ok, chain, pending
-		s.DeliveryFaults, s.AvailFaults, s.Timely, s.Compensated, s.TimeJudged = d, a, timely, c, onTime
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("analytics: credit: packet counts: %w", err)
-	}
-	return nil
 }
 
 // offenceRoles is the SQL of one row per (party, offence) of the window:
@@ -336,23 +304,47 @@ ARRAY JOIN [('relay', relay), ('org', org)] AS role
 WHERE party NOT IN ('', 'unknown')`, q.db, q.ws, q.we, cols)
 }
 
-func (q creditQueries) offences(ctx context.Context, conn driver.Conn, get func(kind, party string) *CreditScore) error {
-	rows, err := conn.Query(ctx, `SELECT kind, party, countIf(proven = 1), countIf(proven = 0),
-    groupUniqArrayIf(reason, proven = 1), groupUniqArrayIf(reason, proven = 0)
-FROM (`+q.offenceRoles("proven, reason")+`)
-GROUP BY kind, party`)
+// scores runs the one query that gives every party's counts, offence
+// reasons and evidence digest: the packet rows and the offence rows of
+// the window, side by side (UNION ALL), grouped by party. The digest
+// (docs/analytics.md, "The evidence digest") is the sha256 of a header
+// line and the party's evidence lines, packets and offences, sorted
+// bytewise; the server holds one party's lines in memory while it sorts.
+func (q creditQueries) scores(ctx context.Context, conn driver.Conn, get func(kind, party string) *CreditScore) error {
+	rows, err := conn.Query(ctx, fmt.Sprintf(`SELECT kind, party,
+    countIf(src = 'p'), countIf(outcome = 'ok'), countIf(outcome = 'chain'), countIf(outcome = 'pending'),
+    sum(dfault), sum(afault), sum(timely), sum(cfault), countIf(outcome = 'ok' AND ex_state = ''),
+    countIf(src = 'o' AND proven = 1), countIf(src = 'o' AND proven = 0),
+    groupUniqArrayIf(reason, src = 'o' AND proven = 1), groupUniqArrayIf(reason, src = 'o' AND proven = 0),
+    lower(hex(SHA256(concat('ccgp-credit/1\t', kind, '\t', party, '\t', toString(%[1]d), '\t', toString(%[2]d), '\n',
+        arrayStringConcat(arraySort(groupArray(line)))))))
+FROM (
+    SELECT kind, party, 'p' AS src, outcome, ex_state, dfault, afault, timely, cfault, toUInt8(0) AS proven, '' AS reason,
+        concat('packet\t', pipe, '\t', toString(seq), '\t', packet_id, '\t', outcome, '\t',
+            toString(latency_ms), '\t', ex_state, '\n') AS line
+    FROM (%[3]s)
+    UNION ALL
+    SELECT kind, party, 'o' AS src, '' AS outcome, '' AS ex_state, toUInt8(0) AS dfault, toUInt8(0) AS afault, toUInt8(0) AS timely,
+        toUInt8(0) AS cfault, proven, reason,
+        concat('offence\t', toString(time_ms), '\t', reporter, '\t', stage, '\t', reason, '\t', pipe, '\t',
+            toString(seq), '\t', packet_id, '\t', toString(proven), '\n') AS line
+    FROM (%[4]s)
+)
+GROUP BY kind, party`, q.ws, q.we, q.packets(), q.offenceRoles("time_ms, reporter, stage, reason, pipe, seq, packet_id, proven")))
 	if err != nil {
-		return fmt.Errorf("analytics: credit: offences: %w", err)
+		return fmt.Errorf("analytics: credit: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var kind, party string
-		var proven, claimed uint64
+		var kind, party, digest string
+		var all, ok, chain, pending, d, a, timely, c, onTime, proven, claimed uint64
 		var pr, cr []string
-		if err := rows.Scan(&kind, &party, &proven, &claimed, &pr, &cr); err != nil {
-			return fmt.Errorf("analytics: credit: offences: %w", err)
+		if err := rows.Scan(&kind, &party, &all, &ok, &chain, &pending, &d, &a, &timely, &c, &onTime, &proven, &claimed, &pr, &cr, &digest); err != nil {
+			return fmt.Errorf("analytics: credit: %w", err)
 		}
 		s := get(kind, party)
+		s.Packets, s.Delivered, s.ChainDecided, s.Pending = all-chain-pending, ok, chain, pending
+		s.DeliveryFaults, s.AvailFaults, s.Timely, s.Compensated, s.TimeJudged = d, a, timely, c, onTime
 		s.ProvenOffences, s.ClaimedOffences = proven, claimed
 		sort.Strings(pr)
 		sort.Strings(cr)
@@ -362,77 +354,15 @@ GROUP BY kind, party`)
 		if claimed > 0 {
 			s.Reasons = append(s.Reasons, fmt.Sprintf("%d claimed offences (%s): counted, not weighted (anyone could have written them in its name)", claimed, strings.Join(cr, ", ")))
 		}
+		b, err := hex.DecodeString(digest)
+		if err != nil || len(b) != sha256.Size {
+			return fmt.Errorf("analytics: credit: evidence digest of %s %s: %q", kind, party, digest)
+		}
+		copy(s.EvidenceDigest[:], b)
+		s.Digest = digest
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("analytics: credit: offences: %w", err)
-	}
-	return nil
-}
-
-// digestHeader opens a party's evidence; EvidenceLines documents the rest.
-func digestHeader(kind, party string, ws, we int64) string {
-	return fmt.Sprintf("ccgp-credit/1\t%s\t%s\t%d\t%d\n", kind, party, ws, we)
-}
-
-// digests streams the evidence rows of every party, packets then
-// offences, each in key order, into its sha256 (docs/analytics.md, "The
-// evidence digest").
-func (q creditQueries) digests(ctx context.Context, conn driver.Conn, scores map[[2]string]*CreditScore) error {
-	hs := map[[2]string]hash.Hash{}
-	h := func(kind, party string) hash.Hash {
-		k := [2]string{kind, party}
-		if d, ok := hs[k]; ok {
-			return d
-		}
-		d := sha256.New()
-		d.Write([]byte(digestHeader(kind, party, q.ws, q.we)))
-		hs[k] = d
-		return d
-	}
-	for k := range scores {
-		h(k[0], k[1])
-	}
-	rows, err := conn.Query(ctx, `SELECT kind, party, pipe, seq, packet_id, outcome, latency_ms, ex_state
-FROM (`+q.packets()+`)
-ORDER BY kind, party, pipe, seq`)
-	if err != nil {
-		return fmt.Errorf("analytics: credit: packet evidence: %w", err)
-	}
-	for rows.Next() {
-		var kind, party, pipe, pid, outcome, ex string
-		var seq, latency uint64
-		if err := rows.Scan(&kind, &party, &pipe, &seq, &pid, &outcome, &latency, &ex); err != nil {
-			rows.Close()
-			return fmt.Errorf("analytics: credit: packet evidence: %w", err)
-		}
-		fmt.Fprintf(h(kind, party), "packet\t%s\t%d\t%s\t%s\t%d\t%s\n", pipe, seq, pid, outcome, latency, ex)
-	}
-	err = rows.Err()
-	rows.Close()
-	if err != nil {
-		return fmt.Errorf("analytics: credit: packet evidence: %w", err)
-	}
-	rows, err = conn.Query(ctx, q.offenceRoles("time_ms, reporter, stage, reason, pipe, seq, packet_id, proven")+`
-ORDER BY kind, party, time_ms, reporter, stage, reason, pipe, seq, packet_id`)
-	if err != nil {
-		return fmt.Errorf("analytics: credit: offence evidence: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var kind, party, reporter, stage, reason, pipe, pid string
-		var ms, seq uint64
-		var proven uint8
-		if err := rows.Scan(&kind, &party, &ms, &reporter, &stage, &reason, &pipe, &seq, &pid, &proven); err != nil {
-			return fmt.Errorf("analytics: credit: offence evidence: %w", err)
-		}
-		fmt.Fprintf(h(kind, party), "offence\t%d\t%s\t%s\t%s\t%s\t%d\t%s\t%d\n", ms, reporter, stage, reason, pipe, seq, pid, proven)
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("analytics: credit: offence evidence: %w", err)
-	}
-	for k, s := range scores {
-		copy(s.EvidenceDigest[:], hs[k].Sum(nil))
-		s.Digest = hex.EncodeToString(s.EvidenceDigest[:])
+		return fmt.Errorf("analytics: credit: %w", err)
 	}
 	return nil
 }
