@@ -154,7 +154,9 @@ func (a *Application) Info(context.Context, *abci.InfoRequest) (*abci.InfoRespon
 // DefaultParams are the parameters a genesis without any gets.
 func DefaultParams() *Params {
 	return &Params{QuorumNum: 2, QuorumDen: 3, VotingPeriod: 1000, MaxTxBytes: DefaultMaxTxBytes,
-		MaxOpenApplications: DefaultMaxOpenApplications, MaxApplicationsPerApplicant: DefaultMaxApplicationsPerApplicant}
+		MaxOpenApplications: DefaultMaxOpenApplications, MaxApplicationsPerApplicant: DefaultMaxApplicationsPerApplicant,
+		CreditRestrict: DefaultCreditRestrict, CreditExpel: DefaultCreditExpel, CreditRestrictedRate: DefaultCreditRestrictedRate,
+		CreditMinAuditors: DefaultCreditMinAuditors}
 }
 
 // Defaults of the bounds on membership applications.
@@ -213,6 +215,9 @@ func (a *Application) initState(chainID string, gs *GenesisState) error {
 	}
 	if p.MaxApplicationsPerApplicant == 0 {
 		p.MaxApplicationsPerApplicant = DefaultMaxApplicationsPerApplicant
+	}
+	if r, e := p.creditRestrict(), p.creditExpel(); r > MaxCreditScore || e > r {
+		return fmt.Errorf("govchain: genesis params: credit_expel %d must be at most credit_restrict %d, which must be at most %d", e, r, MaxCreditScore)
 	}
 	if len(gs.Orgs) == 0 {
 		return errors.New("govchain: genesis lists no orgs")
@@ -328,11 +333,13 @@ func (a *Application) checkSender(r reader, tx *DecodedTx) (*Account, *TxError, 
 		return acct, reject(CodeUnauthorized, "%s: account %s is pending: the genesis orgs have not admitted it yet", MsgName(tx.Body), tx.Sender), nil
 	case acct.Status != AccountStatus_ACCOUNT_ACTIVE:
 		return acct, reject(CodeUnauthorized, "%s: account %s is not active", MsgName(tx.Body), tx.Sender), nil
-	case acct.Role == Role_ROLE_AUDITOR:
-		return acct, reject(CodeUnauthorized, "%s: account %s is an auditor; auditors read and audit but send no governance tx", MsgName(tx.Body), tx.Sender), nil
+	case acct.Role == Role_ROLE_AUDITOR && !reportsCredit(tx.Body):
+		return acct, reject(CodeUnauthorized, "%s: account %s is an auditor; auditors read, audit and report credit scores, and send no other governance tx", MsgName(tx.Body), tx.Sender), nil
 	}
 	return acct, nil, nil
 }
+
+func reportsCredit(b *TxBody) bool { _, ok := b.Msg.(*TxBody_ReportCredit); return ok }
 
 // FinalizeBlock executes the decided block's txs in order against the
 // working tree and returns the resulting app hash. It must be deterministic:

@@ -109,6 +109,8 @@ func (x *execCtx) deliver(body *TxBody) (rej *TxError, err error) {
 		return x.rotateKey(m.RotateKey)
 	case *TxBody_UpdateService:
 		return x.updateService(m.UpdateService)
+	case *TxBody_ReportCredit:
+		return x.reportCredit(m.ReportCredit)
 	default:
 		return reject(CodeMalformed, "tx carries no known message"), nil
 	}
@@ -288,6 +290,8 @@ func kindName(k ProposalKind) string {
 		return "revoke-account"
 	case ProposalKind_PROPOSAL_EXPEL_ORG:
 		return "expel-org"
+	case ProposalKind_PROPOSAL_REVOKE_SERVICE:
+		return "revoke-service"
 	}
 	return "unspecified"
 }
@@ -487,6 +491,11 @@ func (x *execCtx) settle(p *Proposal, pass bool) error {
 			return err
 		}
 		return x.expel(org)
+	case ProposalKind_PROPOSAL_REVOKE_SERVICE:
+		if !pass {
+			return nil
+		}
+		return x.revokeService(p.Subject)
 	}
 	return fmt.Errorf("state: proposal %d has unknown kind %d", p.Id, p.Kind)
 }
@@ -837,6 +846,9 @@ func (x *execCtx) applyPipe(m *MsgApplyPipe) (*TxError, error) {
 	}
 	p := &Pipe{Id: m.Id, Source: src, Destination: &PipeEndpoint{Org: sc.Org, Subchain: sc.Id, RelayId: sc.RelayId},
 		Status: PipeStatus_PIPE_PROPOSED, Limits: limits, Mode: mode, AppliedHeight: x.height}
+	if err := x.restrictNewPipe(p); err != nil {
+		return nil, err
+	}
 	x.emit("pipe", "id", m.Id, "status", "proposed", "source_org", src.Org, "destination_org", sc.Org)
 	return nil, x.st.put(KeyPipe(m.Id), p)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -232,6 +233,22 @@ var fuzzKinds = []func(r *fuzzReader, k *fuzzKeys) proto.Message{
 		case 2:
 			m.TlsCertSha256 = []byte{1}
 		}
+		return m
+	},
+	// A credit report: kind (org, relay or neither), party, score (byte*5,
+	// so some are over 1000), window start and length (num: edges make
+	// negative and overflowing windows), digest.
+	func(r *fuzzReader, k *fuzzKeys) proto.Message {
+		m := &MsgReportCredit{Kind: PartyKind(r.byte() % 3)}
+		if m.Kind == PartyKind_PARTY_RELAY {
+			m.Party = pick(r, vRelays)
+		} else {
+			m.Party = pick(r, vOrgs)
+		}
+		m.Score = uint32(r.byte()) * 5
+		m.WindowStart = int64(r.num())
+		m.WindowEnd = m.WindowStart + int64(r.num())
+		m.EvidenceDigest = r.root()
 		return m
 	},
 }
@@ -504,6 +521,7 @@ func seedScripts() [][]byte {
 		kProposeExpelOrg
 		kRotateKey
 		kUpdateService
+		kReportCredit
 	)
 	// Indices into the vocabularies and key lists.
 	const (
@@ -562,6 +580,14 @@ func seedScripts() [][]byte {
 		tx(ctl(sGovA, 0)|ctlTwice|end, kSuspendPipe, p1, 2),
 		tx(ctl(sGovA, 0), len(fuzzKinds)),
 	)
+	// The auditor scores relay-a below restrict (p1 is shaped), org-b
+	// below expel (a proposal opens, once), then relay-a recovers.
+	credit := cat(
+		tx(ctl(sAudA, 0)|end, kReportCredit, byte(PartyKind_PARTY_RELAY), relayA, 100, 1, 2, 7),
+		tx(ctl(sAudA, 0), kReportCredit, byte(PartyKind_PARTY_ORG), orgB, 40, 2, 2, 7),
+		tx(ctl(sAudA, 0)|end, kReportCredit, byte(PartyKind_PARTY_ORG), orgB, 20, 3, 2, 7),
+		tx(ctl(sAudA, 0)|end, kReportCredit, byte(PartyKind_PARTY_RELAY), relayA, 180, 4, 2, 7),
+	)
 	txControl := cat(consortium, pipe, anchors)
 	return [][]byte{
 		consortium,
@@ -571,6 +597,7 @@ func seedScripts() [][]byte {
 			tx(ctl(sGovC, 0)|end, kSuspendPipe, p1, 1), tx(ctl(sGovB, 0)|end, kResumePipe, p1)),
 		governance,
 		cat(consortium, pipe, adversarial),
+		cat(consortium, pipe, credit),
 	}
 }
 
@@ -601,6 +628,31 @@ func TestFuzzGovTxsSeeds(t *testing.T) {
 	}
 	if txs == 0 || ok != txs {
 		t.Fatalf("the transaction-control seed: %d of %d txs accepted", ok, txs)
+	}
+	// The credit seed (the last) reaches the sanction rule: relay-a
+	// restricted and lifted, org-b restricted with one expulsion proposal.
+	c := h.newApp(t)
+	defer c.Close()
+	for i, txs := range h.blocks(t, scripts[len(scripts)-1]) {
+		resp, err := c.FinalizeBlock(context.Background(), &abci.FinalizeBlockRequest{Height: int64(i + 1), Txs: txs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j, r := range resp.TxResults {
+			if r.Code != CodeOK {
+				t.Errorf("credit seed block %d tx %d: code %d: %s", i+1, j, r.Code, r.Log)
+			}
+		}
+		if _, err := c.Commit(context.Background(), &abci.CommitRequest{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pipe, st := &Pipe{}, &CreditStanding{}
+	if _, err := load(c.committed, KeyPipe("p1"), pipe); err != nil || !slices.Equal(pipe.RestrictedBy, []string{"org:org-b"}) {
+		t.Fatalf("credit seed: p1 restricted by %v (%v)", pipe.RestrictedBy, err)
+	}
+	if _, err := load(c.committed, KeyCreditStanding(PartyKind_PARTY_ORG, "org-b"), st); err != nil || st.ExpelProposal == 0 {
+		t.Fatalf("credit seed: org-b standing %v (%v)", st, err)
 	}
 	for _, s := range scripts {
 		h.run(t, s)

@@ -34,7 +34,7 @@ const (
 	Role_ROLE_GOVERNOR    Role = 1 // an account of a genesis org: votes on proposals
 	Role_ROLE_OPERATOR    Role = 2 // org staff: registers the org's services, chains, pipes
 	Role_ROLE_CROSSCHAIN  Role = 3 // apps and relays: sign packets and batches
-	Role_ROLE_AUDITOR     Role = 4 // read and audit only: may send no governance tx
+	Role_ROLE_AUDITOR     Role = 4 // read and audit; its only tx is MsgReportCredit
 )
 
 // Enum value maps for Role.
@@ -306,6 +306,9 @@ const (
 	ProposalKind_PROPOSAL_PIPE_MODE        ProposalKind = 4 // change a pipe's consistency mode
 	ProposalKind_PROPOSAL_REVOKE_ACCOUNT   ProposalKind = 5 // revoke another org's account (subject: address hex)
 	ProposalKind_PROPOSAL_EXPEL_ORG        ProposalKind = 6 // expel an org (subject: org id)
+	// Revoke a relay's service (subject: relay id). Opened by the chain
+	// itself when a relay's counted credit score falls below credit_expel.
+	ProposalKind_PROPOSAL_REVOKE_SERVICE ProposalKind = 7
 )
 
 // Enum value maps for ProposalKind.
@@ -318,6 +321,7 @@ var (
 		4: "PROPOSAL_PIPE_MODE",
 		5: "PROPOSAL_REVOKE_ACCOUNT",
 		6: "PROPOSAL_EXPEL_ORG",
+		7: "PROPOSAL_REVOKE_SERVICE",
 	}
 	ProposalKind_value = map[string]int32{
 		"PROPOSAL_KIND_UNSPECIFIED": 0,
@@ -327,6 +331,7 @@ var (
 		"PROPOSAL_PIPE_MODE":        4,
 		"PROPOSAL_REVOKE_ACCOUNT":   5,
 		"PROPOSAL_EXPEL_ORG":        6,
+		"PROPOSAL_REVOKE_SERVICE":   7,
 	}
 )
 
@@ -562,6 +567,56 @@ func (ConsistencyMode) EnumDescriptor() ([]byte, []int) {
 	return file_govchain_proto_rawDescGZIP(), []int{9}
 }
 
+// Whose credit a report scores.
+type PartyKind int32
+
+const (
+	PartyKind_PARTY_KIND_UNSPECIFIED PartyKind = 0
+	PartyKind_PARTY_ORG              PartyKind = 1
+	PartyKind_PARTY_RELAY            PartyKind = 2 // a relay service, by relay id
+)
+
+// Enum value maps for PartyKind.
+var (
+	PartyKind_name = map[int32]string{
+		0: "PARTY_KIND_UNSPECIFIED",
+		1: "PARTY_ORG",
+		2: "PARTY_RELAY",
+	}
+	PartyKind_value = map[string]int32{
+		"PARTY_KIND_UNSPECIFIED": 0,
+		"PARTY_ORG":              1,
+		"PARTY_RELAY":            2,
+	}
+)
+
+func (x PartyKind) Enum() *PartyKind {
+	p := new(PartyKind)
+	*p = x
+	return p
+}
+
+func (x PartyKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PartyKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_govchain_proto_enumTypes[10].Descriptor()
+}
+
+func (PartyKind) Type() protoreflect.EnumType {
+	return &file_govchain_proto_enumTypes[10]
+}
+
+func (x PartyKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PartyKind.Descriptor instead.
+func (PartyKind) EnumDescriptor() ([]byte, []int) {
+	return file_govchain_proto_rawDescGZIP(), []int{10}
+}
+
 // The states of a cross-chain transaction (one packet). OPEN, DELIVERED
 // and CONFIRMED are derived from batch anchors; the others exist only as
 // TxException records, for packets that left the happy path.
@@ -616,11 +671,11 @@ func (x PacketState) String() string {
 }
 
 func (PacketState) Descriptor() protoreflect.EnumDescriptor {
-	return file_govchain_proto_enumTypes[10].Descriptor()
+	return file_govchain_proto_enumTypes[11].Descriptor()
 }
 
 func (PacketState) Type() protoreflect.EnumType {
-	return &file_govchain_proto_enumTypes[10]
+	return &file_govchain_proto_enumTypes[11]
 }
 
 func (x PacketState) Number() protoreflect.EnumNumber {
@@ -629,7 +684,7 @@ func (x PacketState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use PacketState.Descriptor instead.
 func (PacketState) EnumDescriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{10}
+	return file_govchain_proto_rawDescGZIP(), []int{11}
 }
 
 type Params struct {
@@ -649,8 +704,20 @@ type Params struct {
 	// application makes the key's account, which belongs to one org, so a
 	// value above 1 cannot be reached.
 	MaxApplicationsPerApplicant uint32 `protobuf:"varint,6,opt,name=max_applications_per_applicant,json=maxApplicationsPerApplicant,proto3" json:"max_applications_per_applicant,omitempty"`
-	unknownFields               protoimpl.UnknownFields
-	sizeCache                   protoimpl.SizeCache
+	// The credit sanction rule (MsgReportCredit). Scores run 0-1000. A
+	// party whose counted score is below credit_restrict has every pipe it
+	// runs shaped to credit_restricted_rate packets/s; below credit_expel
+	// an expulsion proposal opens. 0 means the default (600, 300, 10 and 1).
+	CreditRestrict       uint32 `protobuf:"varint,7,opt,name=credit_restrict,json=creditRestrict,proto3" json:"credit_restrict,omitempty"`
+	CreditExpel          uint32 `protobuf:"varint,8,opt,name=credit_expel,json=creditExpel,proto3" json:"credit_expel,omitempty"`
+	CreditRestrictedRate uint32 `protobuf:"varint,9,opt,name=credit_restricted_rate,json=creditRestrictedRate,proto3" json:"credit_restricted_rate,omitempty"`
+	// Reports of at least this many distinct auditor orgs are needed before
+	// a score counts. With 1, one auditor org alone can sanction; with more,
+	// the counted score is the upper median, so a sanction needs a strict
+	// majority of the reporting auditor orgs.
+	CreditMinAuditors uint32 `protobuf:"varint,10,opt,name=credit_min_auditors,json=creditMinAuditors,proto3" json:"credit_min_auditors,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Params) Reset() {
@@ -721,6 +788,34 @@ func (x *Params) GetMaxOpenApplications() uint32 {
 func (x *Params) GetMaxApplicationsPerApplicant() uint32 {
 	if x != nil {
 		return x.MaxApplicationsPerApplicant
+	}
+	return 0
+}
+
+func (x *Params) GetCreditRestrict() uint32 {
+	if x != nil {
+		return x.CreditRestrict
+	}
+	return 0
+}
+
+func (x *Params) GetCreditExpel() uint32 {
+	if x != nil {
+		return x.CreditExpel
+	}
+	return 0
+}
+
+func (x *Params) GetCreditRestrictedRate() uint32 {
+	if x != nil {
+		return x.CreditRestrictedRate
+	}
+	return 0
+}
+
+func (x *Params) GetCreditMinAuditors() uint32 {
+	if x != nil {
+		return x.CreditMinAuditors
 	}
 	return 0
 }
@@ -1813,8 +1908,15 @@ type Pipe struct {
 	AppliedHeight    uint64                 `protobuf:"varint,7,opt,name=applied_height,json=appliedHeight,proto3" json:"applied_height,omitempty"`
 	AuthorizedHeight uint64                 `protobuf:"varint,8,opt,name=authorized_height,json=authorizedHeight,proto3" json:"authorized_height,omitempty"`
 	StatusReason     string                 `protobuf:"bytes,9,opt,name=status_reason,json=statusReason,proto3" json:"status_reason,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The credit sanction rule: the parties ("org:<id>", "relay:<id>",
+	// sorted) whose counted score restricts this pipe, and the pipe's own
+	// limits.rate_per_sec from before the first of them, restored when the
+	// last one recovers. While restricted_by is not empty, limits.rate_per_sec
+	// is the lower of own_rate_per_sec (0: unlimited) and the restricted rate.
+	RestrictedBy  []string `protobuf:"bytes,10,rep,name=restricted_by,json=restrictedBy,proto3" json:"restricted_by,omitempty"`
+	OwnRatePerSec uint32   `protobuf:"varint,11,opt,name=own_rate_per_sec,json=ownRatePerSec,proto3" json:"own_rate_per_sec,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Pipe) Reset() {
@@ -1908,6 +2010,20 @@ func (x *Pipe) GetStatusReason() string {
 		return x.StatusReason
 	}
 	return ""
+}
+
+func (x *Pipe) GetRestrictedBy() []string {
+	if x != nil {
+		return x.RestrictedBy
+	}
+	return nil
+}
+
+func (x *Pipe) GetOwnRatePerSec() uint32 {
+	if x != nil {
+		return x.OwnRatePerSec
+	}
+	return 0
 }
 
 type GenesisOrg struct {
@@ -2276,6 +2392,7 @@ type TxBody struct {
 	//	*TxBody_ProposeExpelOrg
 	//	*TxBody_RotateKey
 	//	*TxBody_UpdateService
+	//	*TxBody_ReportCredit
 	Msg           isTxBody_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2537,6 +2654,15 @@ func (x *TxBody) GetUpdateService() *MsgUpdateService {
 	return nil
 }
 
+func (x *TxBody) GetReportCredit() *MsgReportCredit {
+	if x != nil {
+		if x, ok := x.Msg.(*TxBody_ReportCredit); ok {
+			return x.ReportCredit
+		}
+	}
+	return nil
+}
+
 type isTxBody_Msg interface {
 	isTxBody_Msg()
 }
@@ -2629,6 +2755,10 @@ type TxBody_UpdateService struct {
 	UpdateService *MsgUpdateService `protobuf:"bytes,31,opt,name=update_service,json=updateService,proto3,oneof"`
 }
 
+type TxBody_ReportCredit struct {
+	ReportCredit *MsgReportCredit `protobuf:"bytes,32,opt,name=report_credit,json=reportCredit,proto3,oneof"`
+}
+
 func (*TxBody_ApplyOrg) isTxBody_Msg() {}
 
 func (*TxBody_Vote) isTxBody_Msg() {}
@@ -2673,6 +2803,300 @@ func (*TxBody_RotateKey) isTxBody_Msg() {}
 
 func (*TxBody_UpdateService) isTxBody_Msg() {}
 
+func (*TxBody_ReportCredit) isTxBody_Msg() {}
+
+// An auditor's credit score for a party over a window (analytics.Credit).
+// Only an active AUDITOR account sends it. The chain keeps the latest
+// report per (party, auditor account) and applies the sanction rule to the
+// counted score in the same tx.
+type MsgReportCredit struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Kind           PartyKind              `protobuf:"varint,1,opt,name=kind,proto3,enum=ccgp.govchain.v1.PartyKind" json:"kind,omitempty"`
+	Party          string                 `protobuf:"bytes,2,opt,name=party,proto3" json:"party,omitempty"`
+	Score          uint32                 `protobuf:"varint,3,opt,name=score,proto3" json:"score,omitempty"`                                        // 0-1000
+	WindowStart    int64                  `protobuf:"varint,4,opt,name=window_start,json=windowStart,proto3" json:"window_start,omitempty"`         // unix seconds
+	WindowEnd      int64                  `protobuf:"varint,5,opt,name=window_end,json=windowEnd,proto3" json:"window_end,omitempty"`               // unix seconds, after window_start
+	EvidenceDigest []byte                 `protobuf:"bytes,6,opt,name=evidence_digest,json=evidenceDigest,proto3" json:"evidence_digest,omitempty"` // sha256 over the evidence rows (docs/analytics.md)
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *MsgReportCredit) Reset() {
+	*x = MsgReportCredit{}
+	mi := &file_govchain_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MsgReportCredit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MsgReportCredit) ProtoMessage() {}
+
+func (x *MsgReportCredit) ProtoReflect() protoreflect.Message {
+	mi := &file_govchain_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MsgReportCredit.ProtoReflect.Descriptor instead.
+func (*MsgReportCredit) Descriptor() ([]byte, []int) {
+	return file_govchain_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *MsgReportCredit) GetKind() PartyKind {
+	if x != nil {
+		return x.Kind
+	}
+	return PartyKind_PARTY_KIND_UNSPECIFIED
+}
+
+func (x *MsgReportCredit) GetParty() string {
+	if x != nil {
+		return x.Party
+	}
+	return ""
+}
+
+func (x *MsgReportCredit) GetScore() uint32 {
+	if x != nil {
+		return x.Score
+	}
+	return 0
+}
+
+func (x *MsgReportCredit) GetWindowStart() int64 {
+	if x != nil {
+		return x.WindowStart
+	}
+	return 0
+}
+
+func (x *MsgReportCredit) GetWindowEnd() int64 {
+	if x != nil {
+		return x.WindowEnd
+	}
+	return 0
+}
+
+func (x *MsgReportCredit) GetEvidenceDigest() []byte {
+	if x != nil {
+		return x.EvidenceDigest
+	}
+	return nil
+}
+
+// Record: the latest report of one auditor account on one party
+// (key d/<kind>/<party>/<auditor address>).
+type CreditReport struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Kind           PartyKind              `protobuf:"varint,1,opt,name=kind,proto3,enum=ccgp.govchain.v1.PartyKind" json:"kind,omitempty"`
+	Party          string                 `protobuf:"bytes,2,opt,name=party,proto3" json:"party,omitempty"`
+	Score          uint32                 `protobuf:"varint,3,opt,name=score,proto3" json:"score,omitempty"`
+	WindowStart    int64                  `protobuf:"varint,4,opt,name=window_start,json=windowStart,proto3" json:"window_start,omitempty"`
+	WindowEnd      int64                  `protobuf:"varint,5,opt,name=window_end,json=windowEnd,proto3" json:"window_end,omitempty"`
+	EvidenceDigest []byte                 `protobuf:"bytes,6,opt,name=evidence_digest,json=evidenceDigest,proto3" json:"evidence_digest,omitempty"`
+	Auditor        []byte                 `protobuf:"bytes,7,opt,name=auditor,proto3" json:"auditor,omitempty"`
+	AuditorOrg     string                 `protobuf:"bytes,8,opt,name=auditor_org,json=auditorOrg,proto3" json:"auditor_org,omitempty"`
+	Height         uint64                 `protobuf:"varint,9,opt,name=height,proto3" json:"height,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CreditReport) Reset() {
+	*x = CreditReport{}
+	mi := &file_govchain_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreditReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreditReport) ProtoMessage() {}
+
+func (x *CreditReport) ProtoReflect() protoreflect.Message {
+	mi := &file_govchain_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreditReport.ProtoReflect.Descriptor instead.
+func (*CreditReport) Descriptor() ([]byte, []int) {
+	return file_govchain_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *CreditReport) GetKind() PartyKind {
+	if x != nil {
+		return x.Kind
+	}
+	return PartyKind_PARTY_KIND_UNSPECIFIED
+}
+
+func (x *CreditReport) GetParty() string {
+	if x != nil {
+		return x.Party
+	}
+	return ""
+}
+
+func (x *CreditReport) GetScore() uint32 {
+	if x != nil {
+		return x.Score
+	}
+	return 0
+}
+
+func (x *CreditReport) GetWindowStart() int64 {
+	if x != nil {
+		return x.WindowStart
+	}
+	return 0
+}
+
+func (x *CreditReport) GetWindowEnd() int64 {
+	if x != nil {
+		return x.WindowEnd
+	}
+	return 0
+}
+
+func (x *CreditReport) GetEvidenceDigest() []byte {
+	if x != nil {
+		return x.EvidenceDigest
+	}
+	return nil
+}
+
+func (x *CreditReport) GetAuditor() []byte {
+	if x != nil {
+		return x.Auditor
+	}
+	return nil
+}
+
+func (x *CreditReport) GetAuditorOrg() string {
+	if x != nil {
+		return x.AuditorOrg
+	}
+	return ""
+}
+
+func (x *CreditReport) GetHeight() uint64 {
+	if x != nil {
+		return x.Height
+	}
+	return 0
+}
+
+// Record: a party's counted score and what the rule did with it
+// (key h/<kind>/<party>).
+type CreditStanding struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kind          PartyKind              `protobuf:"varint,1,opt,name=kind,proto3,enum=ccgp.govchain.v1.PartyKind" json:"kind,omitempty"`
+	Party         string                 `protobuf:"bytes,2,opt,name=party,proto3" json:"party,omitempty"`
+	Score         uint32                 `protobuf:"varint,3,opt,name=score,proto3" json:"score,omitempty"`                                // the upper median of the counted reports
+	AuditorOrgs   uint32                 `protobuf:"varint,4,opt,name=auditor_orgs,json=auditorOrgs,proto3" json:"auditor_orgs,omitempty"` // distinct auditor orgs counted
+	Restricted    bool                   `protobuf:"varint,5,opt,name=restricted,proto3" json:"restricted,omitempty"`
+	ExpelProposal uint64                 `protobuf:"varint,6,opt,name=expel_proposal,json=expelProposal,proto3" json:"expel_proposal,omitempty"` // the last expulsion proposal the rule opened (0: none)
+	Height        uint64                 `protobuf:"varint,7,opt,name=height,proto3" json:"height,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreditStanding) Reset() {
+	*x = CreditStanding{}
+	mi := &file_govchain_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreditStanding) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreditStanding) ProtoMessage() {}
+
+func (x *CreditStanding) ProtoReflect() protoreflect.Message {
+	mi := &file_govchain_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreditStanding.ProtoReflect.Descriptor instead.
+func (*CreditStanding) Descriptor() ([]byte, []int) {
+	return file_govchain_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *CreditStanding) GetKind() PartyKind {
+	if x != nil {
+		return x.Kind
+	}
+	return PartyKind_PARTY_KIND_UNSPECIFIED
+}
+
+func (x *CreditStanding) GetParty() string {
+	if x != nil {
+		return x.Party
+	}
+	return ""
+}
+
+func (x *CreditStanding) GetScore() uint32 {
+	if x != nil {
+		return x.Score
+	}
+	return 0
+}
+
+func (x *CreditStanding) GetAuditorOrgs() uint32 {
+	if x != nil {
+		return x.AuditorOrgs
+	}
+	return 0
+}
+
+func (x *CreditStanding) GetRestricted() bool {
+	if x != nil {
+		return x.Restricted
+	}
+	return false
+}
+
+func (x *CreditStanding) GetExpelProposal() uint64 {
+	if x != nil {
+		return x.ExpelProposal
+	}
+	return 0
+}
+
+func (x *CreditStanding) GetHeight() uint64 {
+	if x != nil {
+		return x.Height
+	}
+	return 0
+}
+
 // Revoke an account. From a governor or operator of the account's own org
 // it takes effect at once; from a governor of another, genesis, org it
 // opens a PROPOSAL_REVOKE_ACCOUNT that the genesis orgs vote on.
@@ -2686,7 +3110,7 @@ type MsgRevokeAccount struct {
 
 func (x *MsgRevokeAccount) Reset() {
 	*x = MsgRevokeAccount{}
-	mi := &file_govchain_proto_msgTypes[20]
+	mi := &file_govchain_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2698,7 +3122,7 @@ func (x *MsgRevokeAccount) String() string {
 func (*MsgRevokeAccount) ProtoMessage() {}
 
 func (x *MsgRevokeAccount) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[20]
+	mi := &file_govchain_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2711,7 +3135,7 @@ func (x *MsgRevokeAccount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MsgRevokeAccount.ProtoReflect.Descriptor instead.
 func (*MsgRevokeAccount) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{20}
+	return file_govchain_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *MsgRevokeAccount) GetAccount() []byte {
@@ -2739,7 +3163,7 @@ type MsgProposeExpelOrg struct {
 
 func (x *MsgProposeExpelOrg) Reset() {
 	*x = MsgProposeExpelOrg{}
-	mi := &file_govchain_proto_msgTypes[21]
+	mi := &file_govchain_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2751,7 +3175,7 @@ func (x *MsgProposeExpelOrg) String() string {
 func (*MsgProposeExpelOrg) ProtoMessage() {}
 
 func (x *MsgProposeExpelOrg) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[21]
+	mi := &file_govchain_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2764,7 +3188,7 @@ func (x *MsgProposeExpelOrg) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MsgProposeExpelOrg.ProtoReflect.Descriptor instead.
 func (*MsgProposeExpelOrg) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{21}
+	return file_govchain_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *MsgProposeExpelOrg) GetOrg() string {
@@ -2796,7 +3220,7 @@ type MsgRotateKey struct {
 
 func (x *MsgRotateKey) Reset() {
 	*x = MsgRotateKey{}
-	mi := &file_govchain_proto_msgTypes[22]
+	mi := &file_govchain_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2808,7 +3232,7 @@ func (x *MsgRotateKey) String() string {
 func (*MsgRotateKey) ProtoMessage() {}
 
 func (x *MsgRotateKey) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[22]
+	mi := &file_govchain_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2821,7 +3245,7 @@ func (x *MsgRotateKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MsgRotateKey.ProtoReflect.Descriptor instead.
 func (*MsgRotateKey) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{22}
+	return file_govchain_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *MsgRotateKey) GetNewSuite() string {
@@ -2858,7 +3282,7 @@ type MsgUpdateService struct {
 
 func (x *MsgUpdateService) Reset() {
 	*x = MsgUpdateService{}
-	mi := &file_govchain_proto_msgTypes[23]
+	mi := &file_govchain_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2870,7 +3294,7 @@ func (x *MsgUpdateService) String() string {
 func (*MsgUpdateService) ProtoMessage() {}
 
 func (x *MsgUpdateService) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[23]
+	mi := &file_govchain_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2883,7 +3307,7 @@ func (x *MsgUpdateService) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MsgUpdateService.ProtoReflect.Descriptor instead.
 func (*MsgUpdateService) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{23}
+	return file_govchain_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *MsgUpdateService) GetRelayId() string {
@@ -2920,7 +3344,7 @@ type MsgApplyOrg struct {
 
 func (x *MsgApplyOrg) Reset() {
 	*x = MsgApplyOrg{}
-	mi := &file_govchain_proto_msgTypes[24]
+	mi := &file_govchain_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2932,7 +3356,7 @@ func (x *MsgApplyOrg) String() string {
 func (*MsgApplyOrg) ProtoMessage() {}
 
 func (x *MsgApplyOrg) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[24]
+	mi := &file_govchain_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2945,7 +3369,7 @@ func (x *MsgApplyOrg) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MsgApplyOrg.ProtoReflect.Descriptor instead.
 func (*MsgApplyOrg) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{24}
+	return file_govchain_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *MsgApplyOrg) GetId() string {
@@ -2979,7 +3403,7 @@ type MsgVote struct {
 
 func (x *MsgVote) Reset() {
 	*x = MsgVote{}
-	mi := &file_govchain_proto_msgTypes[25]
+	mi := &file_govchain_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2991,7 +3415,7 @@ func (x *MsgVote) String() string {
 func (*MsgVote) ProtoMessage() {}
 
 func (x *MsgVote) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[25]
+	mi := &file_govchain_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3004,7 +3428,7 @@ func (x *MsgVote) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MsgVote.ProtoReflect.Descriptor instead.
 func (*MsgVote) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{25}
+	return file_govchain_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *MsgVote) GetProposalId() uint64 {
@@ -3034,7 +3458,7 @@ type MsgProposeAccount struct {
 
 func (x *MsgProposeAccount) Reset() {
 	*x = MsgProposeAccount{}
-	mi := &file_govchain_proto_msgTypes[26]
+	mi := &file_govchain_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3046,7 +3470,7 @@ func (x *MsgProposeAccount) String() string {
 func (*MsgProposeAccount) ProtoMessage() {}
 
 func (x *MsgProposeAccount) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[26]
+	mi := &file_govchain_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3059,7 +3483,7 @@ func (x *MsgProposeAccount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MsgProposeAccount.ProtoReflect.Descriptor instead.
 func (*MsgProposeAccount) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{26}
+	return file_govchain_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *MsgProposeAccount) GetRole() Role {
@@ -3102,7 +3526,7 @@ type MsgRegisterNode struct {
 
 func (x *MsgRegisterNode) Reset() {
 	*x = MsgRegisterNode{}
-	mi := &file_govchain_proto_msgTypes[27]
+	mi := &file_govchain_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3114,7 +3538,7 @@ func (x *MsgRegisterNode) String() string {
 func (*MsgRegisterNode) ProtoMessage() {}
 
 func (x *MsgRegisterNode) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[27]
+	mi := &file_govchain_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3127,7 +3551,7 @@ func (x *MsgRegisterNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MsgRegisterNode.ProtoReflect.Descriptor instead.
 func (*MsgRegisterNode) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{27}
+	return file_govchain_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *MsgRegisterNode) GetId() string {
@@ -3170,7 +3594,7 @@ type MsgRegisterService struct {
 
 func (x *MsgRegisterService) Reset() {
 	*x = MsgRegisterService{}
-	mi := &file_govchain_proto_msgTypes[28]
+	mi := &file_govchain_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3182,7 +3606,7 @@ func (x *MsgRegisterService) String() string {
 func (*MsgRegisterService) ProtoMessage() {}
 
 func (x *MsgRegisterService) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[28]
+	mi := &file_govchain_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3195,7 +3619,7 @@ func (x *MsgRegisterService) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MsgRegisterService.ProtoReflect.Descriptor instead.
 func (*MsgRegisterService) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{28}
+	return file_govchain_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *MsgRegisterService) GetRelayId() string {
@@ -3237,7 +3661,7 @@ type MsgRegisterSubchain struct {
 
 func (x *MsgRegisterSubchain) Reset() {
 	*x = MsgRegisterSubchain{}
-	mi := &file_govchain_proto_msgTypes[29]
+	mi := &file_govchain_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3249,7 +3673,7 @@ func (x *MsgRegisterSubchain) String() string {
 func (*MsgRegisterSubchain) ProtoMessage() {}
 
 func (x *MsgRegisterSubchain) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[29]
+	mi := &file_govchain_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3262,7 +3686,7 @@ func (x *MsgRegisterSubchain) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MsgRegisterSubchain.ProtoReflect.Descriptor instead.
 func (*MsgRegisterSubchain) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{29}
+	return file_govchain_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *MsgRegisterSubchain) GetId() string {
@@ -3297,7 +3721,7 @@ type MsgRegisterApp struct {
 
 func (x *MsgRegisterApp) Reset() {
 	*x = MsgRegisterApp{}
-	mi := &file_govchain_proto_msgTypes[30]
+	mi := &file_govchain_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3309,7 +3733,7 @@ func (x *MsgRegisterApp) String() string {
 func (*MsgRegisterApp) ProtoMessage() {}
 
 func (x *MsgRegisterApp) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[30]
+	mi := &file_govchain_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3322,7 +3746,7 @@ func (x *MsgRegisterApp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MsgRegisterApp.ProtoReflect.Descriptor instead.
 func (*MsgRegisterApp) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{30}
+	return file_govchain_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *MsgRegisterApp) GetId() string {
@@ -3357,7 +3781,7 @@ type MsgRegisterContract struct {
 
 func (x *MsgRegisterContract) Reset() {
 	*x = MsgRegisterContract{}
-	mi := &file_govchain_proto_msgTypes[31]
+	mi := &file_govchain_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3369,7 +3793,7 @@ func (x *MsgRegisterContract) String() string {
 func (*MsgRegisterContract) ProtoMessage() {}
 
 func (x *MsgRegisterContract) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[31]
+	mi := &file_govchain_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3382,7 +3806,7 @@ func (x *MsgRegisterContract) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MsgRegisterContract.ProtoReflect.Descriptor instead.
 func (*MsgRegisterContract) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{31}
+	return file_govchain_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *MsgRegisterContract) GetId() string {
@@ -3422,7 +3846,7 @@ type MsgApplyPipe struct {
 
 func (x *MsgApplyPipe) Reset() {
 	*x = MsgApplyPipe{}
-	mi := &file_govchain_proto_msgTypes[32]
+	mi := &file_govchain_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3434,7 +3858,7 @@ func (x *MsgApplyPipe) String() string {
 func (*MsgApplyPipe) ProtoMessage() {}
 
 func (x *MsgApplyPipe) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[32]
+	mi := &file_govchain_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3447,7 +3871,7 @@ func (x *MsgApplyPipe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MsgApplyPipe.ProtoReflect.Descriptor instead.
 func (*MsgApplyPipe) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{32}
+	return file_govchain_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *MsgApplyPipe) GetId() string {
@@ -3503,7 +3927,7 @@ type MsgAuthorizePipe struct {
 
 func (x *MsgAuthorizePipe) Reset() {
 	*x = MsgAuthorizePipe{}
-	mi := &file_govchain_proto_msgTypes[33]
+	mi := &file_govchain_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3515,7 +3939,7 @@ func (x *MsgAuthorizePipe) String() string {
 func (*MsgAuthorizePipe) ProtoMessage() {}
 
 func (x *MsgAuthorizePipe) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[33]
+	mi := &file_govchain_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3528,7 +3952,7 @@ func (x *MsgAuthorizePipe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MsgAuthorizePipe.ProtoReflect.Descriptor instead.
 func (*MsgAuthorizePipe) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{33}
+	return file_govchain_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *MsgAuthorizePipe) GetId() string {
@@ -3555,7 +3979,7 @@ type MsgSuspendPipe struct {
 
 func (x *MsgSuspendPipe) Reset() {
 	*x = MsgSuspendPipe{}
-	mi := &file_govchain_proto_msgTypes[34]
+	mi := &file_govchain_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3567,7 +3991,7 @@ func (x *MsgSuspendPipe) String() string {
 func (*MsgSuspendPipe) ProtoMessage() {}
 
 func (x *MsgSuspendPipe) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[34]
+	mi := &file_govchain_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3580,7 +4004,7 @@ func (x *MsgSuspendPipe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MsgSuspendPipe.ProtoReflect.Descriptor instead.
 func (*MsgSuspendPipe) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{34}
+	return file_govchain_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *MsgSuspendPipe) GetId() string {
@@ -3606,7 +4030,7 @@ type MsgResumePipe struct {
 
 func (x *MsgResumePipe) Reset() {
 	*x = MsgResumePipe{}
-	mi := &file_govchain_proto_msgTypes[35]
+	mi := &file_govchain_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3618,7 +4042,7 @@ func (x *MsgResumePipe) String() string {
 func (*MsgResumePipe) ProtoMessage() {}
 
 func (x *MsgResumePipe) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[35]
+	mi := &file_govchain_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3631,7 +4055,7 @@ func (x *MsgResumePipe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MsgResumePipe.ProtoReflect.Descriptor instead.
 func (*MsgResumePipe) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{35}
+	return file_govchain_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *MsgResumePipe) GetId() string {
@@ -3653,7 +4077,7 @@ type MsgProposePipeMode struct {
 
 func (x *MsgProposePipeMode) Reset() {
 	*x = MsgProposePipeMode{}
-	mi := &file_govchain_proto_msgTypes[36]
+	mi := &file_govchain_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3665,7 +4089,7 @@ func (x *MsgProposePipeMode) String() string {
 func (*MsgProposePipeMode) ProtoMessage() {}
 
 func (x *MsgProposePipeMode) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[36]
+	mi := &file_govchain_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3678,7 +4102,7 @@ func (x *MsgProposePipeMode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MsgProposePipeMode.ProtoReflect.Descriptor instead.
 func (*MsgProposePipeMode) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{36}
+	return file_govchain_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *MsgProposePipeMode) GetPipe() string {
@@ -3710,7 +4134,7 @@ type PipeRange struct {
 
 func (x *PipeRange) Reset() {
 	*x = PipeRange{}
-	mi := &file_govchain_proto_msgTypes[37]
+	mi := &file_govchain_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3722,7 +4146,7 @@ func (x *PipeRange) String() string {
 func (*PipeRange) ProtoMessage() {}
 
 func (x *PipeRange) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[37]
+	mi := &file_govchain_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3735,7 +4159,7 @@ func (x *PipeRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PipeRange.ProtoReflect.Descriptor instead.
 func (*PipeRange) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{37}
+	return file_govchain_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *PipeRange) GetPipe() string {
@@ -3782,7 +4206,7 @@ type BatchOpen struct {
 
 func (x *BatchOpen) Reset() {
 	*x = BatchOpen{}
-	mi := &file_govchain_proto_msgTypes[38]
+	mi := &file_govchain_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3794,7 +4218,7 @@ func (x *BatchOpen) String() string {
 func (*BatchOpen) ProtoMessage() {}
 
 func (x *BatchOpen) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[38]
+	mi := &file_govchain_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3807,7 +4231,7 @@ func (x *BatchOpen) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchOpen.ProtoReflect.Descriptor instead.
 func (*BatchOpen) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{38}
+	return file_govchain_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *BatchOpen) GetFromRelay() string {
@@ -3862,7 +4286,7 @@ type MsgOpenBatches struct {
 
 func (x *MsgOpenBatches) Reset() {
 	*x = MsgOpenBatches{}
-	mi := &file_govchain_proto_msgTypes[39]
+	mi := &file_govchain_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3874,7 +4298,7 @@ func (x *MsgOpenBatches) String() string {
 func (*MsgOpenBatches) ProtoMessage() {}
 
 func (x *MsgOpenBatches) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[39]
+	mi := &file_govchain_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3887,7 +4311,7 @@ func (x *MsgOpenBatches) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MsgOpenBatches.ProtoReflect.Descriptor instead.
 func (*MsgOpenBatches) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{39}
+	return file_govchain_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *MsgOpenBatches) GetBatches() []*BatchOpen {
@@ -3912,7 +4336,7 @@ type BatchReceipts struct {
 
 func (x *BatchReceipts) Reset() {
 	*x = BatchReceipts{}
-	mi := &file_govchain_proto_msgTypes[40]
+	mi := &file_govchain_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3924,7 +4348,7 @@ func (x *BatchReceipts) String() string {
 func (*BatchReceipts) ProtoMessage() {}
 
 func (x *BatchReceipts) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[40]
+	mi := &file_govchain_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3937,7 +4361,7 @@ func (x *BatchReceipts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchReceipts.ProtoReflect.Descriptor instead.
 func (*BatchReceipts) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{40}
+	return file_govchain_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *BatchReceipts) GetFromRelay() string {
@@ -3978,7 +4402,7 @@ type MsgAnchorReceipts struct {
 
 func (x *MsgAnchorReceipts) Reset() {
 	*x = MsgAnchorReceipts{}
-	mi := &file_govchain_proto_msgTypes[41]
+	mi := &file_govchain_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3990,7 +4414,7 @@ func (x *MsgAnchorReceipts) String() string {
 func (*MsgAnchorReceipts) ProtoMessage() {}
 
 func (x *MsgAnchorReceipts) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[41]
+	mi := &file_govchain_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4003,7 +4427,7 @@ func (x *MsgAnchorReceipts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MsgAnchorReceipts.ProtoReflect.Descriptor instead.
 func (*MsgAnchorReceipts) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{41}
+	return file_govchain_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *MsgAnchorReceipts) GetBatches() []*BatchReceipts {
@@ -4023,7 +4447,7 @@ type BatchRef struct {
 
 func (x *BatchRef) Reset() {
 	*x = BatchRef{}
-	mi := &file_govchain_proto_msgTypes[42]
+	mi := &file_govchain_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4035,7 +4459,7 @@ func (x *BatchRef) String() string {
 func (*BatchRef) ProtoMessage() {}
 
 func (x *BatchRef) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[42]
+	mi := &file_govchain_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4048,7 +4472,7 @@ func (x *BatchRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchRef.ProtoReflect.Descriptor instead.
 func (*BatchRef) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{42}
+	return file_govchain_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *BatchRef) GetFromRelay() string {
@@ -4076,7 +4500,7 @@ type MsgConfirmBatches struct {
 
 func (x *MsgConfirmBatches) Reset() {
 	*x = MsgConfirmBatches{}
-	mi := &file_govchain_proto_msgTypes[43]
+	mi := &file_govchain_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4088,7 +4512,7 @@ func (x *MsgConfirmBatches) String() string {
 func (*MsgConfirmBatches) ProtoMessage() {}
 
 func (x *MsgConfirmBatches) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[43]
+	mi := &file_govchain_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4101,7 +4525,7 @@ func (x *MsgConfirmBatches) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MsgConfirmBatches.ProtoReflect.Descriptor instead.
 func (*MsgConfirmBatches) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{43}
+	return file_govchain_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *MsgConfirmBatches) GetBatches() []*BatchRef {
@@ -4121,7 +4545,7 @@ type PacketRef struct {
 
 func (x *PacketRef) Reset() {
 	*x = PacketRef{}
-	mi := &file_govchain_proto_msgTypes[44]
+	mi := &file_govchain_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4133,7 +4557,7 @@ func (x *PacketRef) String() string {
 func (*PacketRef) ProtoMessage() {}
 
 func (x *PacketRef) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[44]
+	mi := &file_govchain_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4146,7 +4570,7 @@ func (x *PacketRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PacketRef.ProtoReflect.Descriptor instead.
 func (*PacketRef) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{44}
+	return file_govchain_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *PacketRef) GetPipe() string {
@@ -4175,7 +4599,7 @@ type MsgTxException struct {
 
 func (x *MsgTxException) Reset() {
 	*x = MsgTxException{}
-	mi := &file_govchain_proto_msgTypes[45]
+	mi := &file_govchain_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4187,7 +4611,7 @@ func (x *MsgTxException) String() string {
 func (*MsgTxException) ProtoMessage() {}
 
 func (x *MsgTxException) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[45]
+	mi := &file_govchain_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4200,7 +4624,7 @@ func (x *MsgTxException) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MsgTxException.ProtoReflect.Descriptor instead.
 func (*MsgTxException) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{45}
+	return file_govchain_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *MsgTxException) GetPackets() []*PacketRef {
@@ -4236,7 +4660,7 @@ type MsgResolve struct {
 
 func (x *MsgResolve) Reset() {
 	*x = MsgResolve{}
-	mi := &file_govchain_proto_msgTypes[46]
+	mi := &file_govchain_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4248,7 +4672,7 @@ func (x *MsgResolve) String() string {
 func (*MsgResolve) ProtoMessage() {}
 
 func (x *MsgResolve) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[46]
+	mi := &file_govchain_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4261,7 +4685,7 @@ func (x *MsgResolve) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MsgResolve.ProtoReflect.Descriptor instead.
 func (*MsgResolve) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{46}
+	return file_govchain_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *MsgResolve) GetPackets() []*PacketRef {
@@ -4305,7 +4729,7 @@ type BatchAnchor struct {
 
 func (x *BatchAnchor) Reset() {
 	*x = BatchAnchor{}
-	mi := &file_govchain_proto_msgTypes[47]
+	mi := &file_govchain_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4317,7 +4741,7 @@ func (x *BatchAnchor) String() string {
 func (*BatchAnchor) ProtoMessage() {}
 
 func (x *BatchAnchor) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[47]
+	mi := &file_govchain_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4330,7 +4754,7 @@ func (x *BatchAnchor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchAnchor.ProtoReflect.Descriptor instead.
 func (*BatchAnchor) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{47}
+	return file_govchain_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *BatchAnchor) GetFromRelay() string {
@@ -4428,7 +4852,7 @@ type LedgerEntry struct {
 
 func (x *LedgerEntry) Reset() {
 	*x = LedgerEntry{}
-	mi := &file_govchain_proto_msgTypes[48]
+	mi := &file_govchain_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4440,7 +4864,7 @@ func (x *LedgerEntry) String() string {
 func (*LedgerEntry) ProtoMessage() {}
 
 func (x *LedgerEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[48]
+	mi := &file_govchain_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4453,7 +4877,7 @@ func (x *LedgerEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LedgerEntry.ProtoReflect.Descriptor instead.
 func (*LedgerEntry) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{48}
+	return file_govchain_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *LedgerEntry) GetPipe() string {
@@ -4517,7 +4941,7 @@ type Transition struct {
 
 func (x *Transition) Reset() {
 	*x = Transition{}
-	mi := &file_govchain_proto_msgTypes[49]
+	mi := &file_govchain_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4529,7 +4953,7 @@ func (x *Transition) String() string {
 func (*Transition) ProtoMessage() {}
 
 func (x *Transition) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[49]
+	mi := &file_govchain_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4542,7 +4966,7 @@ func (x *Transition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transition.ProtoReflect.Descriptor instead.
 func (*Transition) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{49}
+	return file_govchain_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *Transition) GetState() PacketState {
@@ -4591,7 +5015,7 @@ type TxException struct {
 
 func (x *TxException) Reset() {
 	*x = TxException{}
-	mi := &file_govchain_proto_msgTypes[50]
+	mi := &file_govchain_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4603,7 +5027,7 @@ func (x *TxException) String() string {
 func (*TxException) ProtoMessage() {}
 
 func (x *TxException) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[50]
+	mi := &file_govchain_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4616,7 +5040,7 @@ func (x *TxException) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxException.ProtoReflect.Descriptor instead.
 func (*TxException) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{50}
+	return file_govchain_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *TxException) GetPipe() string {
@@ -4698,7 +5122,7 @@ type PacketStatus struct {
 
 func (x *PacketStatus) Reset() {
 	*x = PacketStatus{}
-	mi := &file_govchain_proto_msgTypes[51]
+	mi := &file_govchain_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4710,7 +5134,7 @@ func (x *PacketStatus) String() string {
 func (*PacketStatus) ProtoMessage() {}
 
 func (x *PacketStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[51]
+	mi := &file_govchain_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4723,7 +5147,7 @@ func (x *PacketStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PacketStatus.ProtoReflect.Descriptor instead.
 func (*PacketStatus) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{51}
+	return file_govchain_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *PacketStatus) GetPipe() string {
@@ -4785,7 +5209,7 @@ type KV struct {
 
 func (x *KV) Reset() {
 	*x = KV{}
-	mi := &file_govchain_proto_msgTypes[52]
+	mi := &file_govchain_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4797,7 +5221,7 @@ func (x *KV) String() string {
 func (*KV) ProtoMessage() {}
 
 func (x *KV) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[52]
+	mi := &file_govchain_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4810,7 +5234,7 @@ func (x *KV) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KV.ProtoReflect.Descriptor instead.
 func (*KV) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{52}
+	return file_govchain_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *KV) GetKey() []byte {
@@ -4841,7 +5265,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_govchain_proto_msgTypes[53]
+	mi := &file_govchain_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4853,7 +5277,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[53]
+	mi := &file_govchain_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4866,7 +5290,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{53}
+	return file_govchain_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ListRequest) GetPrefix() string {
@@ -4901,7 +5325,7 @@ type ListResult struct {
 
 func (x *ListResult) Reset() {
 	*x = ListResult{}
-	mi := &file_govchain_proto_msgTypes[54]
+	mi := &file_govchain_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4913,7 +5337,7 @@ func (x *ListResult) String() string {
 func (*ListResult) ProtoMessage() {}
 
 func (x *ListResult) ProtoReflect() protoreflect.Message {
-	mi := &file_govchain_proto_msgTypes[54]
+	mi := &file_govchain_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4926,7 +5350,7 @@ func (x *ListResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResult.ProtoReflect.Descriptor instead.
 func (*ListResult) Descriptor() ([]byte, []int) {
-	return file_govchain_proto_rawDescGZIP(), []int{54}
+	return file_govchain_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ListResult) GetItems() []*KV {
@@ -4947,7 +5371,7 @@ var File_govchain_proto protoreflect.FileDescriptor
 
 const file_govchain_proto_rawDesc = "" +
 	"\n" +
-	"\x0egovchain.proto\x12\x10ccgp.govchain.v1\"\x86\x02\n" +
+	"\x0egovchain.proto\x12\x10ccgp.govchain.v1\"\xb8\x03\n" +
 	"\x06Params\x12\x1d\n" +
 	"\n" +
 	"quorum_num\x18\x01 \x01(\rR\tquorumNum\x12\x1d\n" +
@@ -4957,7 +5381,12 @@ const file_govchain_proto_rawDesc = "" +
 	"\fmax_tx_bytes\x18\x04 \x01(\rR\n" +
 	"maxTxBytes\x122\n" +
 	"\x15max_open_applications\x18\x05 \x01(\rR\x13maxOpenApplications\x12C\n" +
-	"\x1emax_applications_per_applicant\x18\x06 \x01(\rR\x1bmaxApplicationsPerApplicant\"\xc4\x01\n" +
+	"\x1emax_applications_per_applicant\x18\x06 \x01(\rR\x1bmaxApplicationsPerApplicant\x12'\n" +
+	"\x0fcredit_restrict\x18\a \x01(\rR\x0ecreditRestrict\x12!\n" +
+	"\fcredit_expel\x18\b \x01(\rR\vcreditExpel\x124\n" +
+	"\x16credit_restricted_rate\x18\t \x01(\rR\x14creditRestrictedRate\x12.\n" +
+	"\x13credit_min_auditors\x18\n" +
+	" \x01(\rR\x11creditMinAuditors\"\xc4\x01\n" +
 	"\x03Org\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x123\n" +
@@ -5062,7 +5491,7 @@ const file_govchain_proto_rawDesc = "" +
 	"\vmax_payload\x18\x01 \x01(\rR\n" +
 	"maxPayload\x12 \n" +
 	"\frate_per_sec\x18\x02 \x01(\rR\n" +
-	"ratePerSec\"\xac\x03\n" +
+	"ratePerSec\"\xfa\x03\n" +
 	"\x04Pipe\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x126\n" +
 	"\x06source\x18\x02 \x01(\v2\x1e.ccgp.govchain.v1.PipeEndpointR\x06source\x12@\n" +
@@ -5072,7 +5501,10 @@ const file_govchain_proto_rawDesc = "" +
 	"\x04mode\x18\x06 \x01(\x0e2!.ccgp.govchain.v1.ConsistencyModeR\x04mode\x12%\n" +
 	"\x0eapplied_height\x18\a \x01(\x04R\rappliedHeight\x12+\n" +
 	"\x11authorized_height\x18\b \x01(\x04R\x10authorizedHeight\x12#\n" +
-	"\rstatus_reason\x18\t \x01(\tR\fstatusReason\"0\n" +
+	"\rstatus_reason\x18\t \x01(\tR\fstatusReason\x12#\n" +
+	"\rrestricted_by\x18\n" +
+	" \x03(\tR\frestrictedBy\x12'\n" +
+	"\x10own_rate_per_sec\x18\v \x01(\rR\rownRatePerSec\"0\n" +
 	"\n" +
 	"GenesisOrg\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
@@ -5099,7 +5531,7 @@ const file_govchain_proto_rawDesc = "" +
 	"\x05suite\x18\x02 \x01(\tR\x05suite\x12\x1d\n" +
 	"\n" +
 	"public_key\x18\x03 \x01(\fR\tpublicKey\x12\x1c\n" +
-	"\tsignature\x18\x04 \x01(\fR\tsignature\"\xad\r\n" +
+	"\tsignature\x18\x04 \x01(\fR\tsignature\"\xf7\r\n" +
 	"\x06TxBody\x12\x19\n" +
 	"\bchain_id\x18\x01 \x01(\tR\achainId\x12\x14\n" +
 	"\x05nonce\x18\x02 \x01(\x04R\x05nonce\x12\x18\n" +
@@ -5129,8 +5561,39 @@ const file_govchain_proto_rawDesc = "" +
 	"\x11propose_expel_org\x18\x1d \x01(\v2$.ccgp.govchain.v1.MsgProposeExpelOrgH\x00R\x0fproposeExpelOrg\x12?\n" +
 	"\n" +
 	"rotate_key\x18\x1e \x01(\v2\x1e.ccgp.govchain.v1.MsgRotateKeyH\x00R\trotateKey\x12K\n" +
-	"\x0eupdate_service\x18\x1f \x01(\v2\".ccgp.govchain.v1.MsgUpdateServiceH\x00R\rupdateServiceB\x05\n" +
-	"\x03msg\"D\n" +
+	"\x0eupdate_service\x18\x1f \x01(\v2\".ccgp.govchain.v1.MsgUpdateServiceH\x00R\rupdateService\x12H\n" +
+	"\rreport_credit\x18  \x01(\v2!.ccgp.govchain.v1.MsgReportCreditH\x00R\freportCreditB\x05\n" +
+	"\x03msg\"\xd9\x01\n" +
+	"\x0fMsgReportCredit\x12/\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x1b.ccgp.govchain.v1.PartyKindR\x04kind\x12\x14\n" +
+	"\x05party\x18\x02 \x01(\tR\x05party\x12\x14\n" +
+	"\x05score\x18\x03 \x01(\rR\x05score\x12!\n" +
+	"\fwindow_start\x18\x04 \x01(\x03R\vwindowStart\x12\x1d\n" +
+	"\n" +
+	"window_end\x18\x05 \x01(\x03R\twindowEnd\x12'\n" +
+	"\x0fevidence_digest\x18\x06 \x01(\fR\x0eevidenceDigest\"\xa9\x02\n" +
+	"\fCreditReport\x12/\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x1b.ccgp.govchain.v1.PartyKindR\x04kind\x12\x14\n" +
+	"\x05party\x18\x02 \x01(\tR\x05party\x12\x14\n" +
+	"\x05score\x18\x03 \x01(\rR\x05score\x12!\n" +
+	"\fwindow_start\x18\x04 \x01(\x03R\vwindowStart\x12\x1d\n" +
+	"\n" +
+	"window_end\x18\x05 \x01(\x03R\twindowEnd\x12'\n" +
+	"\x0fevidence_digest\x18\x06 \x01(\fR\x0eevidenceDigest\x12\x18\n" +
+	"\aauditor\x18\a \x01(\fR\aauditor\x12\x1f\n" +
+	"\vauditor_org\x18\b \x01(\tR\n" +
+	"auditorOrg\x12\x16\n" +
+	"\x06height\x18\t \x01(\x04R\x06height\"\xef\x01\n" +
+	"\x0eCreditStanding\x12/\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x1b.ccgp.govchain.v1.PartyKindR\x04kind\x12\x14\n" +
+	"\x05party\x18\x02 \x01(\tR\x05party\x12\x14\n" +
+	"\x05score\x18\x03 \x01(\rR\x05score\x12!\n" +
+	"\fauditor_orgs\x18\x04 \x01(\rR\vauditorOrgs\x12\x1e\n" +
+	"\n" +
+	"restricted\x18\x05 \x01(\bR\n" +
+	"restricted\x12%\n" +
+	"\x0eexpel_proposal\x18\x06 \x01(\x04R\rexpelProposal\x12\x16\n" +
+	"\x06height\x18\a \x01(\x04R\x06height\"D\n" +
 	"\x10MsgRevokeAccount\x12\x18\n" +
 	"\aaccount\x18\x01 \x01(\fR\aaccount\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\">\n" +
@@ -5333,7 +5796,7 @@ const file_govchain_proto_rawDesc = "" +
 	"\x17NODE_STATUS_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fNODE_PENDING\x10\x01\x12\x0f\n" +
 	"\vNODE_ACTIVE\x10\x02\x12\x11\n" +
-	"\rNODE_REJECTED\x10\x03*\xc8\x01\n" +
+	"\rNODE_REJECTED\x10\x03*\xe5\x01\n" +
 	"\fProposalKind\x12\x1d\n" +
 	"\x19PROPOSAL_KIND_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12PROPOSAL_ADMIT_ORG\x10\x01\x12\x18\n" +
@@ -5341,7 +5804,8 @@ const file_govchain_proto_rawDesc = "" +
 	"\x16PROPOSAL_ADD_VALIDATOR\x10\x03\x12\x16\n" +
 	"\x12PROPOSAL_PIPE_MODE\x10\x04\x12\x1b\n" +
 	"\x17PROPOSAL_REVOKE_ACCOUNT\x10\x05\x12\x16\n" +
-	"\x12PROPOSAL_EXPEL_ORG\x10\x06*X\n" +
+	"\x12PROPOSAL_EXPEL_ORG\x10\x06\x12\x1b\n" +
+	"\x17PROPOSAL_REVOKE_SERVICE\x10\a*X\n" +
 	"\rServiceStatus\x12\x1e\n" +
 	"\x1aSERVICE_STATUS_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eSERVICE_ACTIVE\x10\x01\x12\x13\n" +
@@ -5361,7 +5825,11 @@ const file_govchain_proto_rawDesc = "" +
 	"\x0fConsistencyMode\x12 \n" +
 	"\x1cCONSISTENCY_MODE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fMODE_OPTIMISTIC\x10\x01\x12\x0f\n" +
-	"\vMODE_STRICT\x10\x02*\xd0\x01\n" +
+	"\vMODE_STRICT\x10\x02*G\n" +
+	"\tPartyKind\x12\x1a\n" +
+	"\x16PARTY_KIND_UNSPECIFIED\x10\x00\x12\r\n" +
+	"\tPARTY_ORG\x10\x01\x12\x0f\n" +
+	"\vPARTY_RELAY\x10\x02*\xd0\x01\n" +
 	"\vPacketState\x12\x1c\n" +
 	"\x18PACKET_STATE_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vPACKET_OPEN\x10\x01\x12\x14\n" +
@@ -5385,8 +5853,8 @@ func file_govchain_proto_rawDescGZIP() []byte {
 	return file_govchain_proto_rawDescData
 }
 
-var file_govchain_proto_enumTypes = make([]protoimpl.EnumInfo, 11)
-var file_govchain_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
+var file_govchain_proto_enumTypes = make([]protoimpl.EnumInfo, 12)
+var file_govchain_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
 var file_govchain_proto_goTypes = []any{
 	(Role)(0),                   // 0: ccgp.govchain.v1.Role
 	(OrgStatus)(0),              // 1: ccgp.govchain.v1.OrgStatus
@@ -5398,133 +5866,141 @@ var file_govchain_proto_goTypes = []any{
 	(ProposalStatus)(0),         // 7: ccgp.govchain.v1.ProposalStatus
 	(PipeStatus)(0),             // 8: ccgp.govchain.v1.PipeStatus
 	(ConsistencyMode)(0),        // 9: ccgp.govchain.v1.ConsistencyMode
-	(PacketState)(0),            // 10: ccgp.govchain.v1.PacketState
-	(*Params)(nil),              // 11: ccgp.govchain.v1.Params
-	(*Org)(nil),                 // 12: ccgp.govchain.v1.Org
-	(*Account)(nil),             // 13: ccgp.govchain.v1.Account
-	(*PreviousKey)(nil),         // 14: ccgp.govchain.v1.PreviousKey
-	(*Vote)(nil),                // 15: ccgp.govchain.v1.Vote
-	(*Proposal)(nil),            // 16: ccgp.govchain.v1.Proposal
-	(*Node)(nil),                // 17: ccgp.govchain.v1.Node
-	(*Service)(nil),             // 18: ccgp.govchain.v1.Service
-	(*Subchain)(nil),            // 19: ccgp.govchain.v1.Subchain
-	(*App)(nil),                 // 20: ccgp.govchain.v1.App
-	(*Contract)(nil),            // 21: ccgp.govchain.v1.Contract
-	(*PipeEndpoint)(nil),        // 22: ccgp.govchain.v1.PipeEndpoint
-	(*PipeLimits)(nil),          // 23: ccgp.govchain.v1.PipeLimits
-	(*Pipe)(nil),                // 24: ccgp.govchain.v1.Pipe
-	(*GenesisOrg)(nil),          // 25: ccgp.govchain.v1.GenesisOrg
-	(*GenesisAccount)(nil),      // 26: ccgp.govchain.v1.GenesisAccount
-	(*GenesisNode)(nil),         // 27: ccgp.govchain.v1.GenesisNode
-	(*GenesisState)(nil),        // 28: ccgp.govchain.v1.GenesisState
-	(*Tx)(nil),                  // 29: ccgp.govchain.v1.Tx
-	(*TxBody)(nil),              // 30: ccgp.govchain.v1.TxBody
-	(*MsgRevokeAccount)(nil),    // 31: ccgp.govchain.v1.MsgRevokeAccount
-	(*MsgProposeExpelOrg)(nil),  // 32: ccgp.govchain.v1.MsgProposeExpelOrg
-	(*MsgRotateKey)(nil),        // 33: ccgp.govchain.v1.MsgRotateKey
-	(*MsgUpdateService)(nil),    // 34: ccgp.govchain.v1.MsgUpdateService
-	(*MsgApplyOrg)(nil),         // 35: ccgp.govchain.v1.MsgApplyOrg
-	(*MsgVote)(nil),             // 36: ccgp.govchain.v1.MsgVote
-	(*MsgProposeAccount)(nil),   // 37: ccgp.govchain.v1.MsgProposeAccount
-	(*MsgRegisterNode)(nil),     // 38: ccgp.govchain.v1.MsgRegisterNode
-	(*MsgRegisterService)(nil),  // 39: ccgp.govchain.v1.MsgRegisterService
-	(*MsgRegisterSubchain)(nil), // 40: ccgp.govchain.v1.MsgRegisterSubchain
-	(*MsgRegisterApp)(nil),      // 41: ccgp.govchain.v1.MsgRegisterApp
-	(*MsgRegisterContract)(nil), // 42: ccgp.govchain.v1.MsgRegisterContract
-	(*MsgApplyPipe)(nil),        // 43: ccgp.govchain.v1.MsgApplyPipe
-	(*MsgAuthorizePipe)(nil),    // 44: ccgp.govchain.v1.MsgAuthorizePipe
-	(*MsgSuspendPipe)(nil),      // 45: ccgp.govchain.v1.MsgSuspendPipe
-	(*MsgResumePipe)(nil),       // 46: ccgp.govchain.v1.MsgResumePipe
-	(*MsgProposePipeMode)(nil),  // 47: ccgp.govchain.v1.MsgProposePipeMode
-	(*PipeRange)(nil),           // 48: ccgp.govchain.v1.PipeRange
-	(*BatchOpen)(nil),           // 49: ccgp.govchain.v1.BatchOpen
-	(*MsgOpenBatches)(nil),      // 50: ccgp.govchain.v1.MsgOpenBatches
-	(*BatchReceipts)(nil),       // 51: ccgp.govchain.v1.BatchReceipts
-	(*MsgAnchorReceipts)(nil),   // 52: ccgp.govchain.v1.MsgAnchorReceipts
-	(*BatchRef)(nil),            // 53: ccgp.govchain.v1.BatchRef
-	(*MsgConfirmBatches)(nil),   // 54: ccgp.govchain.v1.MsgConfirmBatches
-	(*PacketRef)(nil),           // 55: ccgp.govchain.v1.PacketRef
-	(*MsgTxException)(nil),      // 56: ccgp.govchain.v1.MsgTxException
-	(*MsgResolve)(nil),          // 57: ccgp.govchain.v1.MsgResolve
-	(*BatchAnchor)(nil),         // 58: ccgp.govchain.v1.BatchAnchor
-	(*LedgerEntry)(nil),         // 59: ccgp.govchain.v1.LedgerEntry
-	(*Transition)(nil),          // 60: ccgp.govchain.v1.Transition
-	(*TxException)(nil),         // 61: ccgp.govchain.v1.TxException
-	(*PacketStatus)(nil),        // 62: ccgp.govchain.v1.PacketStatus
-	(*KV)(nil),                  // 63: ccgp.govchain.v1.KV
-	(*ListRequest)(nil),         // 64: ccgp.govchain.v1.ListRequest
-	(*ListResult)(nil),          // 65: ccgp.govchain.v1.ListResult
+	(PartyKind)(0),              // 10: ccgp.govchain.v1.PartyKind
+	(PacketState)(0),            // 11: ccgp.govchain.v1.PacketState
+	(*Params)(nil),              // 12: ccgp.govchain.v1.Params
+	(*Org)(nil),                 // 13: ccgp.govchain.v1.Org
+	(*Account)(nil),             // 14: ccgp.govchain.v1.Account
+	(*PreviousKey)(nil),         // 15: ccgp.govchain.v1.PreviousKey
+	(*Vote)(nil),                // 16: ccgp.govchain.v1.Vote
+	(*Proposal)(nil),            // 17: ccgp.govchain.v1.Proposal
+	(*Node)(nil),                // 18: ccgp.govchain.v1.Node
+	(*Service)(nil),             // 19: ccgp.govchain.v1.Service
+	(*Subchain)(nil),            // 20: ccgp.govchain.v1.Subchain
+	(*App)(nil),                 // 21: ccgp.govchain.v1.App
+	(*Contract)(nil),            // 22: ccgp.govchain.v1.Contract
+	(*PipeEndpoint)(nil),        // 23: ccgp.govchain.v1.PipeEndpoint
+	(*PipeLimits)(nil),          // 24: ccgp.govchain.v1.PipeLimits
+	(*Pipe)(nil),                // 25: ccgp.govchain.v1.Pipe
+	(*GenesisOrg)(nil),          // 26: ccgp.govchain.v1.GenesisOrg
+	(*GenesisAccount)(nil),      // 27: ccgp.govchain.v1.GenesisAccount
+	(*GenesisNode)(nil),         // 28: ccgp.govchain.v1.GenesisNode
+	(*GenesisState)(nil),        // 29: ccgp.govchain.v1.GenesisState
+	(*Tx)(nil),                  // 30: ccgp.govchain.v1.Tx
+	(*TxBody)(nil),              // 31: ccgp.govchain.v1.TxBody
+	(*MsgReportCredit)(nil),     // 32: ccgp.govchain.v1.MsgReportCredit
+	(*CreditReport)(nil),        // 33: ccgp.govchain.v1.CreditReport
+	(*CreditStanding)(nil),      // 34: ccgp.govchain.v1.CreditStanding
+	(*MsgRevokeAccount)(nil),    // 35: ccgp.govchain.v1.MsgRevokeAccount
+	(*MsgProposeExpelOrg)(nil),  // 36: ccgp.govchain.v1.MsgProposeExpelOrg
+	(*MsgRotateKey)(nil),        // 37: ccgp.govchain.v1.MsgRotateKey
+	(*MsgUpdateService)(nil),    // 38: ccgp.govchain.v1.MsgUpdateService
+	(*MsgApplyOrg)(nil),         // 39: ccgp.govchain.v1.MsgApplyOrg
+	(*MsgVote)(nil),             // 40: ccgp.govchain.v1.MsgVote
+	(*MsgProposeAccount)(nil),   // 41: ccgp.govchain.v1.MsgProposeAccount
+	(*MsgRegisterNode)(nil),     // 42: ccgp.govchain.v1.MsgRegisterNode
+	(*MsgRegisterService)(nil),  // 43: ccgp.govchain.v1.MsgRegisterService
+	(*MsgRegisterSubchain)(nil), // 44: ccgp.govchain.v1.MsgRegisterSubchain
+	(*MsgRegisterApp)(nil),      // 45: ccgp.govchain.v1.MsgRegisterApp
+	(*MsgRegisterContract)(nil), // 46: ccgp.govchain.v1.MsgRegisterContract
+	(*MsgApplyPipe)(nil),        // 47: ccgp.govchain.v1.MsgApplyPipe
+	(*MsgAuthorizePipe)(nil),    // 48: ccgp.govchain.v1.MsgAuthorizePipe
+	(*MsgSuspendPipe)(nil),      // 49: ccgp.govchain.v1.MsgSuspendPipe
+	(*MsgResumePipe)(nil),       // 50: ccgp.govchain.v1.MsgResumePipe
+	(*MsgProposePipeMode)(nil),  // 51: ccgp.govchain.v1.MsgProposePipeMode
+	(*PipeRange)(nil),           // 52: ccgp.govchain.v1.PipeRange
+	(*BatchOpen)(nil),           // 53: ccgp.govchain.v1.BatchOpen
+	(*MsgOpenBatches)(nil),      // 54: ccgp.govchain.v1.MsgOpenBatches
+	(*BatchReceipts)(nil),       // 55: ccgp.govchain.v1.BatchReceipts
+	(*MsgAnchorReceipts)(nil),   // 56: ccgp.govchain.v1.MsgAnchorReceipts
+	(*BatchRef)(nil),            // 57: ccgp.govchain.v1.BatchRef
+	(*MsgConfirmBatches)(nil),   // 58: ccgp.govchain.v1.MsgConfirmBatches
+	(*PacketRef)(nil),           // 59: ccgp.govchain.v1.PacketRef
+	(*MsgTxException)(nil),      // 60: ccgp.govchain.v1.MsgTxException
+	(*MsgResolve)(nil),          // 61: ccgp.govchain.v1.MsgResolve
+	(*BatchAnchor)(nil),         // 62: ccgp.govchain.v1.BatchAnchor
+	(*LedgerEntry)(nil),         // 63: ccgp.govchain.v1.LedgerEntry
+	(*Transition)(nil),          // 64: ccgp.govchain.v1.Transition
+	(*TxException)(nil),         // 65: ccgp.govchain.v1.TxException
+	(*PacketStatus)(nil),        // 66: ccgp.govchain.v1.PacketStatus
+	(*KV)(nil),                  // 67: ccgp.govchain.v1.KV
+	(*ListRequest)(nil),         // 68: ccgp.govchain.v1.ListRequest
+	(*ListResult)(nil),          // 69: ccgp.govchain.v1.ListResult
 }
 var file_govchain_proto_depIdxs = []int32{
 	1,  // 0: ccgp.govchain.v1.Org.status:type_name -> ccgp.govchain.v1.OrgStatus
 	0,  // 1: ccgp.govchain.v1.Account.role:type_name -> ccgp.govchain.v1.Role
 	2,  // 2: ccgp.govchain.v1.Account.status:type_name -> ccgp.govchain.v1.AccountStatus
-	14, // 3: ccgp.govchain.v1.Account.previous_keys:type_name -> ccgp.govchain.v1.PreviousKey
+	15, // 3: ccgp.govchain.v1.Account.previous_keys:type_name -> ccgp.govchain.v1.PreviousKey
 	5,  // 4: ccgp.govchain.v1.Proposal.kind:type_name -> ccgp.govchain.v1.ProposalKind
 	7,  // 5: ccgp.govchain.v1.Proposal.status:type_name -> ccgp.govchain.v1.ProposalStatus
-	15, // 6: ccgp.govchain.v1.Proposal.votes:type_name -> ccgp.govchain.v1.Vote
+	16, // 6: ccgp.govchain.v1.Proposal.votes:type_name -> ccgp.govchain.v1.Vote
 	9,  // 7: ccgp.govchain.v1.Proposal.mode:type_name -> ccgp.govchain.v1.ConsistencyMode
 	3,  // 8: ccgp.govchain.v1.Node.kind:type_name -> ccgp.govchain.v1.NodeKind
 	4,  // 9: ccgp.govchain.v1.Node.status:type_name -> ccgp.govchain.v1.NodeStatus
 	6,  // 10: ccgp.govchain.v1.Service.status:type_name -> ccgp.govchain.v1.ServiceStatus
-	22, // 11: ccgp.govchain.v1.Pipe.source:type_name -> ccgp.govchain.v1.PipeEndpoint
-	22, // 12: ccgp.govchain.v1.Pipe.destination:type_name -> ccgp.govchain.v1.PipeEndpoint
+	23, // 11: ccgp.govchain.v1.Pipe.source:type_name -> ccgp.govchain.v1.PipeEndpoint
+	23, // 12: ccgp.govchain.v1.Pipe.destination:type_name -> ccgp.govchain.v1.PipeEndpoint
 	8,  // 13: ccgp.govchain.v1.Pipe.status:type_name -> ccgp.govchain.v1.PipeStatus
-	23, // 14: ccgp.govchain.v1.Pipe.limits:type_name -> ccgp.govchain.v1.PipeLimits
+	24, // 14: ccgp.govchain.v1.Pipe.limits:type_name -> ccgp.govchain.v1.PipeLimits
 	9,  // 15: ccgp.govchain.v1.Pipe.mode:type_name -> ccgp.govchain.v1.ConsistencyMode
 	0,  // 16: ccgp.govchain.v1.GenesisAccount.role:type_name -> ccgp.govchain.v1.Role
-	11, // 17: ccgp.govchain.v1.GenesisState.params:type_name -> ccgp.govchain.v1.Params
-	25, // 18: ccgp.govchain.v1.GenesisState.orgs:type_name -> ccgp.govchain.v1.GenesisOrg
-	26, // 19: ccgp.govchain.v1.GenesisState.accounts:type_name -> ccgp.govchain.v1.GenesisAccount
-	27, // 20: ccgp.govchain.v1.GenesisState.nodes:type_name -> ccgp.govchain.v1.GenesisNode
-	35, // 21: ccgp.govchain.v1.TxBody.apply_org:type_name -> ccgp.govchain.v1.MsgApplyOrg
-	36, // 22: ccgp.govchain.v1.TxBody.vote:type_name -> ccgp.govchain.v1.MsgVote
-	37, // 23: ccgp.govchain.v1.TxBody.propose_account:type_name -> ccgp.govchain.v1.MsgProposeAccount
-	38, // 24: ccgp.govchain.v1.TxBody.register_node:type_name -> ccgp.govchain.v1.MsgRegisterNode
-	39, // 25: ccgp.govchain.v1.TxBody.register_service:type_name -> ccgp.govchain.v1.MsgRegisterService
-	40, // 26: ccgp.govchain.v1.TxBody.register_subchain:type_name -> ccgp.govchain.v1.MsgRegisterSubchain
-	41, // 27: ccgp.govchain.v1.TxBody.register_app:type_name -> ccgp.govchain.v1.MsgRegisterApp
-	42, // 28: ccgp.govchain.v1.TxBody.register_contract:type_name -> ccgp.govchain.v1.MsgRegisterContract
-	43, // 29: ccgp.govchain.v1.TxBody.apply_pipe:type_name -> ccgp.govchain.v1.MsgApplyPipe
-	44, // 30: ccgp.govchain.v1.TxBody.authorize_pipe:type_name -> ccgp.govchain.v1.MsgAuthorizePipe
-	45, // 31: ccgp.govchain.v1.TxBody.suspend_pipe:type_name -> ccgp.govchain.v1.MsgSuspendPipe
-	46, // 32: ccgp.govchain.v1.TxBody.resume_pipe:type_name -> ccgp.govchain.v1.MsgResumePipe
-	47, // 33: ccgp.govchain.v1.TxBody.propose_pipe_mode:type_name -> ccgp.govchain.v1.MsgProposePipeMode
-	50, // 34: ccgp.govchain.v1.TxBody.open_batches:type_name -> ccgp.govchain.v1.MsgOpenBatches
-	52, // 35: ccgp.govchain.v1.TxBody.anchor_receipts:type_name -> ccgp.govchain.v1.MsgAnchorReceipts
-	54, // 36: ccgp.govchain.v1.TxBody.confirm_batches:type_name -> ccgp.govchain.v1.MsgConfirmBatches
-	56, // 37: ccgp.govchain.v1.TxBody.tx_exception:type_name -> ccgp.govchain.v1.MsgTxException
-	57, // 38: ccgp.govchain.v1.TxBody.resolve:type_name -> ccgp.govchain.v1.MsgResolve
-	31, // 39: ccgp.govchain.v1.TxBody.revoke_account:type_name -> ccgp.govchain.v1.MsgRevokeAccount
-	32, // 40: ccgp.govchain.v1.TxBody.propose_expel_org:type_name -> ccgp.govchain.v1.MsgProposeExpelOrg
-	33, // 41: ccgp.govchain.v1.TxBody.rotate_key:type_name -> ccgp.govchain.v1.MsgRotateKey
-	34, // 42: ccgp.govchain.v1.TxBody.update_service:type_name -> ccgp.govchain.v1.MsgUpdateService
-	0,  // 43: ccgp.govchain.v1.MsgProposeAccount.role:type_name -> ccgp.govchain.v1.Role
-	3,  // 44: ccgp.govchain.v1.MsgRegisterNode.kind:type_name -> ccgp.govchain.v1.NodeKind
-	23, // 45: ccgp.govchain.v1.MsgApplyPipe.limits:type_name -> ccgp.govchain.v1.PipeLimits
-	9,  // 46: ccgp.govchain.v1.MsgApplyPipe.mode:type_name -> ccgp.govchain.v1.ConsistencyMode
-	9,  // 47: ccgp.govchain.v1.MsgProposePipeMode.mode:type_name -> ccgp.govchain.v1.ConsistencyMode
-	48, // 48: ccgp.govchain.v1.BatchOpen.ranges:type_name -> ccgp.govchain.v1.PipeRange
-	49, // 49: ccgp.govchain.v1.MsgOpenBatches.batches:type_name -> ccgp.govchain.v1.BatchOpen
-	51, // 50: ccgp.govchain.v1.MsgAnchorReceipts.batches:type_name -> ccgp.govchain.v1.BatchReceipts
-	53, // 51: ccgp.govchain.v1.MsgConfirmBatches.batches:type_name -> ccgp.govchain.v1.BatchRef
-	55, // 52: ccgp.govchain.v1.MsgTxException.packets:type_name -> ccgp.govchain.v1.PacketRef
-	10, // 53: ccgp.govchain.v1.MsgTxException.state:type_name -> ccgp.govchain.v1.PacketState
-	55, // 54: ccgp.govchain.v1.MsgResolve.packets:type_name -> ccgp.govchain.v1.PacketRef
-	48, // 55: ccgp.govchain.v1.BatchAnchor.ranges:type_name -> ccgp.govchain.v1.PipeRange
-	10, // 56: ccgp.govchain.v1.Transition.state:type_name -> ccgp.govchain.v1.PacketState
-	10, // 57: ccgp.govchain.v1.TxException.state:type_name -> ccgp.govchain.v1.PacketState
-	60, // 58: ccgp.govchain.v1.TxException.history:type_name -> ccgp.govchain.v1.Transition
-	10, // 59: ccgp.govchain.v1.PacketStatus.state:type_name -> ccgp.govchain.v1.PacketState
-	59, // 60: ccgp.govchain.v1.PacketStatus.ledger:type_name -> ccgp.govchain.v1.LedgerEntry
-	58, // 61: ccgp.govchain.v1.PacketStatus.anchor:type_name -> ccgp.govchain.v1.BatchAnchor
-	61, // 62: ccgp.govchain.v1.PacketStatus.exception:type_name -> ccgp.govchain.v1.TxException
-	63, // 63: ccgp.govchain.v1.ListResult.items:type_name -> ccgp.govchain.v1.KV
-	64, // [64:64] is the sub-list for method output_type
-	64, // [64:64] is the sub-list for method input_type
-	64, // [64:64] is the sub-list for extension type_name
-	64, // [64:64] is the sub-list for extension extendee
-	0,  // [0:64] is the sub-list for field type_name
+	12, // 17: ccgp.govchain.v1.GenesisState.params:type_name -> ccgp.govchain.v1.Params
+	26, // 18: ccgp.govchain.v1.GenesisState.orgs:type_name -> ccgp.govchain.v1.GenesisOrg
+	27, // 19: ccgp.govchain.v1.GenesisState.accounts:type_name -> ccgp.govchain.v1.GenesisAccount
+	28, // 20: ccgp.govchain.v1.GenesisState.nodes:type_name -> ccgp.govchain.v1.GenesisNode
+	39, // 21: ccgp.govchain.v1.TxBody.apply_org:type_name -> ccgp.govchain.v1.MsgApplyOrg
+	40, // 22: ccgp.govchain.v1.TxBody.vote:type_name -> ccgp.govchain.v1.MsgVote
+	41, // 23: ccgp.govchain.v1.TxBody.propose_account:type_name -> ccgp.govchain.v1.MsgProposeAccount
+	42, // 24: ccgp.govchain.v1.TxBody.register_node:type_name -> ccgp.govchain.v1.MsgRegisterNode
+	43, // 25: ccgp.govchain.v1.TxBody.register_service:type_name -> ccgp.govchain.v1.MsgRegisterService
+	44, // 26: ccgp.govchain.v1.TxBody.register_subchain:type_name -> ccgp.govchain.v1.MsgRegisterSubchain
+	45, // 27: ccgp.govchain.v1.TxBody.register_app:type_name -> ccgp.govchain.v1.MsgRegisterApp
+	46, // 28: ccgp.govchain.v1.TxBody.register_contract:type_name -> ccgp.govchain.v1.MsgRegisterContract
+	47, // 29: ccgp.govchain.v1.TxBody.apply_pipe:type_name -> ccgp.govchain.v1.MsgApplyPipe
+	48, // 30: ccgp.govchain.v1.TxBody.authorize_pipe:type_name -> ccgp.govchain.v1.MsgAuthorizePipe
+	49, // 31: ccgp.govchain.v1.TxBody.suspend_pipe:type_name -> ccgp.govchain.v1.MsgSuspendPipe
+	50, // 32: ccgp.govchain.v1.TxBody.resume_pipe:type_name -> ccgp.govchain.v1.MsgResumePipe
+	51, // 33: ccgp.govchain.v1.TxBody.propose_pipe_mode:type_name -> ccgp.govchain.v1.MsgProposePipeMode
+	54, // 34: ccgp.govchain.v1.TxBody.open_batches:type_name -> ccgp.govchain.v1.MsgOpenBatches
+	56, // 35: ccgp.govchain.v1.TxBody.anchor_receipts:type_name -> ccgp.govchain.v1.MsgAnchorReceipts
+	58, // 36: ccgp.govchain.v1.TxBody.confirm_batches:type_name -> ccgp.govchain.v1.MsgConfirmBatches
+	60, // 37: ccgp.govchain.v1.TxBody.tx_exception:type_name -> ccgp.govchain.v1.MsgTxException
+	61, // 38: ccgp.govchain.v1.TxBody.resolve:type_name -> ccgp.govchain.v1.MsgResolve
+	35, // 39: ccgp.govchain.v1.TxBody.revoke_account:type_name -> ccgp.govchain.v1.MsgRevokeAccount
+	36, // 40: ccgp.govchain.v1.TxBody.propose_expel_org:type_name -> ccgp.govchain.v1.MsgProposeExpelOrg
+	37, // 41: ccgp.govchain.v1.TxBody.rotate_key:type_name -> ccgp.govchain.v1.MsgRotateKey
+	38, // 42: ccgp.govchain.v1.TxBody.update_service:type_name -> ccgp.govchain.v1.MsgUpdateService
+	32, // 43: ccgp.govchain.v1.TxBody.report_credit:type_name -> ccgp.govchain.v1.MsgReportCredit
+	10, // 44: ccgp.govchain.v1.MsgReportCredit.kind:type_name -> ccgp.govchain.v1.PartyKind
+	10, // 45: ccgp.govchain.v1.CreditReport.kind:type_name -> ccgp.govchain.v1.PartyKind
+	10, // 46: ccgp.govchain.v1.CreditStanding.kind:type_name -> ccgp.govchain.v1.PartyKind
+	0,  // 47: ccgp.govchain.v1.MsgProposeAccount.role:type_name -> ccgp.govchain.v1.Role
+	3,  // 48: ccgp.govchain.v1.MsgRegisterNode.kind:type_name -> ccgp.govchain.v1.NodeKind
+	24, // 49: ccgp.govchain.v1.MsgApplyPipe.limits:type_name -> ccgp.govchain.v1.PipeLimits
+	9,  // 50: ccgp.govchain.v1.MsgApplyPipe.mode:type_name -> ccgp.govchain.v1.ConsistencyMode
+	9,  // 51: ccgp.govchain.v1.MsgProposePipeMode.mode:type_name -> ccgp.govchain.v1.ConsistencyMode
+	52, // 52: ccgp.govchain.v1.BatchOpen.ranges:type_name -> ccgp.govchain.v1.PipeRange
+	53, // 53: ccgp.govchain.v1.MsgOpenBatches.batches:type_name -> ccgp.govchain.v1.BatchOpen
+	55, // 54: ccgp.govchain.v1.MsgAnchorReceipts.batches:type_name -> ccgp.govchain.v1.BatchReceipts
+	57, // 55: ccgp.govchain.v1.MsgConfirmBatches.batches:type_name -> ccgp.govchain.v1.BatchRef
+	59, // 56: ccgp.govchain.v1.MsgTxException.packets:type_name -> ccgp.govchain.v1.PacketRef
+	11, // 57: ccgp.govchain.v1.MsgTxException.state:type_name -> ccgp.govchain.v1.PacketState
+	59, // 58: ccgp.govchain.v1.MsgResolve.packets:type_name -> ccgp.govchain.v1.PacketRef
+	52, // 59: ccgp.govchain.v1.BatchAnchor.ranges:type_name -> ccgp.govchain.v1.PipeRange
+	11, // 60: ccgp.govchain.v1.Transition.state:type_name -> ccgp.govchain.v1.PacketState
+	11, // 61: ccgp.govchain.v1.TxException.state:type_name -> ccgp.govchain.v1.PacketState
+	64, // 62: ccgp.govchain.v1.TxException.history:type_name -> ccgp.govchain.v1.Transition
+	11, // 63: ccgp.govchain.v1.PacketStatus.state:type_name -> ccgp.govchain.v1.PacketState
+	63, // 64: ccgp.govchain.v1.PacketStatus.ledger:type_name -> ccgp.govchain.v1.LedgerEntry
+	62, // 65: ccgp.govchain.v1.PacketStatus.anchor:type_name -> ccgp.govchain.v1.BatchAnchor
+	65, // 66: ccgp.govchain.v1.PacketStatus.exception:type_name -> ccgp.govchain.v1.TxException
+	67, // 67: ccgp.govchain.v1.ListResult.items:type_name -> ccgp.govchain.v1.KV
+	68, // [68:68] is the sub-list for method output_type
+	68, // [68:68] is the sub-list for method input_type
+	68, // [68:68] is the sub-list for extension type_name
+	68, // [68:68] is the sub-list for extension extendee
+	0,  // [0:68] is the sub-list for field type_name
 }
 
 func init() { file_govchain_proto_init() }
@@ -5555,14 +6031,15 @@ func file_govchain_proto_init() {
 		(*TxBody_ProposeExpelOrg)(nil),
 		(*TxBody_RotateKey)(nil),
 		(*TxBody_UpdateService)(nil),
+		(*TxBody_ReportCredit)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_govchain_proto_rawDesc), len(file_govchain_proto_rawDesc)),
-			NumEnums:      11,
-			NumMessages:   55,
+			NumEnums:      12,
+			NumMessages:   58,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -202,6 +202,8 @@ func Wrap(m proto.Message) *TxBody {
 		b.Msg = &TxBody_RotateKey{RotateKey: m}
 	case *MsgUpdateService:
 		b.Msg = &TxBody_UpdateService{UpdateService: m}
+	case *MsgReportCredit:
+		b.Msg = &TxBody_ReportCredit{ReportCredit: m}
 	default:
 		panic(fmt.Sprintf("govchain.Wrap: %T is not a governance message", m))
 	}

@@ -13,7 +13,7 @@ import (
 func newAnalyticsCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "analytics",
-		Short: "The ledger in ClickHouse: migrations, the sink, reports and anomaly warnings",
+		Short: "The ledger in ClickHouse: migrations, the sink, reports, anomaly warnings, reconciliation, credit scores",
 		Long: `The analytics ledger lives in ClickHouse (Debian's 18.16 or any later
 server), reached over its native TCP port. docs/analytics.md describes every
 table and column.
@@ -33,6 +33,7 @@ A throwaway local server for trying it:
 	cmd.AddCommand(newAnalyticsQueryCmd(g))
 	cmd.AddCommand(newAnalyticsAnomaliesCmd(g))
 	cmd.AddCommand(newAnalyticsReconcileCmd(g))
+	cmd.AddCommand(newAnalyticsCreditCmd(g))
 	return cmd
 }
 

@@ -252,7 +252,8 @@ func (f *govFlags) paramsCmd() *cobra.Command {
 		Short: "Show the governance parameters (proven)",
 		Args:  exactArgs(),
 		RunE: func(c *cobra.Command, args []string) error {
-			return f.show(c, kind{name: "params", cols: []string{"quorum_num", "quorum_den", "voting_period", "max_tx_bytes", "max_open_applications", "max_applications_per_applicant"},
+			return f.show(c, kind{name: "params", cols: []string{"quorum_num", "quorum_den", "voting_period", "max_tx_bytes", "max_open_applications", "max_applications_per_applicant",
+				"credit_restrict", "credit_expel", "credit_restricted_rate", "credit_min_auditors"},
 				newT: func() proto.Message { return &govchain.Params{} }}, govchain.KeyParams(), "params")
 		},
 	}
