@@ -18,9 +18,11 @@ import (
 // their CPU out of the relays' figures.
 const partAnalytics = "analytics"
 
-// ledgerTables are the tables the in-process writers fill, in the order
+// LedgerTables are the tables the in-process writers fill, in the order
 // the summaries print them.
-var ledgerTables = []string{"packets", "receipts", "batches", "offenders", "governance", "anchors", "exceptions"}
+func LedgerTables() []string {
+	return []string{"packets", "receipts", "batches", "offenders", "governance", "anchors", "exceptions"}
+}
 
 // ledger runs analytics.Sink and analytics.GovFollower in this process
 // against a cluster's broker and governance client, into a database of
@@ -130,6 +132,13 @@ func (l *ledger) MaxLag() int64 {
 	return l.maxLag
 }
 
+// resetMaxLag starts a new measure of the largest lag.
+func (l *ledger) resetMaxLag() {
+	l.lagMu.Lock()
+	l.maxLag = 0
+	l.lagMu.Unlock()
+}
+
 // sinkRows is every row ClickHouse acknowledged from the sink.
 func (l *ledger) sinkRows() uint64 {
 	st := l.sink.Stats()
@@ -165,7 +174,7 @@ type LedgerCounts struct {
 func (l *ledger) counts(ctx context.Context) (LedgerCounts, error) {
 	lc := LedgerCounts{Rows: map[string]uint64{}}
 	q := "`" + l.db + "`."
-	for _, t := range ledgerTables {
+	for _, t := range LedgerTables() {
 		var n uint64
 		if err := l.conn.QueryRow(ctx, "SELECT count() FROM "+q+t+" FINAL").Scan(&n); err != nil {
 			return lc, fmt.Errorf("analytics: count %s: %w", t, err)

@@ -52,7 +52,7 @@ throwaway server itself.`,
   ccgp demo --clickhouse $(.ci/clickhouse start /tmp/ch)
   clickhouse-client --port PORT -q 'SELECT status, count() FROM ccgp_demo_1764763200.receipts FINAL GROUP BY status'
   .ci/clickhouse stop /tmp/ch`,
-		Args:    exactArgs(),
+		Args: exactArgs(),
 		RunE: func(c *cobra.Command, args []string) error {
 			switch {
 			case o.Rate < 1 || o.Rate > 1_000_000:
@@ -158,7 +158,7 @@ func printDemoAnalytics(a *bench.DemoAnalytics) error {
 	fmt.Printf("analytics (ClickHouse database %s, read with FINAL)\n", a.Database)
 	t := newTable()
 	var rows []string
-	for _, name := range []string{"packets", "receipts", "batches", "offenders", "governance", "anchors", "exceptions"} {
+	for _, name := range bench.LedgerTables() {
 		rows = append(rows, fmt.Sprintf("%s %d", name, a.Rows[name]))
 	}
 	t.row("rows", strings.Join(rows, ", "))
