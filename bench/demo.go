@@ -157,7 +157,7 @@ func RunDemo(ctx context.Context, opts DemoOptions) (*DemoSummary, error) {
 			db = fmt.Sprintf("ccgp_demo_%d", time.Now().Unix())
 		}
 		if led, err = startLedger(ctx, c, opts.ClickHouse, db, opts.Logger); err != nil {
-			return nil, fmt.Errorf("demo: analytics: %w", err)
+			return nil, fmt.Errorf("demo: %w", err)
 		}
 		// The database stays, for the analyst to query after the demo.
 		defer led.stop(false)

@@ -333,7 +333,7 @@ func Run(ctx context.Context, opts RunOptions) (*Result, error) {
 		// follower catches up on the baseline's blocks during the warm-up.
 		db := fmt.Sprintf("ccgp_bench_%d", time.Now().UnixNano())
 		if led, err = startLedger(ctx, c, opts.ClickHouse, db, opts.Logger); err != nil {
-			return nil, fmt.Errorf("bench: analytics: %w", err)
+			return nil, fmt.Errorf("bench: %w", err)
 		}
 		defer led.stop(true)
 		say("analytics: sink and governance follower writing to ClickHouse %s, database %s (dropped at the end)", opts.ClickHouse, db)
@@ -803,17 +803,17 @@ func (t *traffic) measure(ctx context.Context, res *Result, opts RunOptions, say
 }
 
 // ledgerRows waits (at most 30 s) for the sink to hold every packet sent
-// and reads the ledger's rows per table. The embedded broker keeps
+// and its receipt, and reads the ledger's rows per table. The embedded broker keeps
 // records 30 s: a sink further behind than that has lost some, and the
 // note says so.
 func (t *traffic) ledgerRows(ctx context.Context, res *Result, sent uint64, say func(string, ...any)) error {
 	if err := t.ledger.failed(); err != nil {
 		return fmt.Errorf("bench: %w", err)
 	}
-	say("analytics: waiting for the ledger to hold the %d packets sent", sent)
+	say("analytics: waiting for the ledger to hold the %d packets sent and their receipts", sent)
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	for wctx.Err() == nil && t.ledger.sink.Stats().Packets < sent {
+	for st := t.ledger.sink.Stats(); wctx.Err() == nil && (st.Packets < sent || st.Receipts < sent); st = t.ledger.sink.Stats() {
 		select {
 		case <-wctx.Done():
 		case <-time.After(200 * time.Millisecond):
@@ -824,8 +824,9 @@ func (t *traffic) ledgerRows(ctx context.Context, res *Result, sent uint64, say 
 		return fmt.Errorf("bench: %w", err)
 	}
 	res.AnalyticsRows = lc.Rows
-	if lc.Rows["packets"] < sent {
-		res.note("the analytics ledger holds %d of %d packets sent 30 s after the drain", lc.Rows["packets"], sent)
+	if lc.Rows["packets"] < sent || lc.Rows["receipts"] < sent {
+		res.note("the analytics ledger holds %d packets and %d receipts of %d packets sent 30 s after the drain",
+			lc.Rows["packets"], lc.Rows["receipts"], sent)
 	}
 	return nil
 }

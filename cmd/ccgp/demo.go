@@ -96,6 +96,14 @@ throwaway server itself.`,
 				gg.logLevel = "warn"
 				o.Logger = gg.logger()
 			}
+			if o.ClickHouse != "" {
+				// Fail before the platform starts, with the hint.
+				conn, err := analytics.Connect(c.Context(), o.ClickHouse)
+				if err != nil {
+					return fmt.Errorf("%w\nIs a ClickHouse server listening there (its native TCP port, not HTTP 8123)? Without one: ccgp demo --no-analytics", err)
+				}
+				conn.Close()
+			}
 			sum, err := bench.RunDemo(c.Context(), o)
 			if err != nil {
 				return err

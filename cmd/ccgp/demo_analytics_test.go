@@ -108,7 +108,8 @@ func TestDemoNoAnalytics(t *testing.T) {
 }
 
 // TestDemoAnalyticsUsage: contradictory or malformed analytics flags are
-// bad usage (exit 2) before anything starts.
+// bad usage (exit 2), an unreachable server a failure (exit 1), before
+// anything starts.
 func TestDemoAnalyticsUsage(t *testing.T) {
 	for _, c := range []struct {
 		args []string
@@ -122,4 +123,6 @@ func TestDemoAnalyticsUsage(t *testing.T) {
 			run(t, nil, append([]string{"demo"}, c.args...)...).must(t, 2, c.want)
 		})
 	}
+	// A server that is not there is a failure, said before anything starts.
+	run(t, nil, "demo", "--clickhouse", "127.0.0.1:1").must(t, 1, "127.0.0.1:1 unreachable", "--no-analytics")
 }
