@@ -15,6 +15,10 @@
 // governance chain's blocks (docs/analytics.md, "The governance
 // follower").
 //
+// Reports is the registry of named reports (`ccgp analytics query NAME`):
+// SQL that runs on 18.16 and current servers, parameters bound by the
+// driver, and RunReport to run one (docs/analytics.md, "Reports").
+//
 // Every table is a ReplacingMergeTree keyed by the record's natural id, so
 // a record written twice is one row; every query this package ships reads
 // deduplicated rows (FINAL or argMax), as PacketStatus shows.

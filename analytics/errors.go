@@ -15,3 +15,12 @@ var ErrBadDatabase = errors.New("analytics: bad database name")
 // ErrNotFound is returned by a lookup (PacketStatus) when the ledger has
 // no such record.
 var ErrNotFound = errors.New("analytics: not found")
+
+// ErrUnknownReport is returned by LookupReport for a name that is not one
+// of Reports().
+var ErrUnknownReport = errors.New("analytics: unknown report")
+
+// ErrBadParam is returned by Report.Bind and RunReport for a parameter the
+// report does not take, a required one missing, or a value that does not
+// parse.
+var ErrBadParam = errors.New("analytics: bad report parameter")

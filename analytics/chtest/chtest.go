@@ -78,3 +78,22 @@ func Database(t testing.TB) (conn driver.Conn, addr, db string) {
 	})
 	return conn, addr, db
 }
+
+// FromTheFuture records schema version 999 in db's schema_migrations, as
+// a newer binary would have: what Migrate and the sink must refuse. The
+// row goes through a batch: an INSERT through Exec does not complete on
+// 18.16.
+func FromTheFuture(t testing.TB, conn driver.Conn, db string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".schema_migrations (version, name, applied_at)")
+	if err == nil {
+		if err = b.Append(uint32(999), "from_the_future", time.Now()); err == nil {
+			err = b.Send()
+		}
+	}
+	if err != nil {
+		t.Fatalf("chtest: record version 999 in %s: %v", db, err)
+	}
+}

@@ -13,7 +13,7 @@ import (
 func newAnalyticsCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "analytics",
-		Short: "The ledger in ClickHouse: schema migrations and the sink (reports and scores to come)",
+		Short: "The ledger in ClickHouse: migrations, the sink, reports and anomaly warnings",
 		Long: `The analytics ledger lives in ClickHouse (Debian's 18.16 or any later
 server), reached over its native TCP port. docs/analytics.md describes every
 table and column.
@@ -23,9 +23,14 @@ A throwaway local server for trying it:
   .ci/clickhouse start /tmp/ch        # prints 127.0.0.1:PORT
   ccgp analytics migrate --clickhouse 127.0.0.1:PORT
   ccgp analytics sink --kafka 127.0.0.1:9092 --clickhouse 127.0.0.1:PORT --node 127.0.0.1:26657
+  ccgp analytics query --list
+  ccgp analytics query pipe-daily --clickhouse 127.0.0.1:PORT --pipe pipe-1-2
+  ccgp analytics anomalies --clickhouse 127.0.0.1:PORT
   .ci/clickhouse stop /tmp/ch`,
 	}
 	cmd.AddCommand(newAnalyticsMigrateCmd(g), newAnalyticsSinkCmd(g))
+	cmd.AddCommand(newAnalyticsQueryCmd(g))
+	cmd.AddCommand(newAnalyticsAnomaliesCmd(g))
 	return cmd
 }
 

@@ -1,11 +1,16 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
+	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/ccgpmesh/ccgp/analytics"
@@ -13,7 +18,9 @@ import (
 )
 
 func newAnalyticsSinkCmd(g *globals) *cobra.Command {
-	var kafka, addr, node, db, group string
+	var kafka, addr, node, db, group, rulesFile string
+	var every time.Duration
+	var noAnomalies bool
 	var trust trustFlags
 	c := &cobra.Command{
 		Use:   "sink",
@@ -29,6 +36,12 @@ insert them into ClickHouse:
 and follow the governance chain's blocks (--node) into governance (every
 tx, refused ones with their code), anchors and exceptions: the chain is
 the record of those, not Kafka. It resumes at the highest height written.
+
+Every --anomalies-every it evaluates the anomaly rules (--rules, default
+the built-in copy of deploy/analytics/rules.yaml) over the ledger: each
+anomaly is a row in the anomalies table while it lasts and a record in the
+Kafka topic ccgp.anomalies when it starts and when it is resolved ('ccgp
+analytics anomalies' lists them).
 
 It is only a consumer: it never slows the relays. Rows go in batches (up to
 50 000, or whatever arrived within a second); the group's offsets are
@@ -104,6 +117,12 @@ node cannot be used, or the schema is newer than this binary.`,
 			if err != nil {
 				return err
 			}
+			var watcher *analytics.Watcher
+			if !noAnomalies {
+				if watcher, err = newWatcher(ctx, conn, db, rulesFile, strings.Split(kafka, ","), s); err != nil {
+					return err
+				}
+			}
 			log.Info("analytics sink starting", "kafka", kafka, "clickhouse", addr, "database", db, "group", group, "node", node)
 			// Either one failing stops both: a sink without its follower
 			// would leave the governance tables silently behind.
@@ -115,6 +134,9 @@ node cannot be used, or the schema is newer than this binary.`,
 				}
 				return nil
 			})
+			if watcher != nil {
+				grp.Go(func() error { return watcher.Run(gctx, every) })
+			}
 			if err := grp.Wait(); err != nil {
 				if errors.Is(err, analytics.ErrSchemaNewer) {
 					return fmt.Errorf("%w\nThe database was migrated by a newer ccgp: run the sink from that version", err)
@@ -132,6 +154,46 @@ node cannot be used, or the schema is newer than this binary.`,
 	c.Flags().StringVar(&node, "node", "", "RPC address of a governance node, for the pipes' endpoints (required)")
 	c.Flags().StringVar(&db, "database", "ccgp", "database to write (created and migrated when needed)")
 	c.Flags().StringVar(&group, "group", "ccgp-analytics", "the sink's Kafka consumer group")
+	c.Flags().StringVar(&rulesFile, "rules", "", "anomaly rules (YAML, as deploy/analytics/rules.yaml; default: the rules built in)")
+	c.Flags().DurationVar(&every, "anomalies-every", 10*time.Second, "how often the anomaly rules are evaluated")
+	c.Flags().BoolVar(&noAnomalies, "no-anomalies", false, "do not evaluate anomaly rules")
 	trust.add(c.Flags(), "")
 	return c
+}
+
+// newWatcher reads the anomaly rules and makes the watcher the sink runs:
+// records to ccgp.anomalies through its own producer, the sink's lag for
+// the consumer_lag rules.
+func newWatcher(ctx context.Context, conn driver.Conn, db, rulesFile string, brokers []string, s *analytics.Sink) (*analytics.Watcher, error) {
+	rules := analytics.DefaultRules()
+	if rulesFile != "" {
+		b, err := os.ReadFile(rulesFile)
+		if err != nil {
+			return nil, usagef("--rules: %v", err)
+		}
+		if rules, err = analytics.ParseRules(b); err != nil {
+			return nil, usagef("--rules %s: %v", rulesFile, err)
+		}
+	}
+	prod, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic(analytics.AnomalyTopic), kgo.AllowAutoTopicCreation())
+	if err != nil {
+		return nil, fmt.Errorf("anomaly records: kafka: %w", err)
+	}
+	context.AfterFunc(ctx, prod.Close)
+	return analytics.NewWatcher(ctx, analytics.WatcherConfig{Conn: conn, DB: db, Rules: rules,
+		Publish: func(ctx context.Context, as []analytics.Anomaly) error {
+			recs := make([]*kgo.Record, 0, len(as))
+			for _, a := range as {
+				v, err := analytics.EncodeAnomaly(a)
+				if err != nil {
+					return err
+				}
+				recs = append(recs, &kgo.Record{Key: []byte(a.Rule + "/" + a.Key), Value: v})
+			}
+			return prod.ProduceSync(ctx, recs...).FirstErr()
+		},
+		Lag: func() (int64, bool) {
+			st := s.Stats()
+			return st.Lag, !st.LagAt.IsZero()
+		}})
 }

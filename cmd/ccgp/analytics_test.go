@@ -12,6 +12,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/ccgpmesh/ccgp/analytics"
 	"github.com/ccgpmesh/ccgp/analytics/chtest"
 	"github.com/ccgpmesh/ccgp/mesh/offence"
 )
@@ -30,18 +31,7 @@ func TestAnalyticsMigrateCmd(t *testing.T) {
 		t.Fatalf("second migrate: code %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".schema_migrations (version, name, applied_at)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Append(uint32(999), "from_the_future", time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Send(); err != nil {
-		t.Fatal(err)
-	}
+	chtest.FromTheFuture(t, conn, db)
 	r = run(t, nil, "analytics", "migrate", "--clickhouse", addr, "--database", db)
 	if r.code != 1 || !strings.Contains(r.stderr, "newer than this binary") || !strings.Contains(r.stderr, "999") {
 		t.Fatalf("migrate on a newer schema: code %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
@@ -120,7 +110,7 @@ func TestAnalyticsSinkCmd(t *testing.T) {
 	}
 
 	startProc(t, nil, "analytics", "sink", "--kafka", kafka, "--clickhouse", chAddr, "--node", tn.Nodes[0].RPC,
-		"--genesis", genesis, "--database", db, "--group", "cli-test", "--log-level", "warn")
+		"--genesis", genesis, "--database", db, "--group", "cli-test", "--log-level", "warn", "--anomalies-every", "300ms")
 	prod, err := kgo.NewClient(kgo.SeedBrokers(kafka), kgo.AllowAutoTopicCreation())
 	if err != nil {
 		t.Fatal(err)
@@ -150,6 +140,34 @@ func TestAnalyticsSinkCmd(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 
+	// The anomaly rules run beside it: a forged signature now is an
+	// anomaly in the table, listed, and a record in ccgp.anomalies.
+	rec, err = offence.Encode(offence.Record{TimeUnixMs: time.Now().UnixMilli(), Reporter: "relay-2", Stage: offence.StageReceiver,
+		Reason: "bad_signature", Org: "org-7", Relay: "relay-7", Proven: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := prod.ProduceSync(ctx, &kgo.Record{Topic: offence.Topic, Key: []byte("org-7"), Value: rec}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	for !strings.Contains(run(t, nil, "analytics", "anomalies", "--clickhouse", chAddr, "--database", db).stdout, "org-7/relay-7") {
+		if ctx.Err() != nil {
+			t.Fatal("the forged signature never became an anomaly")
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	run(t, nil, "analytics", "anomalies", "--clickhouse", chAddr, "--database", db, "-o", "json").must(t, 0, `"rule": "forged_or_replayed"`, `"key": "org-7/relay-7"`)
+	run(t, nil, "analytics", "anomalies", "--clickhouse", chAddr, "--since", "yesterday").must(t, 2, "neither a duration")
+	cons, err := kgo.NewClient(kgo.SeedBrokers(kafka), kgo.ConsumeTopics(analytics.AnomalyTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cons.Close()
+	fs := cons.PollFetches(ctx)
+	if err := fs.Err(); err != nil || fs.NumRecords() != 1 || !strings.Contains(string(fs.Records()[0].Value), "org-7/relay-7") {
+		t.Fatalf("ccgp.anomalies: %d records (%v), want the one anomaly", fs.NumRecords(), err)
+	}
+
 	// The governance follower runs beside the Kafka side: a tx on the
 	// chain becomes a governance row.
 	run(t, env, "keys", "add", "x-admin", "--insecure-dev-keys").must(t, 0)
@@ -167,16 +185,94 @@ func TestAnalyticsSinkCmd(t *testing.T) {
 	}
 
 	// A second database, migrated by "a newer binary".
-	bt, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".schema_migrations (version, name, applied_at)")
+	chtest.FromTheFuture(t, conn, db)
+	run(t, nil, "analytics", "sink", "--kafka", kafka, "--clickhouse", chAddr, "--node", tn.Nodes[0].RPC,
+		"--genesis", genesis, "--database", db, "--group", "cli-test-2").must(t, 1, "newer than this binary", "999")
+}
+
+// TestAnalyticsQueryCmd runs `ccgp analytics query` against the real
+// server: the list, one report in each output format (on a ledger where
+// one packet was written twice), and its exit codes.
+func TestAnalyticsQueryCmd(t *testing.T) {
+	conn, addr, db := chtest.Database(t)
+	run(t, nil, "analytics", "migrate", "--clickhouse", addr, "--database", db).must(t, 0, "schema version")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ev := uint64(time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC).UnixMilli())
+	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".packets (pipe, seq, packet_id, payload_bytes, event_ms, version)")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := bt.Append(uint32(999), "from_the_future", time.Now()); err != nil {
+	for _, r := range [][]any{{"pipe-1", uint64(1), "aa", uint32(10), ev, ev}, {"pipe-1", uint64(1), "aa", uint32(10), ev, ev}, {"pipe-1", uint64(2), "bb", uint32(10), ev + 1000, ev + 1000}} {
+		if err := b.Append(r...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Send(); err != nil {
 		t.Fatal(err)
 	}
-	if err := bt.Send(); err != nil {
+	b, err = conn.PrepareBatch(ctx, "INSERT INTO "+db+".receipts (packet_id, status, reason, receipted_ms, version)")
+	if err != nil {
 		t.Fatal(err)
 	}
-	run(t, nil, "analytics", "sink", "--kafka", kafka, "--clickhouse", chAddr, "--node", tn.Nodes[0].RPC,
-		"--genesis", genesis, "--database", db, "--group", "cli-test-2").must(t, 1, "newer than this binary", "999")
+	if err := b.Append("bb", "REJECTED", "no such contract", ev+1500, ev+1500); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Send(); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, args := range [][]string{{"--list"}, {}} {
+		r := run(t, nil, append([]string{"analytics", "query"}, args...)...).must(t, 0, "packet-history  --packet (required)", "pipe-daily  --pipe --since --until", "top-offenders  --org --since --until --limit")
+		if n := strings.Count(r.stdout, "\n  "); n < 10 {
+			t.Fatalf("--list shows %d reports, want at least 10:\n%s", n, r.stdout)
+		}
+	}
+	run(t, nil, "analytics", "query", "--help").must(t, 0, "Example", "ccgp analytics query pipe-daily --pipe pipe-1 --since -7d", "-o csv", "RFC 3339")
+
+	q := []string{"analytics", "query", "pipe-daily", "--clickhouse", addr, "--database", db, "--pipe", "pipe-1", "--since", "2026-12-01T00:00:00Z"}
+	r := run(t, nil, q...).must(t, 0)
+	wantTable := "DAY         PIPE    PACKETS  RECEIPTED  DELIVERED  FAILED  FAILURE_RATE\n2026-12-01  pipe-1  2        1          0          1       1\n"
+	if r.stdout != wantTable {
+		t.Fatalf("table:\n%q\nwant\n%q", r.stdout, wantTable)
+	}
+	r = run(t, nil, append(q, "-o", "csv")...).must(t, 0)
+	if want := "day,pipe,packets,receipted,delivered,failed,failure_rate\n2026-12-01,pipe-1,2,1,0,1,1\n"; r.stdout != want {
+		t.Fatalf("csv:\n%q\nwant\n%q", r.stdout, want)
+	}
+	r = run(t, nil, append(q, "-o", "json")...).must(t, 0)
+	var rows []map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &rows); err != nil {
+		t.Fatalf("json: %v\n%s", err, r.stdout)
+	}
+	if len(rows) != 1 || rows[0]["day"] != "2026-12-01" || rows[0]["packets"] != float64(2) || rows[0]["failure_rate"] != float64(1) ||
+		!strings.HasPrefix(r.stdout, "[\n  {\"day\": \"2026-12-01\", \"pipe\": \"pipe-1\", \"packets\": 2,") {
+		t.Fatalf("json: %s", r.stdout)
+	}
+	run(t, nil, "analytics", "query", "refusals-by-reason", "--clickhouse", addr, "--database", db).must(t, 0, "REJECTED", "no such contract")
+	r = run(t, nil, "analytics", "query", "pipe-daily", "--clickhouse", addr, "--database", db, "--pipe", "nope").must(t, 0)
+	if r.stdout != "DAY  PIPE  PACKETS  RECEIPTED  DELIVERED  FAILED  FAILURE_RATE\n" {
+		t.Fatalf("no rows: %q", r.stdout)
+	}
+
+	// Bad usage is exit 2 with the list, before any connection.
+	run(t, nil, "analytics", "query", "no-such-report").must(t, 2, `unknown report: "no-such-report"`, "pipe-daily  --pipe")
+	run(t, nil, "analytics", "query", "pipe-daily", "--org", "orgA").must(t, 2, "does not take --org", "pipe-daily  --pipe")
+	run(t, nil, "analytics", "query", "pipe-daily", "--since", "yesterday").must(t, 2, "--since", "-24h")
+	run(t, nil, "analytics", "query", "packet-history").must(t, 2, "needs --packet")
+	run(t, nil, "analytics", "query", "pipe-daily", "-o", "xml").must(t, 2, "table, json or csv")
+	run(t, nil, "analytics", "query", "pipe-daily", "extra").must(t, 2, "one report name")
+	run(t, nil, "analytics", "query", "pipe-daily", "--clickhouse", addr, "--database", "bad-name").must(t, 2, "--database")
+
+	// A database with no ledger is exit 1, with the way to make one.
+	run(t, nil, "analytics", "query", "open-manual", "--clickhouse", addr, "--database", db+"_none").must(t, 1, db+"_none", "ccgp analytics migrate")
+
+	// An unreachable server is exit 1, named.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	run(t, nil, "analytics", "query", "pipe-daily", "--clickhouse", dead).must(t, 1, dead, "unreachable")
 }
