@@ -8,15 +8,22 @@ FUZZTIME ?= 30s
 .PHONY: demo test test-short bench lint fuzz build proto
 
 ## demo: the whole platform in one process; ends by itself with a summary
+# It runs beside a ClickHouse server as `make test` does (WITH_CLICKHOUSE,
+# below), so the summary ends with the analytics ledger; with no server to
+# be had (not root and not installed) it runs without analytics and says
+# so. DEMOFLAGS adds flags, e.g. DEMOFLAGS='--duration 10s --json'.
+DEMOFLAGS ?=
+demo: NO_CLICKHOUSE = == no ClickHouse server (not installed, and not root to install it): the demo runs without analytics
 demo:
-	$(GO) run ./cmd/ccgp demo
+	@$(WITH_CLICKHOUSE) $(GO) run ./cmd/ccgp demo $${CCGP_CLICKHOUSE:+--clickhouse $$CCGP_CLICKHOUSE} $(DEMOFLAGS)
 
 ## test: every test, with the race detector, beside a ClickHouse server
 # WITH_CLICKHOUSE runs what follows it with CCGP_CLICKHOUSE set: the server
 # it names, or else a throwaway one that .ci/clickhouse starts in a temp
 # folder (installing Debian's package when root) and stops on the way out,
 # pass or fail. With no server to be had, the analytics tests skip (and
-# fail under CI=true).
+# fail under CI=true; NO_CLICKHOUSE is the line that says so).
+NO_CLICKHOUSE = == no ClickHouse server: the analytics tests skip (CI=true fails them)
 WITH_CLICKHOUSE = set -e; \
 	if [ -z "$$CCGP_CLICKHOUSE" ]; then \
 		if .ci/clickhouse install; then \
@@ -26,7 +33,7 @@ WITH_CLICKHOUSE = set -e; \
 			CCGP_CLICKHOUSE=$$(.ci/clickhouse start "$$chdir"); export CCGP_CLICKHOUSE; \
 			echo "== ClickHouse at $$CCGP_CLICKHOUSE (.ci/clickhouse, $$chdir)"; \
 		else \
-			echo "== no ClickHouse server: the analytics tests skip (CI=true fails them)"; \
+			echo "$(NO_CLICKHOUSE)"; \
 		fi; \
 	fi;
 test:

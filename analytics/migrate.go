@@ -42,6 +42,12 @@ var (
 	identifier    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 )
 
+// ValidDatabase reports whether name is a database name the package
+// accepts (letters, digits and _, not starting with a digit): commands
+// check it before they start anything, the package again where it
+// splices the name into SQL (ErrBadDatabase).
+func ValidDatabase(name string) bool { return identifier.MatchString(name) }
+
 // Migrations returns the embedded migrations in version order. It fails
 // only when the embedded files break the naming rule, which a test guards.
 func Migrations() ([]Migration, error) {

@@ -32,6 +32,42 @@ type DemoOptions struct {
 	// relays' stores) after the run, for inspection; "" uses a temporary
 	// directory removed at the end.
 	Dir string
+	// ClickHouse, if set, is a server's native address: the demo runs the
+	// analytics sink and the governance follower in-process into Database
+	// (default ccgp_demo_<unix time>, created and migrated) and summarises
+	// the ledger. Empty: analytics is skipped, with a line saying how to
+	// get a server.
+	ClickHouse string
+	Database   string
+}
+
+// AnalyticsHowTo is how to run the demo with analytics, for the line that
+// says it was skipped.
+const AnalyticsHowTo = "apt-get install clickhouse-server; ccgp demo --clickhouse $(.ci/clickhouse start /tmp/ch)  (or: make demo)"
+
+// DemoAnalytics is what the ledger holds at the end of the demo, read
+// back from ClickHouse with FINAL, beside the demo's own figures.
+type DemoAnalytics struct {
+	Database string            `json:"database"`
+	Rows     map[string]uint64 `json:"rows"` // per table
+	// CaughtUp is whether the ledger held every packet, receipt and
+	// governance block within the bounded wait (CatchUpS after the drain).
+	CaughtUp          bool    `json:"caught_up"`
+	CatchUpS          float64 `json:"catch_up_s"`
+	PacketsSent       int     `json:"packets_sent"`
+	PacketsInLedger   uint64  `json:"packets_in_ledger"`
+	ReceiptsDelivered uint64  `json:"receipts_delivered"`
+	OffendersProven   uint64  `json:"offenders_proven"`
+	OffendersClaimed  uint64  `json:"offenders_claimed"` // reported, not proven
+	GovernanceTxs     uint64  `json:"governance_txs"`
+	GovernanceRefused uint64  `json:"governance_refused"`
+	GovHeight         int64   `json:"governance_height"` // the follower's last written height
+	// SinkRowsPerS is the sink's acknowledged rows over its life (from
+	// its start to the ledger caught up); MaxLag the largest consumer lag
+	// it measured (records not yet in ClickHouse).
+	SinkRowsPerS float64 `json:"sink_rows_per_s"`
+	SinkRows     uint64  `json:"sink_rows"`
+	MaxLag       int64   `json:"sink_max_lag"`
 }
 
 // DemoSummary is the demo's result; `ccgp demo --json` prints it. Lost and
@@ -67,6 +103,11 @@ type DemoSummary struct {
 	BulkTxs        int     `json:"bulk_txs,omitempty"`
 	BulkTxPerSec   float64 `json:"bulk_tx_per_s,omitempty"`
 	TotalS         float64 `json:"total_s"`
+
+	// Analytics is the ledger's summary with DemoOptions.ClickHouse;
+	// AnalyticsSkipped says why there is none.
+	Analytics        *DemoAnalytics `json:"analytics,omitempty"`
+	AnalyticsSkipped string         `json:"analytics_skipped,omitempty"`
 }
 
 // RunDemo runs the whole platform in one process: a governance chain node,
@@ -109,6 +150,19 @@ func RunDemo(ctx context.Context, opts DemoOptions) (*DemoSummary, error) {
 	defer c.Close()
 	sum := &DemoSummary{Pipes: len(c.Apps), Relays: len(c.Parts), SetupTxs: c.SetupTxs, RateTarget: opts.Rate,
 		Mode: short(mode.String())}
+	var led *ledger
+	if opts.ClickHouse != "" {
+		db := opts.Database
+		if db == "" {
+			db = fmt.Sprintf("ccgp_demo_%d", time.Now().Unix())
+		}
+		if led, err = startLedger(ctx, c, opts.ClickHouse, db, opts.Logger); err != nil {
+			return nil, fmt.Errorf("demo: %w", err)
+		}
+		// The database stays, for the analyst to query after the demo.
+		defer led.stop(false)
+		say("analytics: sink and governance follower writing to ClickHouse %s, database %s", opts.ClickHouse, db)
+	}
 
 	if err := governanceShowcase(ctx, c, sum, say); err != nil {
 		return nil, err
@@ -200,8 +254,71 @@ done:
 		sum.PacketsPerAnchor = float64(acc.Sent) / float64(tot.AnchorTxs)
 	}
 	sum.GovHeight = c.Node.Height()
+	if led != nil {
+		if sum.Analytics, err = led.catchUp(ctx, sum, say); err != nil {
+			return nil, err
+		}
+	} else {
+		sum.AnalyticsSkipped = "no ClickHouse server given"
+		say("analytics skipped (no --clickhouse); for the ledger: %s", AnalyticsHowTo)
+	}
 	sum.TotalS = time.Since(start).Seconds()
 	return sum, nil
+}
+
+// catchUp waits (at most 20 s, a progress line each second) until the
+// ledger holds every packet sent, a receipt for each packet receipted and
+// the governance chain up to its height at the drain, then summarises the
+// ledger. A writer that failed is an error: the summary would be wrong.
+func (l *ledger) catchUp(ctx context.Context, sum *DemoSummary, say func(string, ...any)) (*DemoAnalytics, error) {
+	wantPackets := uint64(sum.PacketsSent)
+	wantReceipts := uint64(min(sum.Receipts, sum.PacketsSent))
+	wantHeight := sum.GovHeight
+	begin := time.Now()
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
+	defer cancel()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var lc LedgerCounts
+	var err error
+	caught := false
+	for {
+		if err := l.failed(); err != nil {
+			return nil, fmt.Errorf("demo: %w", err)
+		}
+		lc, err = l.counts(wctx)
+		written := l.gov.Stats().Written
+		if err == nil && lc.Rows["packets"] >= wantPackets && lc.Rows["receipts"] >= wantReceipts && written >= wantHeight {
+			caught = true
+			break
+		}
+		select {
+		case <-wctx.Done():
+			say("analytics: the ledger did not catch up within 20 s")
+			goto done
+		case <-tick.C:
+			say("analytics: ledger holds %d/%d packets, %d/%d receipts, governance to height %d/%d",
+				lc.Rows["packets"], wantPackets, lc.Rows["receipts"], wantReceipts, written, wantHeight)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+done:
+	if err != nil {
+		return nil, fmt.Errorf("demo: %w", err)
+	}
+	a := &DemoAnalytics{Database: l.db, Rows: lc.Rows, CaughtUp: caught, CatchUpS: round3(time.Since(begin).Seconds()),
+		PacketsSent: sum.PacketsSent, PacketsInLedger: lc.Rows["packets"], ReceiptsDelivered: lc.ReceiptsDelivered,
+		OffendersProven: lc.OffendersProven, OffendersClaimed: lc.Rows["offenders"] - lc.OffendersProven,
+		GovernanceTxs: lc.Rows["governance"], GovernanceRefused: lc.GovRefused, GovHeight: l.gov.Stats().Written,
+		SinkRows: l.sinkRows(), MaxLag: l.MaxLag()}
+	if secs := time.Since(l.start).Seconds(); secs > 0 {
+		a.SinkRowsPerS = round1(float64(a.SinkRows) / secs)
+	}
+	if caught {
+		say("analytics: ledger caught up in %.1fs: %d packets, %d receipts, %d governance txs", a.CatchUpS,
+			a.PacketsInLedger, lc.Rows["receipts"], a.GovernanceTxs)
+	}
+	return a, nil
 }
 
 // delivered sums what the destination chains report delivered.

@@ -69,6 +69,11 @@ type RunOptions struct {
 	// `go tool pprof -sample_index=alloc_space -base start end`.
 	MemProfile func(end bool) (io.WriteCloser, error)
 	Brokers    []string // a real Kafka cluster instead of the embedded broker
+	// ClickHouse, if set, is a server's native address: the analytics
+	// sink and governance follower run in this process during the run
+	// (pprof label "analytics", apart from the relays' parts) into a
+	// database of their own, dropped at the end.
+	ClickHouse string
 	Logger     *slog.Logger
 	Progress   io.Writer // a line per second; nil discards
 }
@@ -189,6 +194,15 @@ type Result struct {
 	Duplicated uint64 `json:"duplicated"`
 	Anchored   uint64 `json:"anchored_packets"`
 	Confirmed  uint64 `json:"confirmed_packets"`
+
+	// With RunOptions.ClickHouse: the sink's acknowledged rows per second
+	// of the window, the largest consumer lag it measured in the window
+	// and its lag at the window's end (records not yet in ClickHouse), and
+	// the ledger's rows per table after the drain (read with FINAL).
+	AnalyticsSinkRowsPerS *float64          `json:"analytics_sink_rows_per_s,omitempty"`
+	AnalyticsSinkMaxLag   *int64            `json:"analytics_sink_max_lag,omitempty"`
+	AnalyticsSinkLagEnd   *int64            `json:"analytics_sink_lag_window_end,omitempty"`
+	AnalyticsRows         map[string]uint64 `json:"analytics_rows,omitempty"`
 
 	RSSMBWindowStart float64     `json:"rss_mb_window_start"`
 	RSSMBWindowEnd   float64     `json:"rss_mb_window_end"`
@@ -313,10 +327,25 @@ func Run(ctx context.Context, opts RunOptions) (*Result, error) {
 		res.note("per-packet baseline not measured")
 	}
 
+	var led *ledger
+	if opts.ClickHouse != "" {
+		// After the baseline, so that it measures governance alone; the
+		// follower catches up on the baseline's blocks during the warm-up.
+		db := fmt.Sprintf("ccgp_bench_%d", time.Now().UnixNano())
+		if led, err = startLedger(ctx, c, opts.ClickHouse, db, opts.Logger); err != nil {
+			return nil, fmt.Errorf("bench: %w", err)
+		}
+		defer led.stop(true)
+		say("analytics: sink and governance follower writing to ClickHouse %s, database %s (dropped at the end)", opts.ClickHouse, db)
+	} else {
+		res.note("analytics off: no sink or governance follower ran (--clickhouse runs them)")
+	}
+
 	tr, err := newTraffic(ctx, c, specs, opts, &probeMu, &pr)
 	if err != nil {
 		return nil, err
 	}
+	tr.ledger = led
 	defer tr.stop()
 	if err := tr.measure(ctx, res, opts, say); err != nil {
 		return nil, err
@@ -393,6 +422,7 @@ type traffic struct {
 	probe   *probe
 	watch   *govWatch
 	wire    *wireSampler
+	ledger  *ledger // nil without analytics
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -638,6 +668,11 @@ func (t *traffic) measure(ctx context.Context, res *Result, opts RunOptions, say
 		return err
 	}
 	say("measuring for %s", opts.Duration)
+	var rows0 uint64
+	if t.ledger != nil {
+		t.ledger.resetMaxLag()
+		rows0 = t.ledger.sinkRows()
+	}
 	s0 := t.snap()
 	res.RSSMBWindowStart = mb(s0.proc.rssBytes)
 	wctx, wcancel := context.WithTimeout(ctx, opts.Duration)
@@ -667,6 +702,11 @@ func (t *traffic) measure(ctx context.Context, res *Result, opts RunOptions, say
 	rssTick.Stop()
 	s1 := t.snap()
 	stopProfile()
+	if t.ledger != nil {
+		rps := round1(float64(t.ledger.sinkRows()-rows0) / s1.at.Sub(s0.at).Seconds())
+		maxLag, lagEnd := t.ledger.MaxLag(), t.ledger.sink.Stats().Lag
+		res.AnalyticsSinkRowsPerS, res.AnalyticsSinkMaxLag, res.AnalyticsSinkLagEnd = &rps, &maxLag, &lagEnd
+	}
 	if err := writeHeapProfile(opts.MemProfile, true); err != nil {
 		return err
 	}
@@ -755,6 +795,38 @@ func (t *traffic) measure(ctx context.Context, res *Result, opts RunOptions, say
 	res.Anchored, res.Confirmed = t.watch.opened.Load(), t.watch.confirmd.Load()
 	if n := t.watch.errs.Load(); n > 0 {
 		res.note("%d governance blocks could not be read by the watcher", n)
+	}
+	if t.ledger != nil {
+		return t.ledgerRows(ctx, res, sent, say)
+	}
+	return nil
+}
+
+// ledgerRows waits (at most 30 s) for the sink to hold every packet sent
+// and its receipt, and reads the ledger's rows per table. The embedded broker keeps
+// records 30 s: a sink further behind than that has lost some, and the
+// note says so.
+func (t *traffic) ledgerRows(ctx context.Context, res *Result, sent uint64, say func(string, ...any)) error {
+	if err := t.ledger.failed(); err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	say("analytics: waiting for the ledger to hold the %d packets sent and their receipts", sent)
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for st := t.ledger.sink.Stats(); wctx.Err() == nil && (st.Packets < sent || st.Receipts < sent); st = t.ledger.sink.Stats() {
+		select {
+		case <-wctx.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	lc, err := t.ledger.counts(ctx)
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	res.AnalyticsRows = lc.Rows
+	if lc.Rows["packets"] < sent || lc.Rows["receipts"] < sent {
+		res.note("the analytics ledger holds %d packets and %d receipts of %d packets sent 30 s after the drain",
+			lc.Rows["packets"], lc.Rows["receipts"], sent)
 	}
 	return nil
 }

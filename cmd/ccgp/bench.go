@@ -43,12 +43,20 @@ destination chains' own records.
 Without --rate the loop is closed (maximum throughput, --window packets in
 flight per pipe); --rate runs an open loop at that many packets/s (latency
 under load). --shards 1,2,4 runs each count in its own process (this
-binary again) and prints packets/s per count.`,
+binary again) and prints packets/s per count.
+
+--clickhouse ADDR (a server's native TCP port) also runs the analytics
+sink and the governance follower in this process, into a database of
+their own that is dropped at the end. Their CPU is the part "analytics"
+of the breakdown, apart from the relays' (deployed, they are another
+process), and the figures add the sink's rows/s in the window, its largest
+consumer lag and the ledger's rows per table.`,
 		Example: `  ccgp bench --duration 30s --json
   ccgp bench --rate 10000 --duration 30s          # open loop
   ccgp bench --mode strict --rate 5000
   ccgp bench --shards 1,2,4 --duration 15s
   ccgp bench --duration 30s --cpuprofile cpu.out  # then: go tool pprof cpu.out
+  ccgp bench --duration 30s --json --clickhouse $(.ci/clickhouse start /tmp/ch)
   ccgp bench gov --validators 4 --txs 20000`,
 		Args: exactArgs(),
 		RunE: func(c *cobra.Command, args []string) error {
@@ -153,6 +161,7 @@ binary again) and prints packets/s per count.`,
 	f.DurationVar(&o.GovInterval, "gov-interval", 100*time.Millisecond, "governance chain's block interval")
 	f.DurationVar(&o.GovTxEvery, "gov-tx-every", 0, "how often relays pack their governance txs (0: the relay's default)")
 	f.StringVar(&kafka, "kafka", "", "Kafka brokers host:port,... (default: an embedded kfake broker)")
+	f.StringVar(&o.ClickHouse, "clickhouse", "", "ClickHouse native address host:port: run the analytics sink and follower during the run")
 	f.BoolVar(&child, "child", false, "run one shard count for a parent bench and print JSON")
 	f.BoolVar(&o.SkipCeilings, "skip-ceilings", false, "do not measure the ceilings")
 	f.BoolVar(&o.SignLive, "sign-live", false, "open loop: sign packets as they are sent (long runs: no pool in memory)")
@@ -318,6 +327,14 @@ func printBench(r *bench.Result) error {
 		}
 		t.row("  cpu "+c.Part, fmt.Sprintf("%.4f s per 1000 packets, %4.1f%%%s", c.SPer1000, 100*c.Share, v))
 	}
+	if r.AnalyticsSinkRowsPerS != nil {
+		var rows []string
+		for _, name := range bench.LedgerTables() {
+			rows = append(rows, fmt.Sprintf("%s %d", name, r.AnalyticsRows[name]))
+		}
+		t.row("analytics", fmt.Sprintf("sink %.0f rows/s in the window, largest lag %d records (%d at the window's end); ledger: %s",
+			*r.AnalyticsSinkRowsPerS, deref(r.AnalyticsSinkMaxLag), deref(r.AnalyticsSinkLagEnd), strings.Join(rows, ", ")))
+	}
 	t.row("accounting", fmt.Sprintf("%d sent, %d delivered, %d receipted, %d rejected, %d lost, %d duplicated",
 		r.Sent, r.Delivered, r.Receipted, r.Rejected, r.Lost, r.Duplicated))
 	t.row("memory", fmt.Sprintf("RSS %.1f MiB at the window's start, %.1f MiB at its end", r.RSSMBWindowStart, r.RSSMBWindowEnd))
@@ -341,4 +358,11 @@ func rate(v *float64) string {
 		return "n/a"
 	}
 	return fmt.Sprintf("%.0f", *v)
+}
+
+func deref(v *int64) int64 {
+	if v == nil {
+		return 0
+	}
+	return *v
 }

@@ -10,12 +10,13 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ccgpmesh/ccgp/analytics"
 	"github.com/ccgpmesh/ccgp/bench"
 )
 
 func newDemoCmd(g *globals) *cobra.Command {
 	var o bench.DemoOptions
-	var asJSON bool
+	var asJSON, noAnalytics bool
 	var kafka string
 	cmd := &cobra.Command{
 		Use:   "demo",
@@ -30,9 +31,28 @@ applied for by the source orgs and authorized by the destination orgs.
 Apps then send signed cross-chain requests at --rate for --duration; a
 progress line each second shows sent, delivered, receipted, rate and p99.
 The summary's lost and duplicated counts come from the destination chains'
-own delivery records. --keep-running sends until Ctrl-C.`,
-		Example: "  ccgp demo\n  ccgp demo --duration 20s --json\n  ccgp demo --rate 5000 --duration 30s\n  ccgp demo --keep-running",
-		Args:    exactArgs(),
+own delivery records. --keep-running sends until Ctrl-C.
+
+With --clickhouse (a server's native TCP port, not HTTP 8123) the demo
+also runs the analytics sink and the governance follower in-process: it
+migrates a fresh database (--database, default ccgp_demo_<unix time>, kept
+afterwards for you to query), waits at the end (at most 20 s) until the
+ledger holds every packet, receipt and governance tx, and adds an
+"analytics" block to the summary: rows per table, packets delivered in the
+ledger against packets sent, offenders, governance txs (refused ones
+counted), the sink's rows/s and largest lag. Without --clickhouse, or with
+--no-analytics, it says analytics was skipped. 'make demo' starts a
+throwaway server itself.`,
+		Example: `  ccgp demo
+  ccgp demo --duration 20s --json
+  ccgp demo --rate 5000 --duration 30s
+  ccgp demo --keep-running
+
+  # with the analytics ledger (Debian: apt-get install clickhouse-server)
+  ccgp demo --clickhouse $(.ci/clickhouse start /tmp/ch)
+  clickhouse-client --port PORT -q 'SELECT status, count() FROM ccgp_demo_1764763200.receipts FINAL GROUP BY status'
+  .ci/clickhouse stop /tmp/ch`,
+		Args: exactArgs(),
 		RunE: func(c *cobra.Command, args []string) error {
 			switch {
 			case o.Rate < 1 || o.Rate > 1_000_000:
@@ -45,6 +65,12 @@ own delivery records. --keep-running sends until Ctrl-C.`,
 				return usagef("--mode must be optimistic or strict")
 			case o.BulkTxs < 0 || o.BulkTxs > 50000:
 				return usagef("--bulk-txs must be 0-50000")
+			case noAnalytics && o.ClickHouse != "":
+				return usagef("--no-analytics and --clickhouse contradict each other")
+			case o.Database != "" && o.ClickHouse == "":
+				return usagef("--database needs --clickhouse")
+			case o.Database != "" && !analytics.ValidDatabase(o.Database):
+				return usagef("--database %q: letters, digits and _ only, not starting with a digit", o.Database)
 			}
 			if kafka != "" {
 				o.Brokers = strings.Split(kafka, ",")
@@ -69,6 +95,14 @@ own delivery records. --keep-running sends until Ctrl-C.`,
 				gg := *g
 				gg.logLevel = "warn"
 				o.Logger = gg.logger()
+			}
+			if o.ClickHouse != "" {
+				// Fail before the platform starts, with the hint.
+				conn, err := analytics.Connect(c.Context(), o.ClickHouse)
+				if err != nil {
+					return fmt.Errorf("%w\nIs a ClickHouse server listening there (its native TCP port, not HTTP 8123)? Without one: ccgp demo --no-analytics", err)
+				}
+				conn.Close()
 			}
 			sum, err := bench.RunDemo(c.Context(), o)
 			if err != nil {
@@ -98,6 +132,11 @@ own delivery records. --keep-running sends until Ctrl-C.`,
 			if err := t.flush(); err != nil {
 				return err
 			}
+			if sum.Analytics != nil {
+				if err := printDemoAnalytics(sum.Analytics); err != nil {
+					return err
+				}
+			}
 			if sum.Lost > 0 || sum.Duplicated > 0 {
 				return fmt.Errorf("%d packets lost and %d duplicated", sum.Lost, sum.Duplicated)
 			}
@@ -113,6 +152,37 @@ own delivery records. --keep-running sends until Ctrl-C.`,
 	f.IntVar(&o.BulkTxs, "bulk-txs", 0, "also measure a burst of this many governance txs")
 	f.StringVar(&o.Mode, "mode", "optimistic", "every pipe's consistency mode: optimistic or strict")
 	f.StringVar(&kafka, "kafka", "", "Kafka brokers host:port,... (default: an embedded kfake broker)")
+	f.StringVar(&o.ClickHouse, "clickhouse", "", "ClickHouse native address host:port: also fill the analytics ledger and summarise it")
+	f.StringVar(&o.Database, "database", "", "with --clickhouse, the database to create and fill (default ccgp_demo_<unix time>)")
+	f.BoolVar(&noAnalytics, "no-analytics", false, "skip the analytics ledger (the default without --clickhouse)")
 	f.StringVar(&o.Dir, "state-dir", "", "keep the platform's state (simulated chains in DIR/chains/ORG, the governance node, the relays' stores) in this new or empty directory after the run (default: a temporary directory, removed)")
 	return cmd
 }
+
+// printDemoAnalytics prints the summary's analytics block: what the ledger
+// holds, read back from ClickHouse, against the demo's own figures.
+func printDemoAnalytics(a *bench.DemoAnalytics) error {
+	fmt.Println()
+	fmt.Printf("analytics (ClickHouse database %s, read with FINAL)\n", a.Database)
+	t := newTable()
+	var rows []string
+	for _, name := range bench.LedgerTables() {
+		rows = append(rows, fmt.Sprintf("%s %d", name, a.Rows[name]))
+	}
+	t.row("rows", strings.Join(rows, ", "))
+	caught := fmt.Sprintf("caught up %.1fs after the drain", a.CatchUpS)
+	if !a.CaughtUp {
+		caught = fmt.Sprintf("NOT caught up after %.1fs", a.CatchUpS)
+	}
+	t.row("packets", fmt.Sprintf("%d in the ledger of %d sent, %d with a DELIVERED receipt (%s)", a.PacketsInLedger, a.PacketsSent, a.ReceiptsDelivered, caught))
+	t.row("offenders", fmt.Sprintf("%d proven, %d claimed", a.OffendersProven, a.OffendersClaimed))
+	t.row("governance", fmt.Sprintf("%d txs, %d refused, followed to height %d", a.GovernanceTxs, a.GovernanceRefused, a.GovHeight))
+	t.row("sink", fmt.Sprintf("%d rows, %.0f rows/s, largest lag %d records", a.SinkRows, a.SinkRowsPerS, a.MaxLag))
+	printLedgerReports(t, a)
+	return t.flush()
+}
+
+// printLedgerReports ends the analytics block. Reconciliation, anomalies
+// and credit scores (issue 10, parts 3-5) add their rows here, from fields
+// they add to bench.DemoAnalytics; until they land it prints nothing.
+func printLedgerReports(t *table, a *bench.DemoAnalytics) {}
