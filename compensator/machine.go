@@ -120,6 +120,15 @@ type Policy struct {
 	// MaxProofAttempts bounds the evidence checks that could not be made
 	// before the item goes to MANUAL; default 20.
 	MaxProofAttempts int
+	// MaxResendPackets and MaxResendBytes bound one resent batch (1024
+	// packets, 4 MiB of encoded packets): a destination's due items go
+	// out in as many batches as that takes. One batch of everything due
+	// was refused by the receiver past amdp's 4096 packets, and its
+	// governance record went past the chain's tx size, under a
+	// destination's long outage (found by `ccgp bench --rate` on an
+	// overloaded machine).
+	MaxResendPackets int
+	MaxResendBytes   int
 	Base             time.Duration // first backoff; default 1s
 	Max              time.Duration // backoff cap; default 30s
 	// Jitter maps a backoff to the actual wait (full jitter by default is
@@ -138,6 +147,12 @@ func (p Policy) withDefaults() Policy {
 	}
 	if p.Base <= 0 {
 		p.Base = time.Second
+	}
+	if p.MaxResendPackets <= 0 {
+		p.MaxResendPackets = 1024
+	}
+	if p.MaxResendBytes <= 0 {
+		p.MaxResendBytes = 4 << 20
 	}
 	if p.Max <= 0 {
 		p.Max = 30 * time.Second
@@ -439,20 +454,49 @@ func (m *Machine) resend(groups map[string][]*Item) []Action {
 	sort.Strings(tos)
 	var acts []Action
 	for _, to := range tos {
-		items := groups[to]
-		acts = append(acts, unrecorded(items)...)
-		for _, it := range items {
-			it.State = govchain.PacketState_PACKET_RETRYING
-			it.Attempts++
-			it.NextAt = time.Time{}
-			m.inflight[it.ID] = true
+		for _, items := range m.batches(groups[to]) {
+			acts = append(acts, m.resendOne(items)...)
 		}
-		acts = append(acts,
-			Action{Kind: Record, Items: items, State: govchain.PacketState_PACKET_RETRYING, Reason: "resending"},
-			Action{Kind: Save, Items: items},
-			Action{Kind: Resend, Items: items})
 	}
 	return acts
+}
+
+// batches splits one destination's items into resend batches within the
+// policy's bounds, in (pipe, seq) order.
+func (m *Machine) batches(items []*Item) [][]*Item {
+	sort.Slice(items, func(i, j int) bool {
+		return items[i].Pipe < items[j].Pipe || (items[i].Pipe == items[j].Pipe && items[i].Seq < items[j].Seq)
+	})
+	var out [][]*Item
+	var cur []*Item
+	size := 0
+	for _, it := range items {
+		if len(cur) > 0 && (len(cur) >= m.p.MaxResendPackets || size+len(it.Packet) > m.p.MaxResendBytes) {
+			out = append(out, cur)
+			cur, size = nil, 0
+		}
+		cur = append(cur, it)
+		size += len(it.Packet)
+	}
+	if len(cur) > 0 {
+		out = append(out, cur)
+	}
+	return out
+}
+
+// resendOne plans the resend of one batch's items.
+func (m *Machine) resendOne(items []*Item) []Action {
+	acts := unrecorded(items)
+	for _, it := range items {
+		it.State = govchain.PacketState_PACKET_RETRYING
+		it.Attempts++
+		it.NextAt = time.Time{}
+		m.inflight[it.ID] = true
+	}
+	return append(acts,
+		Action{Kind: Record, Items: items, State: govchain.PacketState_PACKET_RETRYING, Reason: "resending"},
+		Action{Kind: Save, Items: items},
+		Action{Kind: Resend, Items: items})
 }
 
 // Resent reports a resend's outcome for items: delivered, refused by the

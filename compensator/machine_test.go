@@ -1052,3 +1052,45 @@ func TestMachineDeadline(t *testing.T) {
 		}
 	}
 }
+
+// TestMachineResendBatches: a destination's due items go out in batches
+// within the policy's count and byte bounds, each with its own record.
+func TestMachineResendBatches(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		p       Policy
+		n, size int
+		want    []int // items per resent batch
+	}{
+		{"under the bounds", Policy{MaxResendPackets: 1000}, 10, 10, []int{10}},
+		{"by count", Policy{MaxResendPackets: 1000}, 2500, 10, []int{1000, 1000, 500}},
+		{"by bytes", Policy{MaxResendPackets: 1000, MaxResendBytes: 4096}, 10, 1000, []int{4, 4, 2}},
+		{"one packet over the byte bound still goes", Policy{MaxResendBytes: 10}, 2, 100, []int{1, 1}},
+		{"the defaults: amdp's 4096-packet batch never reached", Policy{}, 5000, 10, []int{1024, 1024, 1024, 1024, 904}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.p.Jitter = identity
+			var items []*Item
+			for i := range tc.n {
+				it := newItem(fmt.Sprintf("p/%d", i+1), "y")
+				it.State, it.Recorded, it.NextAt = govchain.PacketState_PACKET_FAILED, govchain.PacketState_PACKET_FAILED, t0
+				it.Packet = make([]byte, tc.size)
+				items = append(items, it)
+			}
+			m := NewMachine(tc.p, items)
+			var got []int
+			records := 0
+			for _, a := range m.Due(at(time.Second)) {
+				switch a.Kind {
+				case Resend:
+					got = append(got, len(a.Items))
+				case Record:
+					records++
+				}
+			}
+			if !slices.Equal(got, tc.want) || records != len(tc.want) {
+				t.Fatalf("resent batches %v with %d records, want %v with one record each", got, records, tc.want)
+			}
+		})
+	}
+}

@@ -148,9 +148,40 @@ func (q *txq) OpenBatch(ctx context.Context, o *govchain.BatchOpen) error {
 	return q.wait(ctx, &txItem{open: o})
 }
 
-// Exception records a transition and returns once committed.
+// Exception records a transition and returns once committed. A record of
+// more packets than one tx holds goes in several, one after the other: a
+// batch's worth of packets (4096 of them) made a 73 KB tx, which the chain
+// refused for its size, and nothing was recorded.
 func (q *txq) Exception(ctx context.Context, m *govchain.MsgTxException) error {
-	return q.wait(ctx, &txItem{exception: m})
+	for _, part := range splitException(m) {
+		if err := q.wait(ctx, &txItem{exception: part}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// maxExceptionRefs bounds the bytes of packet references in one exception
+// tx: the chain's default tx limit is 64 KiB (govchain.DefaultMaxTxBytes),
+// and the signature, the envelope and the reason fit in what is left.
+const maxExceptionRefs = 32 << 10
+
+// splitException cuts m into messages whose packet lists stay within
+// maxExceptionRefs, each with m's state and reason, in m's order.
+func splitException(m *govchain.MsgTxException) []*govchain.MsgTxException {
+	var out []*govchain.MsgTxException
+	cur := &govchain.MsgTxException{State: m.State, Reason: m.Reason}
+	size := 0
+	for _, r := range m.Packets {
+		n := proto.Size(r) + 4 // the field's tag and length
+		if len(cur.Packets) > 0 && size+n > maxExceptionRefs {
+			out = append(out, cur)
+			cur, size = &govchain.MsgTxException{State: m.State, Reason: m.Reason}, 0
+		}
+		cur.Packets = append(cur.Packets, r)
+		size += n
+	}
+	return append(out, cur)
 }
 
 // Run packs and submits until ctx ends.
@@ -356,9 +387,24 @@ func (q *txq) failed(items []*txItem, err error) []*txItem {
 	if len(reason) > 200 {
 		reason = reason[:200]
 	}
-	// The MANUAL record settles the item's duty in its place.
-	return []*txItem{{exception: &govchain.MsgTxException{Packets: it.packets, State: govchain.PacketState_PACKET_MANUAL,
-		Reason: reason}, settled: it.settled, queued: time.Now()}}
+	// The MANUAL record settles the item's duty in its place, once every
+	// part of it committed.
+	parts := splitException(&govchain.MsgTxException{Packets: it.packets, State: govchain.PacketState_PACKET_MANUAL, Reason: reason})
+	settled := it.settled
+	if settled != nil && len(parts) > 1 {
+		left := new(atomic.Int32)
+		left.Store(int32(len(parts)))
+		settled = func() {
+			if left.Add(-1) == 0 {
+				it.settled()
+			}
+		}
+	}
+	out := make([]*txItem, len(parts))
+	for i, m := range parts {
+		out[i] = &txItem{exception: m, settled: settled, queued: time.Now()}
+	}
+	return out
 }
 
 func (it *txItem) what() string {

@@ -5,8 +5,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/ccgpmesh/ccgp/govchain"
 )
@@ -95,6 +98,47 @@ func TestTxqGivesUpToManual(t *testing.T) {
 				if settled != 1 {
 					t.Fatalf("settled %d times once the MANUAL record committed, want 1", settled)
 				}
+			}
+		})
+	}
+}
+
+// TestSplitException: a record of more packets than one tx holds is cut
+// into parts under the bound, in order, each with the state and reason.
+func TestSplitException(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		n     int
+		pipe  string
+		parts int
+	}{
+		{"one packet", 1, "pipe-1-2", 1},
+		{"a batch's worth of short pipe ids", 4096, "pipe-1-2", 3},
+		{"long pipe ids", 1000, strings.Repeat("p", 128), 5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := &govchain.MsgTxException{State: govchain.PacketState_PACKET_MANUAL, Reason: strings.Repeat("r", 200)}
+			for i := range tc.n {
+				m.Packets = append(m.Packets, &govchain.PacketRef{Pipe: tc.pipe, Seq: uint64(1<<40 + i)})
+			}
+			parts := splitException(m)
+			if len(parts) != tc.parts {
+				t.Fatalf("%d parts, want %d", len(parts), tc.parts)
+			}
+			var seqs []uint64
+			for _, p := range parts {
+				if p.State != m.State || p.Reason != m.Reason {
+					t.Fatalf("part lost the state or reason: %v", p)
+				}
+				if sz := proto.Size(p); sz > govchain.DefaultMaxTxBytes-8<<10 {
+					t.Fatalf("part of %d bytes: no room under the chain's %d for the envelope", sz, govchain.DefaultMaxTxBytes)
+				}
+				for _, r := range p.Packets {
+					seqs = append(seqs, r.Seq)
+				}
+			}
+			if len(seqs) != tc.n || !slices.IsSorted(seqs) {
+				t.Fatalf("parts hold %d packets (in order: %v), want all %d in order", len(seqs), slices.IsSorted(seqs), tc.n)
 			}
 		})
 	}
