@@ -11,6 +11,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/ccgpmesh/ccgp/analytics"
+	"github.com/ccgpmesh/ccgp/ingest/subchain"
 )
 
 // partAnalytics labels the ledger's writers (the sink and the governance
@@ -194,4 +195,50 @@ func (l *ledger) counts(ctx context.Context) (LedgerCounts, error) {
 		}
 	}
 	return lc, nil
+}
+
+// reports fills the end of the demo's analytics block: the run reconciled
+// against the chains' own records (from `from`, before the first packet,
+// to now), the anomaly rules evaluated once over the ledger (with that
+// reconciliation as the reconciliation rule's input), and every party's
+// credit score for the run.
+func (l *ledger) reports(ctx context.Context, c *Cluster, from time.Time, a *DemoAnalytics, say func(string, ...any)) error {
+	if a == nil {
+		return nil
+	}
+	chains := map[string]subchain.Records{}
+	for _, ch := range c.Chains {
+		chains[ch.ID()] = ch
+	}
+	reconcile := func(ctx context.Context, from, to time.Time) (*analytics.Reconciliation, error) {
+		r, err := analytics.Reconcile(ctx, analytics.ReconcileInput{Conn: l.conn, Database: l.db, From: from, To: to, Chains: chains})
+		return &r, err
+	}
+	to := time.Now().Add(time.Second)
+	r, err := reconcile(ctx, from, to)
+	if err != nil {
+		return fmt.Errorf("bench: reconcile the run: %w", err)
+	}
+	a.Reconciliation = r
+	say("reconciliation of the run against the chains' records: %d differences", r.Found)
+	w, err := analytics.NewWatcher(ctx, analytics.WatcherConfig{Conn: l.conn, DB: l.db, Rules: analytics.DefaultRules(),
+		Lag: func() (int64, bool) { st := l.sink.Stats(); return st.Lag, !st.LagAt.IsZero() },
+		Reconcile: func(ctx context.Context, from, to time.Time) (int, error) {
+			r, err := reconcile(ctx, from, to)
+			if err != nil {
+				return 0, err
+			}
+			return r.Found, nil
+		}})
+	if err != nil {
+		return err
+	}
+	if a.Anomalies, err = w.Evaluate(ctx); err != nil {
+		return fmt.Errorf("bench: anomaly rules: %w", err)
+	}
+	if a.Credit, err = analytics.Credit(ctx, l.conn, l.db, analytics.CreditWindow{Start: from, End: to, Grace: time.Second}); err != nil {
+		return fmt.Errorf("bench: credit scores: %w", err)
+	}
+	say("anomaly rules evaluated: %d open; credit scored for %d parties", len(a.Anomalies), len(a.Credit))
+	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ccgpmesh/ccgp/analytics"
 	"github.com/ccgpmesh/ccgp/crypto"
 	"github.com/ccgpmesh/ccgp/govchain"
 )
@@ -68,6 +69,13 @@ type DemoAnalytics struct {
 	SinkRowsPerS float64 `json:"sink_rows_per_s"`
 	SinkRows     uint64  `json:"sink_rows"`
 	MaxLag       int64   `json:"sink_max_lag"`
+
+	// The ledger's reports at the end of the run: reconciliation of the
+	// run against the chains' own records (clean when nothing differs),
+	// the anomaly rules evaluated once, and every party's credit score.
+	Reconciliation *analytics.Reconciliation `json:"reconciliation,omitempty"`
+	Anomalies      []analytics.Anomaly       `json:"anomalies"`
+	Credit         []analytics.CreditScore   `json:"credit"`
 }
 
 // DemoSummary is the demo's result; `ccgp demo --json` prints it. Lost and
@@ -256,6 +264,9 @@ done:
 	sum.GovHeight = c.Node.Height()
 	if led != nil {
 		if sum.Analytics, err = led.catchUp(ctx, sum, say); err != nil {
+			return nil, err
+		}
+		if err := led.reports(ctx, c, trafficStart.Add(-time.Minute), sum.Analytics, say); err != nil {
 			return nil, err
 		}
 	} else {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"sort"
 	"strings"
 	"time"
 
@@ -182,7 +183,33 @@ func printDemoAnalytics(a *bench.DemoAnalytics) error {
 	return t.flush()
 }
 
-// printLedgerReports ends the analytics block. Reconciliation, anomalies
-// and credit scores (issue 10, parts 3-5) add their rows here, from fields
-// they add to bench.DemoAnalytics; until they land it prints nothing.
-func printLedgerReports(t *table, a *bench.DemoAnalytics) {}
+// printLedgerReports ends the analytics block: the run's reconciliation,
+// the anomalies open at the end, and the credit table.
+func printLedgerReports(t *table, a *bench.DemoAnalytics) {
+	if r := a.Reconciliation; r != nil {
+		if r.Clean() {
+			var packets uint64
+			for _, p := range r.Pipes {
+				packets += p.Packets
+			}
+			t.row("reconciliation", fmt.Sprintf("clean: %d packets over %d pipes agree with the chains' records", packets, len(r.Pipes)))
+		} else {
+			var kinds []string
+			for k, n := range r.ByKind {
+				kinds = append(kinds, fmt.Sprintf("%d %s", n, k))
+			}
+			sort.Strings(kinds)
+			t.row("reconciliation", fmt.Sprintf("%d differences: %s (ccgp analytics reconcile lists them)", r.Found, strings.Join(kinds, ", ")))
+		}
+	}
+	if len(a.Anomalies) == 0 {
+		t.row("anomalies", "none open")
+	}
+	for _, x := range a.Anomalies {
+		t.row("anomaly", fmt.Sprintf("%s %s: %s", x.Severity, x.Rule, x.Message))
+	}
+	for _, c := range a.Credit {
+		t.row("credit", fmt.Sprintf("%-5s %-12s %4d/1000  delivery %.2f, timely %.2f, %d proven offences", c.Kind, c.Party, c.Score1000,
+			c.Delivery, c.Timeliness, c.ProvenOffences))
+	}
+}
