@@ -806,6 +806,16 @@ func (c *Client) SubmitAll(ctx context.Context, txs []Signed) ([]*TxResult, erro
 	out := make([]*TxResult, len(txs))
 	for i, h := range hashes {
 		r, err := c.WaitTx(ctx, h)
+		// One signer's txs can reach a block out of order when another
+		// validator proposes it (its mempool got them by gossip): the
+		// later nonce executes first and the earlier one is refused as
+		// a replay. Such a tx did not apply: it is signed again with a
+		// new nonce and sent alone (seen in TestValidatorDown's set-up
+		// on 4 validators).
+		for try := 0; try < 3 && errors.Is(err, ErrBadNonce); try++ {
+			c.forgetNonce(txs[i].Signer)
+			r, err = c.Submit(ctx, txs[i].Signer, txs[i].Msg)
+		}
 		if err != nil {
 			c.forgetNonce(txs[i].Signer)
 			return nil, fmt.Errorf("tx %d (%T): %w", i, txs[i].Msg, err)
