@@ -67,7 +67,8 @@ FUZZ_TARGETS = \
 	./mesh/amdp/:FuzzDecodeReceiptBatch \
 	./mesh/amdp/:FuzzDecodeFrame \
 	./mesh/amdp/:FuzzDecodeSkeletonRecord \
-	./mesh/:FuzzReadFrame
+	./mesh/:FuzzReadFrame \
+	./analytics/:FuzzSinkDecode
 # FUZZ: the targets to run (all by default), e.g. FUZZ=./mesh/:FuzzReadFrame.
 FUZZ ?= $(FUZZ_TARGETS)
 # FUZZMINIMIZETIME bounds the minimizing of each new input. Go's default,
