@@ -773,9 +773,15 @@ func (c *Client) WaitReady(ctx context.Context) error {
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	for {
+		// The block store counts a block before the app has committed its
+		// state: a read right after "height 1" could find the genesis
+		// state not committed yet ("state not available", seen in CI), so
+		// the app must say it committed a block too.
 		st, err := c.rpc.Status(ctx)
 		if err == nil && !st.SyncInfo.CatchingUp && st.SyncInfo.LatestBlockHeight >= 1 {
-			return nil
+			if info, err := c.rpc.ABCIInfo(ctx); err == nil && info.Response.LastBlockHeight >= 1 {
+				return nil
+			}
 		}
 		select {
 		case <-ctx.Done():
