@@ -174,8 +174,14 @@ func TestAuditNode(t *testing.T) {
 	if err != nil || n.Kind != NodeKind_NODE_AUDIT {
 		t.Fatalf("audit node record via audit node: %v %v", n, err)
 	}
-	// Compare app hashes at one height through both nodes' headers.
+	// Compare app hashes at one height through both nodes' headers. The
+	// audit node can store a block before the validator's store counts
+	// it (CI: "height 14 must be less than or equal to the current
+	// blockchain height 13"): both must have it.
 	target := h + 1
+	if err := val.WaitForHeight(ctx, target); err != nil {
+		t.Fatalf("validator at height %d: %v", target, err)
+	}
 	cv, err := c.RPC().Commit(ctx, &target)
 	if err != nil {
 		t.Fatal(err)
